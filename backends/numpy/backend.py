@@ -1,0 +1,73 @@
+"""The ``numpy`` reference backend: the oracle every other backend is tested against.
+
+It favours being obviously correct over being fast: every kernel lays the
+input into a zero- (or ``-inf``-) padded float64 buffer, reads it through
+strided window views and contracts with ``numpy.tensordot``/``numpy.einsum``
+per group, or scatters back one kernel tap at a time for the adjoints. It
+accumulates in float64 whatever the input dtype, casts the result to
+``spec.dtype`` and handles any number of spatial dims ``d >= 1``. The maths
+lives in :mod:`convkit_backends.numpy.kernels`.
+
+Examples
+--------
+>>> import numpy as np
+>>> from convkit.spec import ConvSpec
+>>> spec = ConvSpec(n=1, c_in=1, c_out=1, in_shape=(4,), kernel=(2,), dtype="float64")
+>>> x = np.arange(4.0).reshape(1, 1, 4)
+>>> w = np.ones((1, 1, 2))
+>>> NumpyBackend().conv_forward(x, w, None, spec)
+array([[[1., 3., 5.]]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convkit.backend import KERNELS, Backend, Capabilities
+
+from . import kernels
+
+__all__ = ["NumpyBackend"]
+
+
+class NumpyBackend(Backend):
+    """Readable, vectorized, float64-accumulating reference kernels for any ``d``.
+
+    Kernels expect canonical problems (see :mod:`convkit.backend`) and never
+    modify their inputs.
+    """
+
+    name = "numpy"
+    version = np.__version__
+    priority = 0
+    capabilities = Capabilities(
+        kernels=frozenset(KERNELS),
+        dims=None,
+        dtypes=frozenset({"float32", "float64"}),
+        groups=True,
+        dilation=True,
+        pool_kinds=frozenset({"max", "avg", "lp"}),
+        error_bound_factor=1.0,
+        threads=False,
+        algorithm="windowed views + tensordot/einsum per group, float64 accumulation",
+    )
+
+    def conv_forward(self, x, w, bias, spec):
+        """Cross-correlation with zero pads; returns ``spec.y_shape``."""
+        return kernels.conv_forward(x, w, bias, spec)
+
+    def conv_backward_input(self, grad_y, w, spec):
+        """Adjoint of the forward in ``x``; returns ``spec.x_shape``."""
+        return kernels.conv_backward_input(grad_y, w, spec)
+
+    def conv_backward_weight(self, grad_y, x, spec):
+        """Adjoint of the forward in ``w``; returns ``spec.w_shape``."""
+        return kernels.conv_backward_weight(grad_y, x, spec)
+
+    def pool_forward(self, x, spec, return_indices):
+        """Max, average or Lp pooling; returns ``(y, indices or None)``."""
+        return kernels.pool_forward(x, spec, return_indices)
+
+    def pool_backward(self, grad_y, x, y, indices, spec):
+        """Gradient of :meth:`pool_forward` with respect to ``x``."""
+        return kernels.pool_backward(grad_y, x, y, indices, spec)

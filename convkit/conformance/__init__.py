@@ -1,0 +1,1 @@
+"""Conformance suite of convkit: oracles and checks every backend must pass."""
