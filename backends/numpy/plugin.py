@@ -1,0 +1,10 @@
+"""Registers the ``numpy`` reference backend with convkit."""
+
+from convkit.hookspecs import hookimpl
+
+
+@hookimpl
+def convkit_backends():
+    from .backend import NumpyBackend
+
+    return [NumpyBackend()]

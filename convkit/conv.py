@@ -1,0 +1,418 @@
+"""Convolution and transposed convolution: the public ops and their gradients.
+
+Each op normalizes its arguments into a :class:`~convkit.spec.ConvSpec`,
+brings the arrays to canonical form, runs backend kernels through
+:mod:`convkit.dispatch` and maps the result back. Transposed convolution is
+the backward-input kernel of the matching forward convolution; padding modes
+are a pre-pad (forward) and its adjoint (gradients); ``flip`` reverses the
+kernel.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import replace
+
+import numpy as np
+
+from . import canonical as cn
+from . import shapes
+from .dispatch import run
+from .errors import ShapeError, SpecError
+from .spec import LAYOUTS, PADDING_MODES, ConvSpec
+
+__all__ = ["ConvGrads", "conv", "conv1d", "conv2d", "conv3d", "conv_grad", "conv_transpose",
+           "conv_transpose_grad", "conv_spec", "conv_transpose_spec"]
+
+#: Gradients of a convolution; a field is ``None`` when it was not asked for.
+ConvGrads = namedtuple("ConvGrads", ["input", "weight", "bias"])
+
+_WRT = ("input", "weight", "bias")
+
+
+def _check_layout(data_format, op):
+    if data_format not in LAYOUTS:
+        raise SpecError(f"{op}: unknown data_format {data_format!r}; use 'channels_first' ((N, C, *spatial)) "
+                        f"or 'channels_last' ((N, *spatial, C))")
+
+
+def _split(x_shape, w_shape, data_format, op, w_layout_note):
+    """(N, C, spatial) of x and (a, b, k) of w = (w.shape[0], w.shape[1], kernel) in cf order."""
+    if len(x_shape) < 3:
+        raise ShapeError(f"{op}: x must have rank >= 3 ((N, C, *spatial) for channels_first, (N, *spatial, C) "
+                         f"for channels_last), got shape {tuple(x_shape)}; add batch/channel axes, "
+                         f"e.g. x[None, None]")
+    if len(w_shape) != len(x_shape):
+        raise ShapeError(f"{op}: weight must have the same rank as x ({len(x_shape)}: {w_layout_note}), got "
+                         f"weight shape {tuple(w_shape)} for x shape {tuple(x_shape)}")
+    d = len(x_shape) - 2
+    if data_format == "channels_first":
+        n, c, spatial = x_shape[0], x_shape[1], tuple(x_shape[2:])
+        a, b, k = w_shape[0], w_shape[1], tuple(w_shape[2:])
+    else:
+        n, c, spatial = x_shape[0], x_shape[-1], tuple(x_shape[1:-1])
+        a, b, k = w_shape[-1], w_shape[-2], tuple(w_shape[:d])
+    if any(v < 1 for v in k):
+        raise ShapeError(f"{op}: kernel sizes must be positive, got weight shape {tuple(w_shape)}")
+    return d, n, c, spatial, a, b, k
+
+
+def _check_groups(groups, op):
+    if not shapes._is_int(groups) or int(groups) < 1:
+        raise SpecError(f"{op}: groups must be a positive int, got {groups!r}")
+    return int(groups)
+
+
+def _check_bias(bias, channels, op):
+    if bias is not None and bias.shape != (channels,):
+        raise ShapeError(f"{op}: bias must have shape ({channels},) (one value per output channel), "
+                         f"got {bias.shape}")
+
+
+def conv_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+              data_format="channels_first", flip=False, dtype="float32", op="conv") -> ConvSpec:
+    """Normalize the arguments of :func:`conv` (by shapes) into a :class:`ConvSpec`.
+
+    Examples
+    --------
+    >>> conv_spec((1, 1, 8), (1, 1, 5), padding="same").pads
+    ((2, 2),)
+    """
+    _check_layout(data_format, op)
+    note = "(C_out, C_in/groups, *k)" if data_format == "channels_first" else "(*k, C_in/groups, C_out)"
+    d, n, c_in, spatial, c_out, cpg, kernel = _split(x_shape, w_shape, data_format, op, note)
+    groups = _check_groups(groups, op)
+    if c_in % groups or c_out % groups:
+        raise ShapeError(f"{op}: groups={groups} must divide both input channels ({c_in}) and output channels "
+                         f"({c_out}); choose groups among the common divisors")
+    if cpg * groups != c_in:
+        raise ShapeError(f"{op}: input channels ({c_in}) must equal groups * weight in-channels ({groups} * {cpg} "
+                         f"= {groups * cpg}); weight is {note}, got weight shape {tuple(w_shape)}")
+    stride = shapes.normalize_tuple(stride, d, "stride", op)
+    dilation = shapes.normalize_tuple(dilation, d, "dilation", op)
+    if isinstance(padding, str):
+        pads = shapes.padtype_to_pads(padding, spatial, kernel, stride, dilation, op)
+    else:
+        pads = shapes.normalize_pads(padding, d, op)
+    if padding_mode not in PADDING_MODES:
+        raise SpecError(f"{op}: unknown padding_mode {padding_mode!r}; use one of {', '.join(PADDING_MODES)}")
+    if padding_mode != "zeros":
+        cn.check_pad_mode(padding_mode, spatial, pads, op)
+    if not isinstance(flip, (bool, np.bool_)):
+        raise SpecError(f"{op}: flip must be True or False, got {flip!r}")
+    spec = ConvSpec(n=n, c_in=c_in, c_out=c_out, in_shape=spatial, kernel=kernel, stride=stride,
+                    dilation=dilation, pads=pads, groups=groups, dtype=str(np.dtype(dtype)),
+                    padding_mode=padding_mode, layout=data_format, flip=bool(flip), bias=bool(bias))
+    spec.out_shape  # raises ShapeError when the kernel does not fit
+    return spec
+
+
+def _conv_prepare(x, weight, bias, kw, op, grad=None):
+    x = cn.as_float(x, "x", op)
+    weight = cn.as_float(weight, "weight", op)
+    bias = None if bias is None else cn.as_float(bias, "bias", op)
+    dtype = cn.result_dtype(x, weight, bias, grad)
+    spec = conv_spec(x.shape, weight.shape, bias=bias is not None, dtype=dtype, op=op, **kw)
+    _check_bias(bias, spec.c_out, op)
+    return x, weight, bias, spec
+
+
+def _canonical_inputs(x, weight, spec):
+    """Canonical x (pre-padded for non-zero modes), weight (flipped if asked) and kernel spec."""
+    xc = cn.to_channels_first(x, spec.layout, spec.dtype)
+    wc = cn.weight_to_cf(weight, spec.layout, spec.dtype)
+    if spec.flip:
+        wc = np.ascontiguousarray(wc[(slice(None), slice(None)) + (slice(None, None, -1),) * spec.d])
+    kspec = spec.canonical()
+    if spec.padding_mode != "zeros":
+        xc = cn.pad_mode(xc, spec.pads, spec.padding_mode)
+        kspec = replace(kspec, in_shape=xc.shape[2:], pads=((0, 0),) * spec.d)
+    return xc, wc, kspec
+
+
+def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+         data_format="channels_first", flip=False, backend=None):
+    """N-d convolution (cross-correlation by default) of a batch of multi-channel signals.
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C_in, *spatial)`` (channels_first) or ``(N, *spatial, C_in)`` (channels_last).
+    weight : array_like
+        ``(C_out, C_in/groups, *k)`` (channels_first) or ``(*k, C_in/groups, C_out)`` (channels_last).
+    bias : array_like, optional
+        ``(C_out,)``, added to every output position.
+    stride, dilation : int or sequence of int
+        One value for every spatial dim, or one per dim.
+    padding : int, sequence or str
+        An int, one int per dim, one ``(lo, hi)`` pair per dim, or ``"valid"``,
+        ``"same"``, ``"same_lower"``, ``"full"``, ``"causal"`` (see docs/spec.md).
+    groups : int
+        Channels split into ``groups`` independent convolutions (``groups=C_in``: depthwise).
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+    data_format : {"channels_first", "channels_last"}
+    flip : bool
+        ``True`` flips the kernel: true convolution, as ``numpy.convolve``.
+    backend : str or sequence of str, optional
+        Backend name or priority list for this call.
+
+    Returns
+    -------
+    ndarray
+        ``(N, C_out, *out)`` in ``data_format``; float32 or float64 as the inputs.
+
+    Examples
+    --------
+    The 1-D worked example of the course notes (``numpy.convolve(x, w, "same")``):
+
+    >>> import numpy as np
+    >>> x = np.array([[[1, 3, 2, 4, 5, 6, 1, 3]]])
+    >>> w = np.array([[[1, 0, 3, 1, 2]]])
+    >>> conv(x, w, padding=2, flip=True)[0, 0].tolist()
+    [5.0, 14.0, 16.0, 26.0, 24.0, 34.0, 19.0, 22.0]
+    """
+    x, weight, bias, spec = _conv_prepare(x, weight, bias, dict(
+        stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
+        data_format=data_format, flip=flip), "conv")
+    xc, wc, kspec = _canonical_inputs(x, weight, spec)
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=spec.dtype)
+    y = run("conv_forward", kspec, xc, wc, b, backend=backend)
+    return cn.from_channels_first(y, spec.layout)
+
+
+def _fixed_d(d, name):
+    def op(x, weight, bias=None, **kwargs):
+        ndim = np.ndim(x)
+        if ndim != d + 2:
+            raise ShapeError(f"{name}: x must have rank {d + 2} ((N, C, {', '.join('LHW'[-d:] if d < 4 else 'S')}) "
+                             f"or channels_last), got rank {ndim}; use conv() for other ranks")
+        return conv(x, weight, bias, **kwargs)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"""{d}-D :func:`conv`: ``x`` must have rank {d + 2}. Same keywords as :func:`conv`."""
+    return op
+
+
+conv1d = _fixed_d(1, "conv1d")
+conv2d = _fixed_d(2, "conv2d")
+conv3d = _fixed_d(3, "conv3d")
+
+
+def _check_wrt(wrt, op):
+    wrt = (wrt,) if isinstance(wrt, str) else tuple(wrt)
+    bad = [w for w in wrt if w not in _WRT]
+    if bad:
+        raise SpecError(f"{op}: wrt entries must be among {_WRT}, got {bad}")
+    return set(wrt)
+
+
+def _grad_output(grad_output, spec, shape_cf, op):
+    g = cn.as_float(grad_output, "grad_output", op)
+    expected = shape_cf if spec.layout == "channels_first" else (shape_cf[0], *shape_cf[2:], shape_cf[1])
+    if g.shape != tuple(expected):
+        raise ShapeError(f"{op}: grad_output must have the output's shape {tuple(expected)}, got {g.shape}")
+    return cn.to_channels_first(g, spec.layout, spec.dtype)
+
+
+def conv_grad(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+              data_format="channels_first", flip=False, wrt=_WRT, backend=None) -> ConvGrads:
+    """Gradients of :func:`conv` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to ``conv(x, weight, ...)``.
+    x, weight
+        The forward op's inputs; keywords as in :func:`conv`.
+    wrt : sequence of {"input", "weight", "bias"}
+        Which gradients to compute; the others are ``None``.
+
+    Returns
+    -------
+    ConvGrads
+        Named tuple ``(input, weight, bias)`` in the layouts of ``x`` and ``weight``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x, w = np.arange(5.0)[None, None], np.ones((1, 1, 2))
+    >>> g = conv_grad(np.ones((1, 1, 4)), x, w)
+    >>> g.input[0, 0].tolist(), g.weight[0, 0].tolist(), g.bias.tolist()
+    ([1.0, 2.0, 2.0, 2.0, 1.0], [6.0, 10.0], [4.0])
+    """
+    op = "conv_grad"
+    wrt = _check_wrt(wrt, op)
+    grad_output = cn.as_float(grad_output, "grad_output", op)
+    x, weight, _, spec = _conv_prepare(x, weight, None, dict(
+        stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
+        data_format=data_format, flip=flip), op, grad=grad_output)
+    g = _grad_output(grad_output, spec, spec.y_shape, op)
+    xc, wc, kspec = _canonical_inputs(x, weight, spec)
+    gx = gw = gb = None
+    if "input" in wrt:
+        gx = run("conv_backward_input", kspec, g, wc, backend=backend)
+        if spec.padding_mode != "zeros":
+            gx = cn.unpad_mode_adjoint(gx, spec.in_shape, spec.pads, spec.padding_mode)
+        gx = cn.from_channels_first(gx, spec.layout)
+    if "weight" in wrt:
+        gw = run("conv_backward_weight", kspec, g, xc, backend=backend)
+        if spec.flip:
+            gw = np.ascontiguousarray(gw[(slice(None), slice(None)) + (slice(None, None, -1),) * spec.d])
+        gw = cn.weight_from_cf(gw, spec.layout)
+    if "bias" in wrt:
+        gb = g.sum(axis=(0, *range(2, g.ndim)), dtype=np.float64).astype(spec.dtype)
+    return ConvGrads(gx, gw, gb)
+
+
+# -- transposed convolution -----------------------------------------------------
+
+def conv_transpose_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, output_padding=0, dilation=1,
+                        groups=1, output_shape=None, data_format="channels_first", dtype="float32",
+                        op="conv_transpose") -> ConvSpec:
+    """Normalize the arguments of :func:`conv_transpose` into a :class:`ConvSpec`.
+
+    Examples
+    --------
+    >>> conv_transpose_spec((1, 4, 3), (4, 2, 3), stride=2, padding=1, output_padding=1).out_shape
+    (6,)
+    """
+    _check_layout(data_format, op)
+    note = "(C_in, C_out/groups, *k)" if data_format == "channels_first" else "(*k, C_out/groups, C_in)"
+    d, n, c_in, spatial, w_in, cpg, kernel = _split(x_shape, w_shape, data_format, op, note)
+    groups = _check_groups(groups, op)
+    if w_in != c_in:
+        raise ShapeError(f"{op}: weight must be {note} with C_in = {c_in} (x's channels), got weight shape "
+                         f"{tuple(w_shape)}")
+    if c_in % groups:
+        raise ShapeError(f"{op}: groups={groups} must divide the input channels ({c_in})")
+    c_out = cpg * groups
+    stride = shapes.normalize_tuple(stride, d, "stride", op)
+    dilation = shapes.normalize_tuple(dilation, d, "dilation", op)
+    output_padding = shapes.normalize_tuple(output_padding, d, "output_padding", op, minimum=0)
+    for i, (p, s, dl) in enumerate(zip(output_padding, stride, dilation)):
+        if p >= max(s, dl):
+            raise SpecError(f"{op}: output_padding must be smaller than stride or dilation in every dim, got "
+                            f"output_padding {output_padding} with stride {stride}, dilation {dilation} (dim {i}); "
+                            f"use output_shape= to ask for a larger output")
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = ((0, 0),) * d
+        elif padding in ("same", "same_lower") and output_shape is None:
+            target = tuple(n_ * s for n_, s in zip(spatial, stride))
+            pads, output_padding = shapes.conv_transpose_pads_for_output_shape(
+                spatial, kernel, stride, dilation, output_padding, target, upper=padding == "same", op=op)
+        elif padding in ("same", "same_lower"):
+            pads = None
+        else:
+            raise SpecError(f"{op}: padding {padding!r} is not defined for transposed convolution; use 'valid', "
+                            f"'same', 'same_lower', ints or (lo, hi) pairs")
+    else:
+        pads = shapes.normalize_pads(padding, d, op)
+    if output_shape is not None:
+        output_shape = shapes.normalize_tuple(output_shape, d, "output_shape", op)
+        pads, output_padding = shapes.conv_transpose_pads_for_output_shape(
+            spatial, kernel, stride, dilation, output_padding, output_shape, upper=padding != "same_lower", op=op)
+    spec = ConvSpec(n=n, c_in=c_in, c_out=c_out, in_shape=spatial, kernel=kernel, stride=stride,
+                    dilation=dilation, pads=pads, groups=groups, dtype=str(np.dtype(dtype)), layout=data_format,
+                    bias=bool(bias), op="conv_transpose", output_padding=output_padding)
+    spec.out_shape
+    return spec
+
+
+def _transpose_forward(spec: ConvSpec) -> ConvSpec:
+    """The forward conv whose backward-input computes ``spec`` (canonical).
+
+    Window positions do not depend on the high pad, so it is lowered by the
+    output padding; when that would go negative the forward conv has extra
+    trailing windows, which get zero gradient (see :func:`_fit`).
+    """
+    out = spec.out_shape
+    pads = tuple((lo, max(hi - p, 0)) for (lo, hi), p in zip(spec.pads, spec.output_padding))
+    return ConvSpec(n=spec.n, c_in=spec.c_out, c_out=spec.c_in, in_shape=out, kernel=spec.kernel,
+                    stride=spec.stride, dilation=spec.dilation, pads=pads, groups=spec.groups, dtype=spec.dtype)
+
+
+def _fit(a: np.ndarray, spatial) -> np.ndarray:
+    """Zero-extend or crop the spatial dims of channels_first ``a`` to ``spatial``."""
+    if a.shape[2:] == tuple(spatial):
+        return a
+    out = np.zeros(a.shape[:2] + tuple(spatial), dtype=a.dtype)
+    common = tuple(slice(0, min(p, q)) for p, q in zip(a.shape[2:], spatial))
+    out[(slice(None), slice(None)) + common] = a[(slice(None), slice(None)) + common]
+    return out
+
+
+def _convt_prepare(x, weight, bias, kw, op, grad=None):
+    x = cn.as_float(x, "x", op)
+    weight = cn.as_float(weight, "weight", op)
+    bias = None if bias is None else cn.as_float(bias, "bias", op)
+    dtype = cn.result_dtype(x, weight, bias, grad)
+    spec = conv_transpose_spec(x.shape, weight.shape, bias=bias is not None, dtype=dtype, op=op, **kw)
+    _check_bias(bias, spec.c_out, op)
+    fwd = _transpose_forward(spec)
+    xc = _fit(cn.to_channels_first(x, spec.layout, spec.dtype), fwd.out_shape)
+    wc = cn.weight_to_cf(weight, spec.layout, spec.dtype)
+    return xc, wc, bias, spec, fwd
+
+
+def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
+                   output_shape=None, data_format="channels_first", backend=None):
+    """Transposed convolution (the gradient of :func:`conv` with respect to its input).
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C_in, *spatial)`` or channels_last.
+    weight : array_like
+        ``(C_in, C_out/groups, *k)`` (channels_first) or ``(*k, C_out/groups, C_in)``.
+    padding : int, sequence, or {"valid", "same", "same_lower"}
+        Removed from the output, as in PyTorch; ``"same"`` gives ``in * stride``.
+    output_padding : int or sequence
+        Extra size at the end of each dim (``< max(stride, dilation)``).
+    output_shape : sequence of int, optional
+        Spatial output shape; picks the pads as ONNX ``ConvTranspose`` does.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> conv_transpose(np.array([[[1.0, 2.0]]]), np.array([[[1.0, 1.0, 1.0]]]), stride=2)[0, 0].tolist()
+    [1.0, 1.0, 3.0, 2.0, 2.0]
+    """
+    op = "conv_transpose"
+    xc, wc, bias, spec, fwd = _convt_prepare(x, weight, bias, dict(
+        stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+        output_shape=output_shape, data_format=data_format), op)
+    y = run("conv_backward_input", fwd, xc, wc, backend=backend)
+    if bias is not None:
+        y += bias.astype(y.dtype).reshape((1, -1) + (1,) * spec.d)
+    return cn.from_channels_first(y, spec.layout)
+
+
+def conv_transpose_grad(grad_output, x, weight, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
+                        output_shape=None, data_format="channels_first", wrt=_WRT, backend=None) -> ConvGrads:
+    """Gradients of :func:`conv_transpose` with respect to its input, weight and bias.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = conv_transpose_grad(np.ones((1, 1, 5)), np.ones((1, 1, 2)), np.ones((1, 1, 3)), stride=2)
+    >>> g.input[0, 0].tolist(), g.weight[0, 0].tolist(), g.bias.tolist()
+    ([3.0, 3.0], [2.0, 2.0, 2.0], [5.0])
+    """
+    op = "conv_transpose_grad"
+    wrt = _check_wrt(wrt, op)
+    grad_output = cn.as_float(grad_output, "grad_output", op)
+    xc, wc, _, spec, fwd = _convt_prepare(x, weight, None, dict(
+        stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+        output_shape=output_shape, data_format=data_format), op, grad=grad_output)
+    g = _grad_output(grad_output, spec, spec.y_shape, op)
+    gx = gw = gb = None
+    if "input" in wrt:
+        gx = run("conv_forward", fwd, g, wc, None, backend=backend)
+        gx = cn.from_channels_first(np.ascontiguousarray(_fit(gx, spec.in_shape)), spec.layout)
+    if "weight" in wrt:
+        gw = run("conv_backward_weight", fwd, xc, g, backend=backend)
+        gw = cn.weight_from_cf(gw, spec.layout)
+    if "bias" in wrt:
+        gb = g.sum(axis=(0, *range(2, g.ndim)), dtype=np.float64).astype(spec.dtype)
+    return ConvGrads(gx, gw, gb)

@@ -1,0 +1,339 @@
+"""Pooling: max, average and Lp pools, global pools, max unpooling, and their gradients.
+
+Pools normalize their arguments into a :class:`~convkit.spec.PoolSpec` and
+run the backend's ``pool_forward`` / ``pool_backward`` kernels on canonical
+arrays. Global pools are pools whose window is the whole input; unpooling is
+a scatter done by the core.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import canonical as cn
+from . import shapes
+from .dispatch import run
+from .errors import ShapeError, SpecError
+from .spec import LAYOUTS, PoolSpec
+
+__all__ = ["max_pool", "avg_pool", "lp_pool", "global_avg_pool", "global_max_pool", "max_unpool",
+           "max_pool_grad", "avg_pool_grad", "lp_pool_grad", "max_unpool_grad", "pool_spec"]
+
+
+def _layout_split(x_shape, data_format, op):
+    if data_format not in LAYOUTS:
+        raise SpecError(f"{op}: unknown data_format {data_format!r}; use 'channels_first' or 'channels_last'")
+    if len(x_shape) < 3:
+        raise ShapeError(f"{op}: x must have rank >= 3 ((N, C, *spatial) or (N, *spatial, C)), got shape "
+                         f"{tuple(x_shape)}; add batch/channel axes, e.g. x[None, None]")
+    if data_format == "channels_first":
+        return x_shape[0], x_shape[1], tuple(x_shape[2:])
+    return x_shape[0], x_shape[-1], tuple(x_shape[1:-1])
+
+
+def pool_spec(kind, x_shape, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+              count_include_pad=True, divisor_override=None, p=None, data_format="channels_first",
+              dtype="float32", op=None) -> PoolSpec:
+    """Normalize pooling arguments (by shapes) into a :class:`PoolSpec`.
+
+    Examples
+    --------
+    >>> pool_spec("max", (1, 1, 5, 5), 2, ceil_mode=True).out_shape
+    (3, 3)
+    """
+    op = op or f"{kind}_pool"
+    n, c, spatial = _layout_split(x_shape, data_format, op)
+    d = len(spatial)
+    kernel = shapes.normalize_tuple(kernel_size, d, "kernel_size", op)
+    stride = kernel if stride is None else shapes.normalize_tuple(stride, d, "stride", op)
+    dilation = shapes.normalize_tuple(dilation, d, "dilation", op)
+    if isinstance(padding, str):
+        pads = shapes.padtype_to_pads(padding, spatial, kernel, stride, dilation, op)
+    else:
+        pads = shapes.normalize_pads(padding, d, op)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise SpecError(f"{op}: ceil_mode must be True or False, got {ceil_mode!r}")
+    if divisor_override is not None and (not shapes._is_int(divisor_override) or int(divisor_override) < 1):
+        raise SpecError(f"{op}: divisor_override must be a positive int or None, got {divisor_override!r}")
+    if kind == "lp":
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not (
+                math.isfinite(p) and p > 0):
+            raise SpecError(f"{op}: the norm p must be a positive finite number, got {p!r}; e.g. p=2")
+    spec = PoolSpec(kind=kind, n=n, c=c, in_shape=spatial, kernel=kernel, stride=stride, dilation=dilation,
+                    pads=pads, ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad),
+                    divisor_override=None if divisor_override is None else int(divisor_override),
+                    p=p if kind == "lp" else None, dtype=str(np.dtype(dtype)), layout=data_format)
+    shapes.check_windows_overlap_input(spatial, kernel, stride, dilation, pads, spec.out_shape, op)
+    return spec
+
+
+def _prepare(kind, x, kernel_size, kw, op, grad=None):
+    x = cn.as_float(x, "x", op)
+    dtype = cn.result_dtype(x, grad)
+    spec = pool_spec(kind, x.shape, kernel_size, dtype=dtype, op=op, **kw)
+    return cn.to_channels_first(x, spec.layout, spec.dtype), spec
+
+
+def _forward(kind, x, kernel_size, kw, backend, return_indices=False):
+    xc, spec = _prepare(kind, x, kernel_size, kw, f"{kind}_pool")
+    y, idx = run("pool_forward", spec.canonical(), xc, bool(return_indices), backend=backend)
+    y = cn.from_channels_first(y, spec.layout)
+    if return_indices:
+        return y, cn.from_channels_first(idx, spec.layout)
+    return y
+
+
+def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+             data_format="channels_first", backend=None):
+    """N-d max pooling.
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C, *spatial)`` or ``(N, *spatial, C)``.
+    kernel_size, stride, dilation : int or sequence of int
+        ``stride=None`` means ``kernel_size``.
+    padding : int, sequence or str
+        As in :func:`convkit.conv`; padded positions never hold the maximum.
+    ceil_mode : bool
+        Round the output size up; a window must still start inside the input
+        or the left padding.
+    return_indices : bool
+        Also return int64 indices of the maxima, flattened over the spatial
+        dims of each ``(n, c)`` plane; ties go to the first maximum in
+        row-major window order.
+
+    Examples
+    --------
+    The pooling example of the course notes:
+
+    >>> import numpy as np
+    >>> x = np.array([[[[1, 1, 2, 4], [5, 4, 7, 8], [3, 2, 1, 0], [1, 6, 9, 3]]]])
+    >>> max_pool(x, 2)[0, 0].tolist()
+    [[5.0, 8.0], [6.0, 9.0]]
+    """
+    kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, data_format=data_format)
+    return _forward("max", x, kernel_size, kw, backend, return_indices)
+
+
+def avg_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, count_include_pad=True,
+             divisor_override=None, data_format="channels_first", backend=None):
+    """N-d average pooling.
+
+    ``count_include_pad`` counts padded positions (not the ``ceil_mode``
+    overhang) in the divisor; ``divisor_override`` replaces the divisor.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> avg_pool(np.arange(4.0).reshape(1, 1, 4), 2).tolist()
+    [[[0.5, 2.5]]]
+    >>> avg_pool(np.ones((1, 1, 3)), 2, padding=1, count_include_pad=False).tolist()
+    [[[1.0, 1.0]]]
+    """
+    kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode,
+              count_include_pad=count_include_pad, divisor_override=divisor_override, data_format=data_format)
+    return _forward("avg", x, kernel_size, kw, backend)
+
+
+def lp_pool(x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+            data_format="channels_first", backend=None):
+    """N-d power-average pooling: ``(sum |x|**p) ** (1/p)`` over each window (ONNX ``LpPool``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lp_pool(np.array([[[3.0, -4.0]]]), 2, 2).tolist()
+    [[[5.0]]]
+    """
+    kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, p=p, data_format=data_format)
+    return _forward("lp", x, kernel_size, kw, backend)
+
+
+def _global_kernel(x, data_format, op):
+    x = cn.as_float(x, "x", op)
+    return x, _layout_split(x.shape, data_format, op)[2]
+
+
+def global_avg_pool(x, *, data_format="channels_first", backend=None):
+    """Mean over all spatial dims, keeping them as size 1.
+
+    Examples
+    --------
+    The global average example of the course notes (69 / 16):
+
+    >>> import numpy as np
+    >>> x = np.array([[[[1, 1, 2, 4], [5, 4, 7, 8], [3, 2, 1, 0], [1, 6, 9, 15]]]])
+    >>> global_avg_pool(x).tolist()
+    [[[[4.3125]]]]
+    """
+    x, spatial = _global_kernel(x, data_format, "global_avg_pool")
+    return avg_pool(x, spatial, data_format=data_format, backend=backend)
+
+
+def global_max_pool(x, *, data_format="channels_first", backend=None):
+    """Maximum over all spatial dims, keeping them as size 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> global_max_pool(np.arange(6.0).reshape(1, 2, 3)).tolist()
+    [[[2.0], [5.0]]]
+    """
+    x, spatial = _global_kernel(x, data_format, "global_max_pool")
+    return max_pool(x, spatial, data_format=data_format, backend=backend)
+
+
+def _grad(kind, grad_output, x, kernel_size, kw, backend, indices=None):
+    op = f"{kind}_pool_grad"
+    grad_output = cn.as_float(grad_output, "grad_output", op)
+    xc, spec = _prepare(kind, x, kernel_size, kw, op, grad=grad_output)
+    g = _check_like_output(grad_output, spec, "grad_output", op).astype(spec.dtype, copy=False)
+    g = np.ascontiguousarray(g)
+    kspec = spec.canonical()
+    y = idx = None
+    if kind == "max":
+        if indices is None:
+            _, idx = run("pool_forward", kspec, xc, True, backend=backend)
+        else:
+            idx = _check_indices(indices, spec, op)
+    elif kind == "lp":
+        y, _ = run("pool_forward", kspec, xc, False, backend=backend)
+    gx = run("pool_backward", kspec, g, xc, y, idx, backend=backend)
+    return cn.from_channels_first(gx, spec.layout)
+
+
+def _check_like_output(a, spec, name, op):
+    shape = spec.y_shape if spec.layout == "channels_first" else (spec.n, *spec.out_shape, spec.c)
+    if a.shape != tuple(shape):
+        raise ShapeError(f"{op}: {name} must have the pooled output's shape {tuple(shape)}, got {a.shape}")
+    return cn.to_channels_first(a, spec.layout, a.dtype)
+
+
+def _check_indices(indices, spec, op):
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise SpecError(f"{op}: indices must be integers (as returned by max_pool(..., return_indices=True)), "
+                        f"got dtype {idx.dtype}")
+    idx = _check_like_output(idx, spec, "indices", op).astype(np.int64, copy=False)
+    plane = shapes.prod(spec.in_shape)
+    if idx.size and (idx.min() < 0 or idx.max() >= plane):
+        raise SpecError(f"{op}: indices must lie in [0, {plane}) (flattened spatial positions of the input), "
+                        f"got values in [{idx.min()}, {idx.max()}]")
+    return np.ascontiguousarray(idx)
+
+
+def max_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+                  return_indices=False, data_format="channels_first", indices=None, backend=None):
+    """Gradient of :func:`max_pool` with respect to ``x`` (to the first maximum of each window).
+
+    ``indices`` from the forward call may be passed to skip recomputing them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> max_pool_grad(np.ones((1, 1, 2)), np.array([[[1.0, 3.0, 2.0, 2.0]]]), 2).tolist()
+    [[[0.0, 1.0, 1.0, 0.0]]]
+    """
+    kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, data_format=data_format)
+    return _grad("max", grad_output, x, kernel_size, kw, backend, indices)
+
+
+def avg_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+                  count_include_pad=True, divisor_override=None, data_format="channels_first", backend=None):
+    """Gradient of :func:`avg_pool` with respect to ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> avg_pool_grad(np.ones((1, 1, 2)), np.zeros((1, 1, 4)), 2).tolist()
+    [[[0.5, 0.5, 0.5, 0.5]]]
+    """
+    kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode,
+              count_include_pad=count_include_pad, divisor_override=divisor_override, data_format=data_format)
+    return _grad("avg", grad_output, x, kernel_size, kw, backend)
+
+
+def lp_pool_grad(grad_output, x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+                 data_format="channels_first", backend=None):
+    """Gradient of :func:`lp_pool` with respect to ``x`` (zero where a window's norm is zero).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lp_pool_grad(np.ones((1, 1, 1)), np.array([[[3.0, -4.0]]]), 2, 2).tolist()
+    [[[0.6, -0.8]]]
+    """
+    kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, p=p, data_format=data_format)
+    return _grad("lp", grad_output, x, kernel_size, kw, backend)
+
+
+def _unpool_setup(x, indices, kernel_size, stride, padding, output_size, data_format, op):
+    x = cn.as_float(x, "x", op)
+    n, c, spatial = _layout_split(x.shape, data_format, op)
+    d = len(spatial)
+    kernel = shapes.normalize_tuple(kernel_size, d, "kernel_size", op)
+    stride = kernel if stride is None else shapes.normalize_tuple(stride, d, "stride", op)
+    pads = shapes.normalize_pads(padding, d, op)
+    if output_size is None:
+        out = shapes.unpool_output_shape(spatial, kernel, stride, pads, op)
+    else:
+        out = tuple(output_size)[-d:] if len(tuple(output_size)) in (d, d + 2) else None
+        if out is None:
+            raise SpecError(f"{op}: output_size must give the {d} spatial sizes (or the full shape), "
+                            f"got {output_size!r}")
+        out = shapes.normalize_tuple(out, d, "output_size", op)
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise SpecError(f"{op}: indices must be integers, got dtype {idx.dtype}")
+    if idx.shape != x.shape:
+        raise ShapeError(f"{op}: indices must have x's shape {x.shape}, got {idx.shape}")
+    plane = shapes.prod(out)
+    if idx.size and (idx.min() < 0 or idx.max() >= plane):
+        raise SpecError(f"{op}: indices must lie in [0, {plane}) for output spatial shape {out}, got values in "
+                        f"[{idx.min()}, {idx.max()}]; pass output_size= matching the pooled input")
+    xc = cn.to_channels_first(x, data_format, x.dtype)
+    ic = cn.to_channels_first(idx, data_format, np.int64)
+    return xc, ic.reshape(n * c, -1), (n, c, *out)
+
+
+def max_unpool(x, indices, kernel_size, *, stride=None, padding=0, output_size=None,
+               data_format="channels_first"):
+    """Partial inverse of :func:`max_pool`: put each value at its index, zeros elsewhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, i = max_pool(np.array([[[1.0, 3.0, 2.0, 0.0]]]), 2, return_indices=True)
+    >>> max_unpool(y, i, 2).tolist()
+    [[[0.0, 3.0, 2.0, 0.0]]]
+    """
+    op = "max_unpool"
+    xc, idx, shape = _unpool_setup(x, indices, kernel_size, stride, padding, output_size, data_format, op)
+    out = np.zeros((shape[0] * shape[1], shapes.prod(shape[2:])), dtype=xc.dtype)
+    np.put_along_axis(out, idx, xc.reshape(idx.shape), axis=1)
+    return cn.from_channels_first(out.reshape(shape), data_format)
+
+
+def max_unpool_grad(grad_output, indices, kernel_size, *, stride=None, padding=0, output_size=None,
+                    data_format="channels_first"):
+    """Gradient of :func:`max_unpool` with respect to its values (a gather at ``indices``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> max_unpool_grad(np.array([[[5.0, 6.0, 7.0, 8.0]]]), np.array([[[1, 2]]]), 2).tolist()
+    [[[6.0, 7.0]]]
+    """
+    op = "max_unpool_grad"
+    idx = np.asarray(indices)
+    g = cn.as_float(grad_output, "grad_output", op)
+    xc, flat, shape = _unpool_setup(np.zeros(idx.shape, dtype=g.dtype), idx, kernel_size, stride, padding,
+                                    output_size, data_format, op)
+    gc = cn.to_channels_first(g, data_format, g.dtype)
+    if gc.shape != shape:
+        raise ShapeError(f"{op}: grad_output must have the unpooled shape {shape} (channels_first), got {gc.shape}")
+    out = np.take_along_axis(gc.reshape(shape[0] * shape[1], -1), flat, axis=1)
+    return cn.from_channels_first(out.reshape(xc.shape), data_format)

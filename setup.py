@@ -1,0 +1,43 @@
+"""Build the compiled parts of convkit at install time.
+
+Packages: ``convkit`` (the core) and ``convkit_backends`` (the built-in
+backends, one folder each under ``backends/``). Compiled code: the cffi
+module of the C backend (``csrc/build_ffi.py``) and any Cython ``.pyx``
+under ``backends/``. Only the machine's C compiler is needed.
+"""
+
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+
+ROOT = Path(__file__).parent
+
+
+def backend_packages():
+    return ["convkit_backends"] + [f"convkit_backends.{p}" for p in find_packages("backends")]
+
+
+def cython_extensions():
+    pyx = sorted(ROOT.glob("backends/*/*.pyx"))
+    if not pyx:
+        return []
+    from Cython.Build import cythonize
+
+    exts = [
+        Extension(
+            "convkit_backends." + ".".join(p.relative_to(ROOT / "backends").with_suffix("").parts),
+            [str(p.relative_to(ROOT))],
+            extra_compile_args=["-O3", "-fopenmp"],
+            extra_link_args=["-fopenmp"],
+        )
+        for p in pyx
+    ]
+    return cythonize(exts, compiler_directives={"language_level": "3"})
+
+
+setup(
+    packages=find_packages(include=["convkit", "convkit.*"]) + backend_packages(),
+    package_dir={"convkit": "convkit", "convkit_backends": "backends"},
+    cffi_modules=["csrc/build_ffi.py:ffibuilder"],
+    ext_modules=cython_extensions(),
+)
