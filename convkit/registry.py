@@ -20,7 +20,7 @@ from importlib import import_module, metadata
 import pluggy
 
 from . import hookspecs
-from .backend import Backend
+from .backend import Backend, Capabilities
 from .errors import PluginError
 
 __all__ = ["BackendInfo", "backends", "get_backend", "register_plugin", "unregister_plugin", "plugin_manager", "reload"]
@@ -47,6 +47,8 @@ class BackendInfo:
 
 class _Broken(Backend):
     """Stands in for a plugin that failed, so users see why."""
+
+    capabilities = Capabilities(kernels=frozenset())
 
     def __init__(self, name: str, reason: str, plugin: str):
         self.name, self._reason, self.plugin_name = name, reason, plugin

@@ -1,0 +1,153 @@
+"""The ``convkit`` command (also ``python -m convkit``).
+
+Subcommands: ``backends``, ``explain``, ``conformance``, ``bench``, ``report``.
+Each lives with its feature; this module only wires the argument parsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from . import registry
+from .backend import KERNELS
+from .dispatch import _why_not
+from .errors import ConvkitError
+from .spec import ConvSpec, parse_descriptor
+
+# name -> (module, help); each module has add_arguments(parser) and main(args) -> int.
+_FEATURE_COMMANDS = {
+    "conformance": ("convkit.conformance.runner", "run the conformance suite against backends"),
+    "bench": ("convkit.bench.runner", "benchmark backends (and PyTorch / ONNX Runtime / SciPy)"),
+    "report": ("convkit.bench.report", "quick conformance + quick benchmark in one report"),
+}
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped output (CI logs, files) gets a wide table instead of 80 columns.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def cmd_backends(args) -> int:
+    infos = registry.backends()
+    if args.json:
+        print(json.dumps([i.as_dict() for i in infos], indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="convkit backends (default priority order)")
+    for col in ("name", "available", "version", "priority", "dims", "dtypes", "kernels", "reason / algorithm"):
+        table.add_column(col, overflow="fold")
+    for i in infos:
+        caps = i.capabilities
+        kernels = "all" if set(caps["kernels"]) == set(KERNELS) else ", ".join(caps["kernels"]) or "-"
+        table.add_row(i.name, "yes" if i.available else "no", i.version, str(i.priority), str(caps["dims"]),
+                      ", ".join(caps["dtypes"]), kernels, i.reason or caps["algorithm"])
+    _console().print(table)
+    return 0
+
+
+def _kernels_for(spec) -> tuple:
+    if isinstance(spec, ConvSpec):
+        if spec.op == "conv_transpose":
+            return ("conv_backward_input", "conv_forward", "conv_backward_weight")
+        return ("conv_forward", "conv_backward_input", "conv_backward_weight")
+    return ("pool_forward", "pool_backward")
+
+
+def explain(descriptor: str) -> dict:
+    """Everything ``convkit explain`` prints, as a dict.
+
+    Examples
+    --------
+    >>> e = explain("conv1d_n1_c1_o1_i8_k5_p2")
+    >>> e["output_shape"], e["pads"], e["flops"]
+    ((1, 1, 8), [[2, 2]], 80)
+    """
+    spec = parse_descriptor(descriptor)
+    if isinstance(spec, ConvSpec) and spec.op == "conv_transpose":
+        kspec = spec  # the fwd conv spec is derived inside conv_transpose; capabilities match
+    else:
+        kspec = spec.canonical()
+    runs = {}
+    for backend in registry.backends():
+        reasons = []
+        for kernel in _kernels_for(spec):
+            _, reason, _ = _why_not(backend.name, kernel, kspec)
+            if reason:
+                reasons.append(reason)
+        runs[backend.name] = reasons[0] if reasons else "yes"
+    return {
+        "descriptor": spec.descriptor,
+        "op": spec.op,
+        "input_shape": spec.x_shape,
+        "weight_shape": getattr(spec, "w_shape", None),
+        "output_shape": spec.y_shape,
+        "pads": [list(p) for p in spec.pads],
+        "stride": spec.stride,
+        "dilation": spec.dilation,
+        "flops": spec.flops,
+        "backends": runs,
+    }
+
+
+def cmd_explain(args) -> int:
+    info = explain(args.descriptor)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    console = _console()
+    console.print(f"[bold]{info['descriptor']}[/bold]  ({info['op']})")
+    for key in ("input_shape", "weight_shape", "output_shape", "pads", "stride", "dilation"):
+        if info[key] is not None:
+            console.print(f"  {key:13s} {tuple(map(tuple, info[key])) if key == 'pads' else info[key]}")
+    console.print(f"  {'flops':13s} {info['flops']:,} ({info['flops'] / 1e9:.3f} GFLOP)")
+    console.print("  backends:")
+    for name, verdict in info["backends"].items():
+        console.print(f"    {name:10s} {verdict}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convkit", description="Convolution and pooling kernels for NumPy.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("backends", help="list backends, availability (with reason) and capabilities")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_backends)
+    p = sub.add_parser("explain", help="shapes, pads, FLOPs and eligible backends of a problem descriptor")
+    p.add_argument("descriptor", help="e.g. conv2d_n1_c3_o8_i32x32_k3x3_p1")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explain)
+    for name, (module, help_) in _FEATURE_COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            p.set_defaults(func=lambda args, exc=exc, name=name: _missing(name, exc))
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.main)
+    return parser
+
+
+def _missing(name, exc) -> int:
+    print(f"convkit {name}: not available in this installation ({exc})", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConvkitError as exc:
+        print(f"convkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
