@@ -79,7 +79,7 @@ def randn(rng, shape, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_conv_matches_bruteforce(d, dtype):
     rng = np.random.default_rng(100 * d + len(dtype))
-    for _ in range(12 if d < 3 else 5):
+    for _ in range(20 if d < 3 else 8):
         s = random_conv_spec(rng, d, dtype)
         x, w, b = randn(rng, s.x_shape, dtype), randn(rng, s.w_shape, dtype), randn(rng, (s.c_out,), dtype)
         gy = randn(rng, s.y_shape, dtype)
@@ -95,11 +95,13 @@ def test_conv_matches_bruteforce(d, dtype):
 @pytest.mark.parametrize("kind", ["max", "avg", "lp"])
 def test_pool_matches_bruteforce(d, kind):
     rng = np.random.default_rng(10 * d + len(kind))
-    for _ in range(12 if d < 3 else 5):
+    for _ in range(20 if d < 3 else 8):
         s = random_pool_spec(rng, d, kind)
         x = randn(rng, s.x_shape, "float64")
         if kind == "max":  # small integers make ties common
             x = rng.integers(-2, 3, size=s.x_shape).astype("float64")
+        else:  # exact zeros, and whole zero windows (out == 0) for Lp
+            x[rng.random(s.x_shape) < 0.4] = 0.0
         gy = randn(rng, s.y_shape, "float64")
         y, idx = B.pool_forward(x, s, True)
         y_bf, idx_bf = bruteforce.pool_forward(x, s)
@@ -113,6 +115,15 @@ def test_pool_matches_bruteforce(d, kind):
         np.testing.assert_allclose(B.pool_backward(gy, x, y, idx, s), want, **TOL["float64"], err_msg=str(s))
         # Without indices / y the backward recomputes them.
         np.testing.assert_allclose(B.pool_backward(gy, x, None, None, s), want, **TOL["float64"], err_msg=str(s))
+        # float32 in, float32 out, same values up to float32 rounding.
+        s32 = PoolSpec(**{**_fields(s), "dtype": "float32"})
+        x32, gy32 = x.astype("float32"), gy.astype("float32")
+        y32, idx32 = B.pool_forward(x32, s32, True)
+        assert y32.dtype == np.float32
+        np.testing.assert_allclose(y32, bruteforce.pool_forward(x32, s32)[0], **TOL["float32"], err_msg=str(s))
+        g32 = B.pool_backward(gy32, x32, y32, idx32, s32)
+        assert g32.dtype == np.float32
+        np.testing.assert_allclose(g32, bruteforce.pool_backward(gy32, x32, s32), **TOL["float32"], err_msg=str(s))
 
 
 def test_max_pool_nan_and_minus_inf():
@@ -149,6 +160,20 @@ def test_empty_batch_and_inputs_untouched():
     B.conv_backward_weight(B.conv_forward(x, w, None, s), x, s)
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_array_equal(w, w0)
+
+
+def test_results_are_new_contiguous_arrays():
+    rng = np.random.default_rng(1)
+    s = random_conv_spec(rng, 2, "float32")
+    x, w, g = randn(rng, s.x_shape, "float32"), randn(rng, s.w_shape, "float32"), randn(rng, s.y_shape, "float32")
+    outs = [B.conv_forward(x, w, None, s), B.conv_backward_input(g, w, s), B.conv_backward_weight(g, x, s)]
+    p = random_pool_spec(rng, 2, "max", "float32")
+    xp = randn(rng, p.x_shape, "float32")
+    y, idx = B.pool_forward(xp, p, True)
+    outs += [y, idx, B.pool_backward(y, xp, y, idx, p)]
+    for out in outs:
+        assert out.flags.c_contiguous and out.flags.writeable
+        assert not any(np.shares_memory(out, a) for a in (x, w, g, xp))
 
 
 # -- adjoint identities ----------------------------------------------------------
