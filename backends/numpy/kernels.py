@@ -208,9 +208,9 @@ def pool_forward(x, spec, return_indices):
 
 
 def _scatter_taps(values, spec) -> np.ndarray:
-    """Sum ``values`` (``(N, C, *out)``) into every input element of each window.
+    """Add each window's value (``(N, C, *out)``) to every input element of that window.
 
-    ``values`` may also have size-1 axes; returns ``(N, C, *in_shape)`` float64.
+    Returns ``(N, C, *in_shape)`` float64; pad positions are cropped away.
     """
     lead = values.shape[:2]
     buf = np.zeros(lead + _padded_extent(spec), dtype=np.float64)
@@ -229,7 +229,8 @@ def pool_backward(grad_y, x, y, indices, spec) -> np.ndarray:
         size = math.prod(spec.in_shape)
         # One bincount over all planes: offset each plane's indices; bincount
         # sums in a fixed order, so the result is deterministic.
-        flat = indices.reshape(planes, math.prod(spec.out_shape)).astype(np.int64) + (np.arange(planes, dtype=np.int64) * size)[:, None]
+        offsets = np.arange(planes, dtype=np.int64)[:, None] * size
+        flat = indices.reshape(planes, math.prod(spec.out_shape)).astype(np.int64) + offsets
         gx = np.bincount(flat.ravel(), weights=gy.ravel(), minlength=planes * size)
         return gx.reshape(x.shape).astype(spec.dtype)
     if spec.kind == "avg":
