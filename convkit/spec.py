@@ -380,6 +380,8 @@ def parse_descriptor(desc: str):
                 fields[key] = val
             elif key == "norm":
                 fields[key] = float(val)
+        except SpecError:
+            raise
         except ValueError:
             raise SpecError(f"descriptor {desc!r}: bad value in token {tok!r}") from None
     missing = [k for k in ("n", "c", "i", "k") if k not in fields]

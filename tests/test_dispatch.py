@@ -1,0 +1,205 @@
+"""Backend selection: precedence, priority lists, fallback reasons, env var, logging, threads."""
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+import convkit
+from convkit import Backend, Capabilities, hookimpl, registry
+from convkit.errors import BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError, PluginError
+
+X = np.arange(12.0).reshape(1, 1, 12)
+W = np.array([[[1.0, -1.0, 2.0]]])
+
+
+class Tagged(Backend):
+    """Delegates to the reference and marks its output, so tests see who ran."""
+
+    capabilities = Capabilities(kernels=frozenset({"conv_forward"}), dims=frozenset({1}))
+
+    def __init__(self, name, priority=50, offset=1000.0, unavailable=None):
+        self.name, self.priority, self.offset, self.unavailable = name, priority, offset, unavailable
+
+    def availability(self):
+        return self.unavailable
+
+    def conv_forward(self, x, w, bias, spec):
+        ref = registry.get_backend("numpy")
+        return ref.conv_forward(x, w, bias, spec) + self.offset
+
+
+class _Plugin:
+    def __init__(self, *backends):
+        self.backends = list(backends)
+
+    @hookimpl
+    def convkit_backends(self):
+        return self.backends
+
+
+@pytest.fixture
+def mock_backends(fresh_registry):
+    """Three mock backends registered through pluggy, as a third-party plugin would."""
+    plugin = _Plugin(Tagged("fast", priority=80, offset=1000.0), Tagged("slow", priority=10, offset=2000.0),
+                     Tagged("gone", priority=90, offset=3000.0, unavailable="libgone.so not found"))
+    convkit.register_plugin(plugin, name="mock-plugin")
+    yield plugin
+    convkit.unregister_plugin("mock-plugin")
+
+
+def who(y):
+    """Which backend produced y: its offset over the reference result."""
+    ref = convkit.conv(X, W, backend="numpy")
+    return {0.0: "numpy", 1000.0: "fast", 2000.0: "slow", 3000.0: "gone"}[float(np.round((y - ref).mean()))]
+
+
+def test_mock_plugin_is_listed_with_reason(mock_backends):
+    info = {b.name: b for b in convkit.backends()}
+    assert info["fast"].available and info["fast"].plugin == "mock-plugin"
+    assert not info["gone"].available and info["gone"].reason == "libgone.so not found"
+    assert [b.name for b in convkit.backends()][:3] == ["gone", "fast", "slow"]
+
+
+def test_default_priority_skips_unavailable(mock_backends):
+    assert who(convkit.conv(X, W)) == "fast"
+
+
+def test_default_priority_falls_back_to_numpy_when_declined(mock_backends):
+    with convkit.record() as events:
+        convkit.conv(X[None], W[None])  # 2-D: the mocks only declare 1-D
+    assert events[0].backend == "numpy"
+    skipped = dict(events[0].skipped)
+    assert "supports [1]-d problems, not 2-d" in skipped["fast"]
+
+
+def test_precedence_call_over_context_over_global_over_env(mock_backends, monkeypatch):
+    monkeypatch.setenv("CONVKIT_BACKEND", "slow")
+    assert who(convkit.conv(X, W)) == "slow"
+    convkit.set_backend("numpy")
+    assert who(convkit.conv(X, W)) == "numpy"
+    with convkit.use_backend("fast"):
+        assert who(convkit.conv(X, W)) == "fast"
+        assert who(convkit.conv(X, W, backend="slow")) == "slow"
+        with convkit.use_backend("numpy"):
+            assert who(convkit.conv(X, W)) == "numpy"
+        assert who(convkit.conv(X, W)) == "fast"
+    assert who(convkit.conv(X, W)) == "numpy"
+    convkit.set_backend(None)
+    assert who(convkit.conv(X, W)) == "slow"
+
+
+def test_env_priority_list_moves_on_and_records_why(mock_backends, monkeypatch):
+    monkeypatch.setenv("CONVKIT_BACKEND", "nope, gone ,slow,numpy")
+    with convkit.record() as events:
+        assert who(convkit.conv(X, W)) == "slow"
+    reasons = dict(events[0].skipped)
+    assert "unknown backend 'nope'" in reasons["nope"]
+    assert "unavailable: libgone.so not found" in reasons["gone"]
+    assert events[0].source == "CONVKIT_BACKEND"
+
+
+@pytest.mark.parametrize("choice,cls,match", [
+    ("nope", BackendNotFoundError, r"unknown backend 'nope' \(registered: .*fast"),
+    ("gone", BackendUnavailableError, "backend 'gone' is unavailable: libgone.so not found"),
+])
+def test_single_name_raises_with_reason(mock_backends, choice, cls, match):
+    with pytest.raises(cls, match=match):
+        convkit.conv(X, W, backend=choice)
+
+
+def test_single_name_that_declines_raises(mock_backends):
+    with pytest.raises(BackendDeclinedError, match=r"backend 'fast' declined conv_forward on conv2d.*not 2-d"):
+        convkit.conv(X[None], W[None], backend="fast")
+    with pytest.raises(BackendDeclinedError, match="does not implement conv_backward_input"):
+        convkit.conv_grad(np.ones((1, 1, 10)), X, W, backend="fast")
+
+
+def test_list_with_no_runner_raises_with_every_reason(mock_backends):
+    with pytest.raises(BackendError, match=r"no backend in \['gone', 'fast'\].*libgone.*not 2-d"):
+        convkit.conv(X[None], W[None], backend="gone,fast")
+
+
+def test_use_backend_is_context_local_across_threads(mock_backends):
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def worker(name):
+        with convkit.use_backend(name):
+            barrier.wait()  # both threads are inside their context at once
+            seen[name] = who(convkit.conv(X, W))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("fast", "slow")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"fast": "fast", "slow": "slow"}
+
+
+def test_verbose_logging_names_op_descriptor_backend_and_skips(mock_backends, caplog):
+    with caplog.at_level(logging.DEBUG, logger="convkit"):
+        convkit.conv(X, W, backend="gone,fast")
+    message = caplog.records[-1].getMessage()
+    assert "conv_forward conv1d_n1_c1_o1_i12_k3_f64 -> fast" in message
+    assert "skipped gone: backend 'gone' is unavailable" in message
+
+
+def test_convkit_verbose_env_logs_to_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import numpy as np, convkit; convkit.conv(np.ones((1,1,4)), np.ones((1,1,2)), backend='numpy')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "CONVKIT_VERBOSE": "1"}, check=True)
+    assert "convkit: conv_forward conv1d_n1_c1_o1_i4_k2_f64 -> numpy (by backend= argument)" in out.stderr
+
+
+class Liar(Tagged):
+    def conv_forward(self, x, w, bias, spec):
+        return np.zeros((1, 2, 3), dtype=x.dtype)
+
+
+class Crasher(Tagged):
+    def conv_forward(self, x, w, bias, spec):
+        raise ZeroDivisionError("oops")
+
+
+def test_plugin_breaking_the_contract_is_named(fresh_registry):
+    convkit.register_plugin(_Plugin(Liar("liar"), Crasher("crasher")), name="bad-plugin")
+    try:
+        with pytest.raises(PluginError, match=r"backend 'liar' kernel conv_forward returned .*shape=\(1, 2, 3\).*"
+                                              r"requires an ndarray of shape \(1, 1, 10\)"):
+            convkit.conv(X, W, backend="liar")
+        with pytest.raises(PluginError, match="backend 'crasher' kernel conv_forward failed on .*ZeroDivisionError: oops"):
+            convkit.conv(X, W, backend="crasher")
+    finally:
+        convkit.unregister_plugin("bad-plugin")
+
+
+def test_plugin_whose_hook_raises_is_listed_unavailable(fresh_registry):
+    class Broken:
+        @hookimpl
+        def convkit_backends(self):
+            raise ImportError("needs libfoo")
+
+    convkit.register_plugin(Broken(), name="broken-plugin")
+    try:
+        info = {b.name: b for b in convkit.backends()}
+        assert not info["broken-plugin"].available
+        assert "hook convkit_backends raised ImportError: needs libfoo" in info["broken-plugin"].reason
+        np.testing.assert_allclose(convkit.conv(X, W), convkit.conv(X, W, backend="numpy"))
+    finally:
+        convkit.unregister_plugin("broken-plugin")
+
+
+def test_num_threads_setting_and_env(monkeypatch):
+    monkeypatch.setenv("CONVKIT_NUM_THREADS", "3")
+    assert convkit.get_num_threads() == 3
+    convkit.set_num_threads(1)
+    assert convkit.get_num_threads() == 1
+    convkit.set_num_threads(None)
+    monkeypatch.setenv("CONVKIT_NUM_THREADS", "many")
+    with pytest.raises(convkit.SpecError, match="CONVKIT_NUM_THREADS must be a positive integer"):
+        convkit.get_num_threads()

@@ -1,0 +1,68 @@
+"""Specs are frozen and hashable; descriptors round-trip."""
+
+import dataclasses
+
+import pytest
+
+from convkit import ConvSpec, PoolSpec, parse_descriptor
+from convkit.errors import SpecError
+
+SPECS = [
+    ConvSpec(n=2, c_in=3, c_out=8, in_shape=(16, 16), kernel=(5, 5), pads=((2, 2), (2, 2))),
+    ConvSpec(n=1, c_in=4, c_out=6, in_shape=(32,), kernel=(3,), stride=(2,), dilation=(2,), pads=((0, 2),),
+             groups=2, dtype="float64", padding_mode="reflect", layout="channels_last", flip=True, bias=True),
+    ConvSpec(n=0, c_in=2, c_out=2, in_shape=(4, 5, 6), kernel=(1, 2, 3), stride=(1, 2, 3), pads=((0, 1), (2, 2), (1, 0)),
+             groups=2),
+    ConvSpec(n=1, c_in=8, c_out=4, in_shape=(7, 7), kernel=(3, 3), stride=(2, 2), pads=((1, 1), (1, 1)),
+             op="conv_transpose", output_padding=(1, 0)),
+    PoolSpec(kind="max", n=8, c=64, in_shape=(112, 112), kernel=(3, 3), stride=(2, 2), pads=((1, 1), (1, 1)),
+             ceil_mode=True),
+    PoolSpec(kind="avg", n=1, c=1, in_shape=(5, 5), kernel=(3, 3), count_include_pad=False, divisor_override=4,
+             dtype="float64", layout="channels_last"),
+    PoolSpec(kind="lp", n=1, c=2, in_shape=(9,), kernel=(3,), p=2.5, dilation=(2,)),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_descriptor_round_trip(spec):
+    parsed = parse_descriptor(spec.descriptor)
+    assert parsed == spec
+    assert hash(parsed) == hash(spec)
+
+
+def test_specs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SPECS[0].n = 3
+
+
+def test_descriptor_omits_defaults():
+    assert SPECS[0].descriptor == "conv2d_n2_c3_o8_i16x16_k5x5_p2"
+    assert SPECS[4].descriptor == "maxpool2d_n8_c64_i112x112_k3x3_s2_p1_ceil"
+
+
+def test_descriptor_shorthand_expands_to_every_dim():
+    spec = parse_descriptor("conv3d_n1_c16_o32_i16x32x32_k3x3x3_s2_p1")
+    assert spec.stride == (2, 2, 2) and spec.pads == ((1, 1),) * 3
+
+
+def test_derived_shapes():
+    spec = SPECS[3]
+    assert spec.w_shape == (8, 4, 3, 3)
+    assert spec.out_shape == (14, 13)  # (7-1)*2 - 2 + 3 + output_padding
+    fwd = spec.forward_equivalent()
+    assert (fwd.c_in, fwd.c_out, fwd.in_shape, fwd.out_shape) == (4, 8, (14, 13), (7, 7))
+
+
+def test_flops_formula():
+    spec = parse_descriptor("conv2d_n1_c64_o64_i56x56_k3x3_p1")
+    assert spec.flops == 2 * 64 * 56 * 56 * 64 * 9
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("", "non-empty"), ("pool2d_n1", "must start with"), ("conv2d_n1_c1_o1_i4x4", "missing token"),
+    ("conv2d_n1_c1_o1_i4x4_k3x3_zz", "cannot read token 'zz'"), ("conv2d_n1_c1_o1_i4x4x4_k3x3", "has 3 dims"),
+    ("conv2d_n1_c1_o1_i4x4_k3x3_mfoo", "unknown padding_mode 'foo'"), ("conv2d_n1_c1_o1_i4x4_k3x3_pa", "pads"),
+])
+def test_bad_descriptors(bad, match):
+    with pytest.raises(SpecError, match=match):
+        parse_descriptor(bad)
