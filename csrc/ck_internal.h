@@ -1,0 +1,77 @@
+/* ck_internal.h - helpers shared by the kernels (not part of the ABI). */
+#ifndef CK_INTERNAL_H
+#define CK_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#include "convkit.h"
+
+/* Multiversion the hot loops so one portable binary uses AVX2/AVX-512 where
+ * the CPU has them (no -march=native at build time). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CK_NO_CLONES)
+#  if __GNUC__ >= 11
+#    define CK_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#  else
+#    define CK_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
+#  endif
+#else
+#  define CK_CLONES
+#endif
+
+#if defined(__GNUC__)
+#  define CK_INLINE static inline __attribute__((always_inline))
+#else
+#  define CK_INLINE static inline
+#endif
+
+/* Tile of output columns packed at once: keeps the packed panel near L2. */
+#define CK_PANEL_BYTES (384 * 1024)
+
+enum { CK_CBLAS_ROW_MAJOR = 101, CK_CBLAS_NO_TRANS = 111, CK_CBLAS_TRANS = 112 };
+
+typedef void (*ck_sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
+                            const float *, int, float, float *, int);
+typedef void (*ck_dgemm_fn)(int, int, int, int, int, int, double, const double *, int,
+                            const double *, int, double, double *, int);
+
+static inline int64_t ck_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t ck_max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* floor(a / b) for b > 0 and any sign of a. */
+static inline int64_t ck_floordiv(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* Outputs o in [0, nout) whose tap o*s + off lands inside [0, n): [*lo, *hi). */
+static inline void ck_valid_range(int64_t n, int64_t s, int64_t off, int64_t nout,
+                                  int64_t *lo, int64_t *hi)
+{
+    int64_t a = off >= 0 ? 0 : ck_floordiv(-off + s - 1, s);
+    int64_t b = ck_floordiv(n - 1 - off, s) + 1;
+    a = ck_max(0, ck_min(a, nout));
+    b = ck_max(a, ck_min(b, nout));
+    *lo = a;
+    *hi = b;
+}
+
+/* a * b into *r, failing instead of wrapping. */
+static inline int ck_mul(int64_t a, int64_t b, int64_t *r)
+{
+    return __builtin_mul_overflow(a, b, r) ? CK_ERR_OVERFLOW : CK_OK;
+}
+
+static inline int ck_prod3(const int64_t v[3], int64_t *r)
+{
+    int64_t t;
+    if (ck_mul(v[0], v[1], &t) || ck_mul(t, v[2], r))
+        return CK_ERR_OVERFLOW;
+    return CK_OK;
+}
+
+#endif /* CK_INTERNAL_H */

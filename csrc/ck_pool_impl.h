@@ -1,0 +1,268 @@
+/* ck_pool_impl.h - pooling kernels, included once per type (T, SFX).
+ *
+ * One task per (n, c) plane.  Forward passes work on output rows: columns
+ * whose whole window lies inside the input ("interior") run as vector loops
+ * over the output row, the few edge columns take the checked scalar path. */
+
+/* Max-pool update: strictly greater wins (ties keep the first); the first
+ * NaN wins and then holds, so NaN propagates with the index of the first. */
+#define CK_MAX_WINS(v, m) ((v) > (m) || ((v) != (v) && (m) == (m)))
+
+CK_INLINE void FN(max_row)(T *y, int64_t *ix, const T *xrow, int64_t base, int64_t a, int64_t b,
+                           int64_t s, int64_t off, int first)
+{
+    if (first) {
+        for (int64_t o = a; o < b; o++)
+            y[o] = xrow[o * s + off];
+        if (ix)
+            for (int64_t o = a; o < b; o++)
+                ix[o] = base + o * s + off;
+    } else if (ix) {
+        for (int64_t o = a; o < b; o++) {
+            const T v = xrow[o * s + off];
+            const int u = CK_MAX_WINS(v, y[o]);
+            y[o] = u ? v : y[o];
+            ix[o] = u ? base + o * s + off : ix[o];
+        }
+    } else {
+        for (int64_t o = a; o < b; o++) {
+            const T v = xrow[o * s + off];
+            y[o] = CK_MAX_WINS(v, y[o]) ? v : y[o];
+        }
+    }
+}
+
+/* Sum of f(x) over a row segment into y: f = identity, |x|, x^2 or |x|^p. */
+CK_INLINE T FN(lp_term)(T v, int mode, T pw)
+{
+    switch (mode) {
+    case 0: return v;
+    case 1: return v < 0 ? -v : v;
+    case 2: return v * v;
+    default: return (T)pow(v < 0 ? -v : v, pw);
+    }
+}
+
+CK_INLINE void FN(sum_row)(T *y, const T *xrow, int64_t a, int64_t b, int64_t s, int64_t off,
+                           int mode, T pw)
+{
+    if (mode == 0)
+        for (int64_t o = a; o < b; o++)
+            y[o] += xrow[o * s + off];
+    else if (mode == 2)
+        for (int64_t o = a; o < b; o++)
+            y[o] += xrow[o * s + off] * xrow[o * s + off];
+    else
+        for (int64_t o = a; o < b; o++)
+            y[o] += FN(lp_term)(xrow[o * s + off], mode, pw);
+}
+
+/* Calls BODY(s) with a compile-time stride for the common 1 and 2. */
+#define CK_STRIDE_SWITCH(s, BODY) \
+    do {                          \
+        if ((s) == 1) {           \
+            BODY(1);              \
+        } else if ((s) == 2) {    \
+            BODY(2);              \
+        } else {                  \
+            BODY(s);              \
+        }                         \
+    } while (0)
+
+/* Reduce one output position's whole window with bounds checks (edges). */
+static void FN(pool_window)(const ck_pool_params *p, const T *xp, int64_t od, int64_t oh, int64_t ow,
+                            int mode, T pw, T *out, int64_t *out_ix)
+{
+    T m = 0, acc = 0;
+    int64_t mi = -1;
+    for (int64_t kd = 0; kd < p->k[0]; kd++) {
+        const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
+        if (id < 0 || id >= p->in[0])
+            continue;
+        for (int64_t kh = 0; kh < p->k[1]; kh++) {
+            const int64_t ih = oh * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];
+            if (ih < 0 || ih >= p->in[1])
+                continue;
+            for (int64_t kw = 0; kw < p->k[2]; kw++) {
+                const int64_t iw = ow * p->stride[2] + kw * p->dil[2] - p->pad_lo[2];
+                if (iw < 0 || iw >= p->in[2])
+                    continue;
+                const int64_t pos = (id * p->in[1] + ih) * p->in[2] + iw;
+                const T v = xp[pos];
+                if (p->kind == CK_POOL_MAX) {
+                    if (mi < 0 || CK_MAX_WINS(v, m)) {
+                        m = v;
+                        mi = pos;
+                    }
+                } else {
+                    acc += FN(lp_term)(v, mode, pw);
+                }
+            }
+        }
+    }
+    if (p->kind == CK_POOL_MAX) {
+        *out = m;
+        if (out_ix)
+            *out_ix = mi;
+    } else {
+        *out = acc;
+    }
+}
+
+/* One (n, c) plane of any pool forward.  div0/1/2: per-dim divisor factors. */
+CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T *yp, int64_t *ip,
+                                         const int64_t *div0, const int64_t *div1,
+                                         const int64_t *div2)
+{
+    const int64_t o2 = p->out[2], s2 = p->stride[2];
+    const int mode = p->kind == CK_POOL_AVG ? 0 : (p->p == 1.0 ? 1 : (p->p == 2.0 ? 2 : 3));
+    const T pw = (T)p->p;
+    int64_t A, B, tmp;
+    /* Interior: the first and the last tap of the window both inside. */
+    ck_valid_range(p->in[2], s2, -p->pad_lo[2], o2, &A, &tmp);
+    ck_valid_range(p->in[2], s2, (p->k[2] - 1) * p->dil[2] - p->pad_lo[2], o2, &tmp, &B);
+    if (B < A)
+        B = A;
+    for (int64_t od = 0; od < p->out[0]; od++)
+        for (int64_t oh = 0; oh < p->out[1]; oh++) {
+            const int64_t ro = (od * p->out[1] + oh) * o2;
+            T *y = yp + ro;
+            int64_t *ix = ip ? ip + ro : NULL;
+            for (int64_t ow = 0; ow < o2; ow++)
+                if (ow < A || ow >= B)
+                    FN(pool_window)(p, xp, od, oh, ow, mode, pw, y + ow, ix ? ix + ow : NULL);
+            if (p->kind != CK_POOL_MAX)
+                for (int64_t ow = A; ow < B; ow++)
+                    y[ow] = 0;
+            int first = 1;
+            for (int64_t kd = 0; kd < p->k[0]; kd++) {
+                const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
+                if (id < 0 || id >= p->in[0])
+                    continue;
+                for (int64_t kh = 0; kh < p->k[1]; kh++) {
+                    const int64_t ih = oh * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];
+                    if (ih < 0 || ih >= p->in[1])
+                        continue;
+                    const int64_t base = (id * p->in[1] + ih) * p->in[2];
+                    const T *xrow = xp + base;
+                    for (int64_t kw = 0; kw < p->k[2]; kw++) {
+                        const int64_t off = kw * p->dil[2] - p->pad_lo[2];
+                        if (p->kind == CK_POOL_MAX) {
+#define CK_BODY(S) FN(max_row)(y, ix, xrow, base, A, B, S, off, first)
+                            CK_STRIDE_SWITCH(s2, CK_BODY);
+#undef CK_BODY
+                        } else {
+#define CK_BODY(S) FN(sum_row)(y, xrow, A, B, S, off, mode, pw)
+                            CK_STRIDE_SWITCH(s2, CK_BODY);
+#undef CK_BODY
+                        }
+                        first = 0;
+                    }
+                }
+            }
+            if (p->kind == CK_POOL_AVG) {
+                const int64_t dv = p->divisor_override > 0 ? p->divisor_override : div0[od] * div1[oh];
+                for (int64_t ow = 0; ow < o2; ow++)
+                    y[ow] = y[ow] / (T)(p->divisor_override > 0 ? dv : dv * div2[ow]);
+            } else if (p->kind == CK_POOL_LP) {
+                for (int64_t ow = 0; ow < o2; ow++)
+                    y[ow] = mode == 1 ? y[ow] : mode == 2 ? (T)sqrt(y[ow]) : (T)pow(y[ow], 1.0 / p->p);
+            }
+        }
+}
+
+/* d/dx of one window term for Lp: sign(x) |x|^(p-1) (0 at x = 0). */
+CK_INLINE T FN(lp_grad_term)(T v, double pp)
+{
+    if (pp == 2.0)
+        return v;
+    if (v == 0)
+        return 0;
+    if (pp == 1.0)
+        return v > 0 ? (T)1 : (T)-1;
+    return (T)(v > 0 ? pow(v, pp - 1.0) : -pow(-v, pp - 1.0));
+}
+
+/* One (n, c) plane of the avg or Lp backward: spread each output's gradient
+ * over its window (checked scalar loops; not a benchmarked path). */
+CK_CLONES static void FN(pool_bwd_plane)(const ck_pool_params *p, const T *gyp, const T *xp,
+                                         const T *yp, T *gxp, const int64_t *div0,
+                                         const int64_t *div1, const int64_t *div2)
+{
+    memset(gxp, 0, (size_t)(p->in[0] * p->in[1] * p->in[2]) * sizeof(T));
+    for (int64_t od = 0; od < p->out[0]; od++)
+        for (int64_t oh = 0; oh < p->out[1]; oh++)
+            for (int64_t ow = 0; ow < p->out[2]; ow++) {
+                const int64_t o = (od * p->out[1] + oh) * p->out[2] + ow;
+                T coef;
+                if (p->kind == CK_POOL_AVG) {
+                    const int64_t dv = p->divisor_override > 0 ? p->divisor_override
+                                                               : div0[od] * div1[oh] * div2[ow];
+                    coef = gyp[o] / (T)dv;
+                } else {
+                    const T out = yp[o];
+                    coef = out == 0 ? (T)0 : (T)(gyp[o] * pow(out, 1.0 - p->p));
+                }
+                if (coef == 0 && coef == coef)
+                    continue;
+                for (int64_t kd = 0; kd < p->k[0]; kd++) {
+                    const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
+                    if (id < 0 || id >= p->in[0])
+                        continue;
+                    for (int64_t kh = 0; kh < p->k[1]; kh++) {
+                        const int64_t ih = oh * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];
+                        if (ih < 0 || ih >= p->in[1])
+                            continue;
+                        for (int64_t kw = 0; kw < p->k[2]; kw++) {
+                            const int64_t iw = ow * p->stride[2] + kw * p->dil[2] - p->pad_lo[2];
+                            if (iw < 0 || iw >= p->in[2])
+                                continue;
+                            const int64_t pos = (id * p->in[1] + ih) * p->in[2] + iw;
+                            gxp[pos] += p->kind == CK_POOL_AVG
+                                            ? coef
+                                            : coef * FN(lp_grad_term)(xp[pos], p->p);
+                        }
+                    }
+                }
+            }
+}
+
+static int FN(pool_forward_impl)(const ck_pool_params *p, const ck_pool_dims *d, const T *x,
+                                 T *y, int64_t *ind, int nt)
+{
+    const int64_t planes = p->n * p->c;
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, planes))
+    for (int64_t t = 0; t < planes; t++)
+        FN(pool_fwd_plane)(p, x + t * d->X, y + t * d->P, ind ? ind + t * d->P : NULL, d->div[0],
+                           d->div[1], d->div[2]);
+    return CK_OK;
+}
+
+static int FN(pool_backward_impl)(const ck_pool_params *p, const ck_pool_dims *d, const T *gy,
+                                  const T *x, const T *y, const int64_t *ind, T *gx, int nt)
+{
+    const int64_t planes = p->n * p->c;
+    int err = CK_OK;
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, planes))
+    for (int64_t t = 0; t < planes; t++) {
+        T *gxp = gx + t * d->X;
+        if (p->kind != CK_POOL_MAX) {
+            FN(pool_bwd_plane)(p, gy + t * d->P, x ? x + t * d->X : NULL, y ? y + t * d->P : NULL,
+                               gxp, d->div[0], d->div[1], d->div[2]);
+            continue;
+        }
+        const T *gyp = gy + t * d->P;
+        const int64_t *ip = ind + t * d->P;
+        memset(gxp, 0, (size_t)d->X * sizeof(T));
+        for (int64_t o = 0; o < d->P; o++) {
+            const int64_t i = ip[o];
+            if (i < 0 || i >= d->X) {
+#pragma omp atomic write
+                err = CK_ERR_INDEX;
+                continue;
+            }
+            gxp[i] += gyp[o];
+        }
+    }
+    return err;
+}
