@@ -35,9 +35,13 @@ def cython_extensions():
     return cythonize(exts, compiler_directives={"language_level": "3"})
 
 
+# A checkout without the C sources still installs; the `c` backend then
+# reports itself unavailable with the reason.
+CFFI_MODULES = ["csrc/build_ffi.py:ffibuilder"] if (ROOT / "csrc" / "build_ffi.py").exists() else []
+
 setup(
     packages=find_packages(include=["convkit", "convkit.*"]) + backend_packages(),
     package_dir={"convkit": "convkit", "convkit_backends": "backends"},
-    cffi_modules=["csrc/build_ffi.py:ffibuilder"],
+    cffi_modules=CFFI_MODULES,
     ext_modules=cython_extensions(),
 )
