@@ -1,0 +1,162 @@
+"""Derived tolerances: how far a backend's result may be from the reference's.
+
+The policy (stated in full in ``docs/conformance.md``):
+
+* **Selections are exact.** Max pooling values and indices, global max
+  pooling, unpooling and the gather of its gradient pick input values; any
+  backend must return them bit for bit.
+* **Integer-valued inputs are exact.** With ``values="int"`` every input is
+  a small integer, so every product and every partial sum of a convolution
+  (and of the max pool gradient) is an integer far below ``2**24``: a direct
+  algorithm computes it exactly in float32, in any summation order. The
+  backend must then match the reference exactly, unless its
+  ``Capabilities.error_bound_factor`` is above 1 (FFT, Winograd), which
+  sends it to the bound below. An average of integers is one division of an
+  exact sum: at most 2 ulp (a backend may multiply by the reciprocal).
+* **Random floats are bounded.** For an output that is a sum of ``K``
+  rounded terms, the error of recursive or blocked summation is at most
+  ``K * u * sum|terms|`` (``u = eps / 2``; Higham, *Accuracy and Stability of
+  Numerical Algorithms*, 3.1). The reference carries the same bound, so the
+  allowed difference per element is::
+
+      factor * 2 * K * eps(dtype) * sum|terms|
+
+  with ``factor`` the backend's ``error_bound_factor`` and ``sum|terms|``
+  computed by running the reference on ``|x|``, ``|w|``, ``|grad|``.
+  ``K`` per output is given by :func:`accumulation_length`.
+
+Examples
+--------
+>>> import numpy as np
+>>> ok, err, allowed = compare(np.float32([1, 2]), np.float32([1, 2.0000002]), np.float32([0, 4e-7]))
+>>> ok
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..conv import conv_spec, conv_transpose_spec
+from ..pool import pool_spec
+
+__all__ = ["case_spec", "accumulation_length", "rule", "abs_inputs", "allowed_error", "compare", "eps"]
+
+_CONV = ("conv", "conv1d", "conv2d", "conv3d", "conv_grad")
+_CONVT = ("conv_transpose", "conv_transpose_grad")
+_CONV_KW = ("stride", "padding", "dilation", "groups", "padding_mode", "data_format", "flip")
+_CONVT_KW = ("stride", "padding", "output_padding", "dilation", "groups", "output_shape", "data_format")
+_POOL_KW = ("stride", "padding", "dilation", "ceil_mode", "count_include_pad", "divisor_override", "p",
+            "data_format")
+
+
+def eps(dtype) -> float:
+    """Machine epsilon of ``dtype`` (``2**-23`` for float32)."""
+    return float(np.finfo(dtype).eps)
+
+
+def _kind(op):
+    return op.split("_")[1] if op.startswith("global_") else op.split("_")[0]
+
+
+def case_spec(case):
+    """The :class:`~convkit.spec.ConvSpec` or :class:`~convkit.spec.PoolSpec` of a case."""
+    kw, shapes = case.kw, dict(case.shapes)
+    if case.op in _CONV:
+        return conv_spec(shapes["x"], shapes["weight"], dtype=case.dtype,
+                         **{k: v for k, v in kw.items() if k in _CONV_KW})
+    if case.op in _CONVT:
+        return conv_transpose_spec(shapes["x"], shapes["weight"], dtype=case.dtype,
+                                   **{k: v for k, v in kw.items() if k in _CONVT_KW})
+    x = shapes["x"]
+    if case.op.startswith("global_"):
+        spatial = x[2:] if case.layout == "channels_first" else x[1:-1]
+        return pool_spec(_kind(case.op), x, spatial, data_format=case.layout, dtype=case.dtype)
+    return pool_spec(_kind(case.op), x, kw["kernel_size"], dtype=case.dtype,
+                     **{k: v for k, v in kw.items() if k in _POOL_KW})
+
+
+def rule(case, output: str) -> str:
+    """``"select"`` (always exact), ``"exact"`` (exact for integer inputs) or ``"bound"``."""
+    if case.op in ("max_pool", "global_max_pool", "max_unpool", "max_unpool_grad") or output == "indices":
+        return "select"
+    if case.op in _CONV + _CONVT or case.op == "max_pool_grad":
+        return "exact" if case.values == "int" else "bound"
+    if case.op in ("avg_pool", "global_avg_pool") and case.values == "int":
+        return "rounded"
+    return "bound"
+
+
+def accumulation_length(case, output: str, spec=None) -> int:
+    """``K``: how many rounded terms (and operations) make one element of ``output``.
+
+    Examples
+    --------
+    >>> from convkit.conformance.cases import make_case
+    >>> c = make_case("conv", {}, {"x": (1, 4, 9), "weight": (2, 4, 3)}, "float32", "conv/basic", "d")
+    >>> accumulation_length(c, "y")  # 4 channels x 3 taps, plus the bias
+    13
+    """
+    spec = spec or case_spec(case)
+    taps = math.prod(spec.kernel)
+    op = case.op
+    if op in _CONV:
+        cpg, opg = spec.c_in // spec.groups, spec.c_out // spec.groups
+        if op != "conv_grad":
+            return cpg * taps + 1
+        if output == "input":  # non-zero padding modes fold up to 3 copies per dim back
+            return opg * taps * (3 ** spec.d if spec.padding_mode != "zeros" else 1)
+        return max(spec.n * math.prod(spec.out_shape), 1)
+    if op in _CONVT:
+        if op == "conv_transpose":
+            return spec.c_in // spec.groups * taps + 1
+        if output == "input":
+            return spec.c_out // spec.groups * taps
+        if output == "weight":
+            return max(spec.n * math.prod(spec.in_shape), 1)
+        return max(spec.n * math.prod(spec.out_shape), 1)
+    if op == "lp_pool":
+        return taps + 2  # |x|**p, the sum, the root
+    if op == "lp_pool_grad":
+        # out**(1-p) amplifies out's relative error by |1-p|; then powers, products and the sum.
+        return int(math.ceil(abs(1.0 - spec.p) * (taps + 2))) + taps + 4
+    return taps + 1  # avg pools (sum and divide), max pool gradient (sum over windows)
+
+
+def abs_inputs(case, arrays: dict) -> dict:
+    """Inputs whose result is ``sum|terms|``: every array in absolute value.
+
+    For the max pool gradient the input ``x`` picks the terms and is kept.
+    """
+    keep = {"x"} if case.op == "max_pool_grad" else set()
+    return {k: (v if k in keep else np.abs(v)) for k, v in arrays.items()}
+
+
+def allowed_error(case, output: str, ref: np.ndarray, terms: np.ndarray | None, factor: float = 1.0,
+                  spec=None) -> np.ndarray:
+    """Per-element allowed ``|got - ref|`` for ``output`` (see the module docstring)."""
+    kind = rule(case, output)
+    e = eps(case.dtype)
+    if kind == "select" or (kind == "exact" and factor <= 1.0):
+        return np.zeros(ref.shape)
+    if kind == "rounded" and factor <= 1.0:
+        return 2.0 * e * np.abs(ref.astype(np.float64))
+    k = accumulation_length(case, output, spec)
+    return factor * 2.0 * k * e * np.abs(terms.astype(np.float64))
+
+
+def compare(got, ref, allowed):
+    """``(ok, max_error, allowed_at_worst)`` of ``got`` against ``ref``; NaN must match NaN."""
+    got64, ref64 = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if got64.size == 0:
+        return True, 0.0, 0.0
+    both_nan = np.isnan(got64) & np.isnan(ref64)
+    with np.errstate(invalid="ignore"):
+        err = np.where(both_nan, 0.0, np.abs(got64 - ref64))
+    err = np.where(np.isnan(err), np.inf, err)
+    excess = err - allowed
+    worst = int(np.argmax(excess))
+    ok = bool(excess.flat[worst] <= 0)
+    return ok, float(err.max()), float(np.asarray(allowed).flat[worst])
