@@ -51,9 +51,10 @@ _cflags, _ldflags = _flags()
 ffibuilder.set_source(
     MODULE,
     '#include "convkit.h"\n',
-    sources=[str(HERE / s) for s in SOURCES],
+    # setuptools wants sources relative to setup.py (the cwd of a pip build).
+    sources=[os.path.relpath(HERE / s) for s in SOURCES],
     include_dirs=[str(HERE)],
-    depends=[str(HERE / s) for s in DEPENDS],
+    depends=[os.path.relpath(HERE / s) for s in DEPENDS],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,
 )
