@@ -169,7 +169,7 @@ def select(kernel: str, spec, backend=None):
     names, source = _requested(backend)
     strict = names is not None and len(names) == 1
     if names is None:
-        names = tuple(b.name for b in registry.default_priority())
+        names = tuple(registry.default_priority())
     skipped = []
     error_cls = BackendError
     for name in names:

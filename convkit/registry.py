@@ -199,10 +199,13 @@ def availability(backend: Backend) -> str | None:
     return _registry.availability(backend)
 
 
-def default_priority() -> list[Backend]:
-    """Available backends, highest ``priority`` first (``numpy`` last)."""
-    usable = [b for b in _registry.all().values() if not isinstance(b, _Broken) and availability(b) is None]
-    return sorted(usable, key=lambda b: (-b.priority, b.name))
+def default_priority() -> list[str]:
+    """Every backend name, highest ``priority`` first (``numpy`` last).
+
+    Unavailable ones are included so the dispatcher records why it skipped them.
+    """
+    names = dict.fromkeys(b.name for b in sorted(_registry.all().values(), key=lambda b: (-b.priority, b.name)))
+    return list(names)
 
 
 def backends() -> list[BackendInfo]:

@@ -65,7 +65,10 @@ def test_mock_plugin_is_listed_with_reason(mock_backends):
 
 
 def test_default_priority_skips_unavailable(mock_backends):
-    assert who(convkit.conv(X, W)) == "fast"
+    with convkit.record() as events:
+        assert who(convkit.conv(X, W)) == "fast"
+    assert events[0].source == "default priority"
+    assert dict(events[0].skipped)["gone"] == "backend 'gone' is unavailable: libgone.so not found"
 
 
 def test_default_priority_falls_back_to_numpy_when_declined(mock_backends):
