@@ -1,7 +1,13 @@
-"""The conformance suite under pytest: every backend on the quick set, and the suite catching broken backends.
+"""The conformance suite under pytest, and the oracles that check the reference itself.
 
-The reference's own oracles (brute force, numpy/scipy, the seeds' worked
-examples, PyTorch) are in ``test_gradients.py``'s sibling sections below.
+- every registered backend runs the quick set (one test per case);
+- deliberately broken backends are caught, in the right groups; skipped and
+  fallback cases are told apart; the command's exit status, JSON and repro lines;
+- the numpy reference against oracles it shares no code with: the brute-force
+  loops of the definition (through the public API, with every padding string,
+  padding mode, layout and flip), ``numpy.convolve``/``numpy.correlate``,
+  ``scipy.signal`` and the worked examples of ../shared/seeds. PyTorch is in
+  ``test_gradients.py`` with the gradients.
 """
 
 from __future__ import annotations
@@ -220,3 +226,194 @@ def test_coverage_of_the_quick_set():
     assert any(":tail" in c.id for c in quick)  # ceil_mode windows that are dropped
     # Depthwise: groups == input channels.
     assert any(c.feature == "depthwise" and f"_c{c.kw['groups']}_" in c.id for c in quick)
+
+
+# == oracles for the reference ===========================================================
+from convkit.conformance import bruteforce  # noqa: E402
+from convkit.spec import ConvSpec, PoolSpec  # noqa: E402
+
+_NP_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _pads(padding, in_shape, kernel, stride, dilation):
+    """Explicit pads from the definitions in docs/spec.md (written again here, not imported)."""
+    d = len(in_shape)
+    if isinstance(padding, int):
+        return ((padding, padding),) * d
+    if not isinstance(padding, str):
+        return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+    out = []
+    for n, k, s, dl in zip(in_shape, kernel, stride, dilation):
+        ek = dl * (k - 1) + 1
+        total = max((-(-n // s) - 1) * s + ek - n, 0)
+        out.append({"valid": (0, 0), "full": (ek - 1, ek - 1), "causal": (ek - 1, 0),
+                    "same": (total // 2, total - total // 2), "same_lower": (total - total // 2, total // 2)}[padding])
+    return tuple(out)
+
+
+def _tuple(v, d):
+    return (v,) * d if isinstance(v, int) else tuple(v)
+
+
+def _cf(a, layout):
+    return a if layout == "channels_first" else np.moveaxis(a, -1, 1)
+
+
+def _cost(case):
+    return int(np.prod(case.shapes[0][1])) * int(np.prod(case.shapes[1][1] if len(case.shapes) > 1 else 1))
+
+
+_SMALL = [c for c in select_cases() if c.op in ("conv", "conv1d", "conv2d", "conv3d") and _cost(c) < 20000]
+_SMALL_POOLS = [c for c in select_cases() if c.op in ("max_pool", "avg_pool", "lp_pool") and _cost(c) < 4000]
+_SMALL_CONVT = [c for c in select_cases() if c.op == "conv_transpose" and "output_shape" not in c.kw
+                and not isinstance(c.kw["padding"], str) and _cost(c) < 20000]
+
+
+@pytest.mark.parametrize("case", _SMALL, ids=str)
+def test_reference_conv_matches_bruteforce(case):
+    a, kw = case.arrays(), case.kw
+    x, w, d = _cf(a["x"], case.layout), a["weight"], a["x"].ndim - 2
+    if case.layout == "channels_last":
+        w = w.transpose(d + 1, d, *range(d))
+    if kw["flip"]:
+        w = w[(Ellipsis,) + (slice(None, None, -1),) * d]
+    stride, dilation = _tuple(kw["stride"], d), _tuple(kw["dilation"], d)
+    pads = _pads(kw["padding"], x.shape[2:], w.shape[2:], stride, dilation)
+    if kw["padding_mode"] != "zeros":
+        x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_MODE[kw["padding_mode"]])
+        pads = ((0, 0),) * d
+    spec = ConvSpec(n=x.shape[0], c_in=x.shape[1], c_out=w.shape[0], in_shape=x.shape[2:], kernel=w.shape[2:],
+                    stride=stride, dilation=dilation, pads=pads, groups=kw["groups"], dtype=case.dtype)
+    want = bruteforce.conv_forward(x, w, a.get("bias"), spec)
+    got = _cf(getattr(convkit, case.op)(a["x"], a["weight"], a.get("bias"), backend="numpy", **kw), case.layout)
+    assert got.dtype == np.dtype(case.dtype)
+    tol = 0 if case.values == "int" else (1e-5 if case.dtype == "float32" else 1e-12)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", _SMALL_POOLS, ids=str)
+def test_reference_pools_match_bruteforce(case):
+    kw, x = case.kw, case.arrays()["x"]
+    d = x.ndim - 2
+    xc = _cf(x, case.layout)
+    kernel = _tuple(kw["kernel_size"], d)
+    stride = kernel if kw["stride"] is None else _tuple(kw["stride"], d)
+    dilation = _tuple(kw["dilation"], d)
+    kind = case.op.split("_")[0]
+    spec = PoolSpec(kind=kind, n=xc.shape[0], c=xc.shape[1], in_shape=xc.shape[2:], kernel=kernel, stride=stride,
+                    dilation=dilation, pads=_pads(kw["padding"], xc.shape[2:], kernel, stride, dilation),
+                    ceil_mode=kw["ceil_mode"], count_include_pad=kw.get("count_include_pad", True),
+                    divisor_override=kw.get("divisor_override"), p=kw.get("p"), dtype=case.dtype)
+    want, want_idx = bruteforce.pool_forward(xc, spec)
+    lead = [x, kw.pop("p")] if kind == "lp" else [x]
+    got = getattr(convkit, case.op)(*lead, kw.pop("kernel_size"), backend="numpy", **kw)
+    if kw.get("return_indices"):
+        got, idx = got
+        np.testing.assert_array_equal(_cf(idx, case.layout), want_idx)
+    tol = 1e-5 if case.dtype == "float32" else 1e-12
+    np.testing.assert_allclose(_cf(got, case.layout), want, rtol=tol, atol=tol)
+
+
+def _convt_bruteforce(x, w, b, stride, pads, dilation, groups, out_shape):
+    """The transposed convolution by its definition: every input element scatters w times itself."""
+    n, c_in = x.shape[:2]
+    opg, cpg = w.shape[1], c_in // groups
+    y = np.zeros((n, groups * opg, *out_shape))
+    for nn, c, i in product(range(n), range(c_in), np.ndindex(*x.shape[2:])):
+        for ol, t in product(range(opg), np.ndindex(*w.shape[2:])):
+            j = tuple(ii * s + tt * dl - lo for ii, tt, s, dl, (lo, _) in zip(i, t, stride, dilation, pads))
+            if all(0 <= jj < o for jj, o in zip(j, out_shape)):
+                y[(nn, c // cpg * opg + ol) + j] += x[(nn, c) + i] * w[(c, ol) + t]
+    return y if b is None else y + b.reshape((1, -1) + (1,) * len(out_shape))
+
+
+@pytest.mark.parametrize("case", _SMALL_CONVT, ids=str)
+def test_reference_conv_transpose_matches_its_definition(case):
+    a, kw = case.arrays(), case.kw
+    x, w, d = _cf(a["x"], case.layout), a["weight"], a["x"].ndim - 2
+    if case.layout == "channels_last":
+        w = w.transpose(d + 1, d, *range(d))
+    stride, dilation, extra = _tuple(kw["stride"], d), _tuple(kw["dilation"], d), _tuple(kw["output_padding"], d)
+    pads = _pads(kw["padding"], x.shape[2:], w.shape[2:], stride, dilation)
+    out_shape = tuple((n - 1) * s - lo - hi + dl * (k - 1) + 1 + e for n, s, (lo, hi), dl, k, e in
+                      zip(x.shape[2:], stride, pads, dilation, w.shape[2:], extra))
+    got = _cf(convkit.conv_transpose(a["x"], a["weight"], a.get("bias"), backend="numpy", **kw), case.layout)
+    assert got.shape[2:] == out_shape
+    want = _convt_bruteforce(x, w, a.get("bias"), stride, pads, dilation, kw["groups"], out_shape)
+    tol = 0 if case.values == "int" else (1e-5 if case.dtype == "float32" else 1e-12)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_reference_matches_numpy_convolve_and_correlate(mode, m):
+    rng = np.random.default_rng(m)
+    x, w = rng.standard_normal(11), rng.standard_normal(m)
+    padding = {"full": "full", "same": "same_lower", "valid": "valid"}[mode]  # numpy "same" = SAME_LOWER
+    for flip, oracle in ((True, np.convolve), (False, np.correlate)):
+        got = convkit.conv(x[None, None], w[None, None], padding=padding, flip=flip, backend="numpy")[0, 0]
+        np.testing.assert_allclose(got, oracle(x, w, mode), rtol=1e-12, atol=1e-12)
+    if mode == "same" and m % 2:  # for odd kernels "same" and "same_lower" agree
+        got = convkit.conv(x[None, None], w[None, None], padding="same", flip=True, backend="numpy")[0, 0]
+        np.testing.assert_allclose(got, np.convolve(x, w, "same"), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (4, 3), (1, 5), (2, 3, 2), (3, 1, 3)], ids=str)
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_reference_matches_scipy_signal(mode, kernel):
+    signal = pytest.importorskip("scipy.signal")
+    rng = np.random.default_rng(len(kernel) * 10 + kernel[0])
+    x = rng.standard_normal((2, 2) + ((7, 8) if len(kernel) == 2 else (5, 4, 6)))
+    w = rng.standard_normal((1, 2) + kernel)
+    padding = {"full": "full", "same": "same_lower", "valid": "valid"}[mode]
+    for flip, oracle in ((False, signal.correlate), (True, signal.convolve)):
+        got = convkit.conv(x, w, padding=padding, flip=flip, backend="numpy")[:, 0]
+        # Channels sum: one scipy call per (batch, channel).
+        want = np.stack([sum(oracle(x[b, c], w[0, c], mode) for c in range(2)) for b in range(2)])
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
+# -- the worked examples of ../shared/seeds --------------------------------------------
+def test_seed_1d_example():
+    x, w = [1, 3, 2, 4, 5, 6, 1, 3], [1, 0, 3, 1, 2]
+    want = [5, 14, 16, 26, 24, 34, 19, 22]  # the notes' conv1d(x, w, p=2) and numpy.convolve(x, w, "same")
+    got = convkit.conv(np.array([[x]]), np.array([[w]]), padding=2, flip=True, backend="numpy")
+    assert got[0, 0].tolist() == want
+    assert np.convolve(x, w, "same").tolist() == want
+
+
+def test_seed_2d_example_and_output_size_rule():
+    X = np.array([[1, 3, 2, 4], [5, 6, 1, 3], [1, 2, 0, 2], [3, 4, 3, 2]])
+    W = np.array([[1, 0, 3], [1, 2, 1], [0, 1, 1]])
+    want = [[11, 25, 32, 13], [19, 25, 24, 13], [13, 28, 25, 17], [11, 17, 14, 9]]  # scipy convolve2d "same"
+    for padding in (1, "same", "same_lower"):
+        got = convkit.conv(X[None, None], W[None, None], padding=padding, flip=True, backend="numpy")
+        assert got[0, 0].tolist() == want
+    # o = floor((n + 2p - m) / s) + 1, the notes' output size.
+    for n, m, p, s in product((7, 8, 10), (1, 2, 3, 5), (0, 1, 2), (1, 2, 3)):
+        y = convkit.conv(np.zeros((1, 1, n)), np.zeros((1, 1, m)), padding=p, stride=s, backend="numpy")
+        assert y.shape[-1] == (n + 2 * p - m) // s + 1
+
+
+def test_seed_pooling_examples():
+    # Max pooling 2x2 returning [[4, 8], [6, 9]], and a global average of 69 / 16.
+    x = np.array([[1, 1, 2, 4], [4, 3, 7, 8], [3, 2, 1, 0], [1, 6, 9, 3]])
+    assert convkit.max_pool(x[None, None], 2, backend="numpy")[0, 0].tolist() == [[4, 8], [6, 9]]
+    x[3, 3] += 69 - x.sum()
+    assert convkit.global_avg_pool(x[None, None], backend="numpy").item() == 4.3125
+    assert convkit.global_max_pool(x[None, None], backend="numpy").item() == x.max()
+
+
+def test_seed_filters_blur_moving_average_and_edges():
+    rng = np.random.default_rng(9)
+    img = rng.standard_normal((1, 1, 6, 7))
+    blur = np.full((1, 1, 3, 3), 1 / 9)  # the notes' "filtro_difuminar"
+    np.testing.assert_allclose(convkit.conv(img, blur, padding=1, backend="numpy"),
+                               convkit.avg_pool(img, 3, stride=1, padding=1, backend="numpy"), rtol=1e-12)
+    series = rng.standard_normal(20)  # roll_mean(serie, 5, align="center")
+    got = convkit.conv(series[None, None], np.full((1, 1, 5), 0.2), backend="numpy")[0, 0]
+    np.testing.assert_allclose(got, [series[i - 2:i + 3].mean() for i in range(2, 18)], rtol=1e-12)
+    step = np.zeros((1, 1, 6, 5))
+    step[..., 3:, :] = 1.0  # dark top, bright bottom: the edge filter answers 3 across the edge only
+    edge = np.array([[[[-1, -1, -1], [0, 0, 0], [1, 1, 1]]]])
+    assert convkit.conv(step, edge, backend="numpy")[0, 0].tolist() == [[0] * 3, [3] * 3, [3] * 3, [0] * 3]
