@@ -45,19 +45,27 @@ def _flags() -> tuple[list[str], list[str]]:
     return cflags, ldflags
 
 
-ffibuilder = FFI()
-ffibuilder.cdef(_cdef())
-_cflags, _ldflags = _flags()
-ffibuilder.set_source(
-    MODULE,
-    '#include "convkit.h"\n',
-    # setuptools wants sources relative to setup.py (the cwd of a pip build).
-    sources=[os.path.relpath(HERE / s) for s in SOURCES],
-    include_dirs=[str(HERE)],
-    depends=[os.path.relpath(HERE / s) for s in DEPENDS],
-    extra_compile_args=_cflags,
-    extra_link_args=_ldflags,
-)
+def make_builder(absolute: bool = False) -> FFI:
+    """The cffi builder; ``absolute`` source paths for builds outside setup.py's cwd."""
+    ffi = FFI()
+    ffi.cdef(_cdef())
+    cflags, ldflags = _flags()
+    # setuptools wants sources relative to setup.py (the cwd of a pip build);
+    # ffi.compile() runs in its tmpdir, so the script build needs absolute ones.
+    path = (lambda f: str(HERE / f)) if absolute else (lambda f: os.path.relpath(HERE / f))
+    ffi.set_source(
+        MODULE,
+        '#include "convkit.h"\n',
+        sources=[path(s) for s in SOURCES],
+        include_dirs=[str(HERE)],
+        depends=[path(s) for s in DEPENDS],
+        extra_compile_args=cflags,
+        extra_link_args=ldflags,
+    )
+    return ffi
+
+
+ffibuilder = make_builder()
 
 
 def main() -> None:
@@ -65,7 +73,7 @@ def main() -> None:
     out = Path(os.environ.get("CONVKIT_C_BUILD_DIR") or (HERE.parent / "backends" / "c"))
     tmp = out / "_build_tmp" if os.environ.get("CONVKIT_C_BUILD_DIR") else HERE.parent / "build" / "cffi"
     tmp.mkdir(parents=True, exist_ok=True)
-    so = ffibuilder.compile(tmpdir=str(tmp), verbose=bool(os.environ.get("VERBOSE")))
+    so = make_builder(absolute=True).compile(tmpdir=str(tmp), verbose=bool(os.environ.get("VERBOSE")))
     # cffi writes convkit_backends/c/_ckernels*.so under tmpdir; move it next to the package.
     built = Path(so)
     target = out / built.name

@@ -8,42 +8,61 @@
  *   would have a 1-row operand.
  * Work is split into independent tasks so no two threads write one element. */
 
+/* Walks the output positions [p0, p0+pn) as runs along the last dim:
+ * calls BODY(od, oh, ow0, e, j) for each run [ow0, e) starting at column j.
+ * Incremental counters keep divisions out of the loop. */
+#define CK_FOR_RUNS(p, p0, pn, BODY)                                                   \
+    do {                                                                             \
+        const int64_t o1_ = (p)->out[1], o2_ = (p)->out[2];                          \
+        int64_t od_ = (p0) / (o1_ * o2_), oh_ = ((p0) / o2_) % o1_, ow_ = (p0) % o2_; \
+        for (int64_t j_ = 0; j_ < (pn);) {                                           \
+            const int64_t e_ = ck_min(o2_, ow_ + (pn) - j_);                         \
+            BODY(od_, oh_, ow_, e_, j_);                                             \
+            j_ += e_ - ow_;                                                          \
+            ow_ = 0;                                                                 \
+            if (++oh_ == o1_) {                                                      \
+                oh_ = 0;                                                             \
+                od_++;                                                               \
+            }                                                                        \
+        }                                                                            \
+    } while (0)
+
 /* Pack columns [p0, p0+pn) of the im2col matrix of one image and group. */
 CK_CLONES static void FN(im2col)(const ck_conv_params *p, const ck_conv_dims *d, const T *xg,
                                  int64_t p0, int64_t pn, T *col)
 {
-    const int64_t o1 = p->out[1], o2 = p->out[2], KK = d->KK;
+    const int64_t KK = d->KK, s2 = p->stride[2];
     for (int64_t r = 0; r < d->cig * KK; r++) {
         const int64_t ic = r / KK, kr = r % KK;
         const int64_t kd = kr / (p->k[1] * p->k[2]), kh = (kr / p->k[2]) % p->k[1], kw = kr % p->k[2];
-        const int64_t offw = kw * p->dil[2] - p->pad_lo[2], s2 = p->stride[2];
+        const int64_t offw = kw * p->dil[2] - p->pad_lo[2];
         const T *xc = xg + ic * d->X;
         T *dst = col + r * pn;
         int64_t va, vb;
-        ck_valid_range(p->in[2], s2, offw, o2, &va, &vb);
-        for (int64_t q = p0; q < p0 + pn;) {
-            const int64_t od = q / (o1 * o2), oh = (q / o2) % o1, ow0 = q % o2;
-            const int64_t cnt = ck_min(o2 - ow0, p0 + pn - q), e = ow0 + cnt;
-            const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
-            const int64_t ih = oh * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];
-            if (id < 0 || id >= p->in[0] || ih < 0 || ih >= p->in[1]) {
-                memset(dst, 0, (size_t)cnt * sizeof(T));
-            } else {
-                const T *xrow = xc + (id * p->in[1] + ih) * p->in[2];
-                const int64_t a = ck_max(ck_min(va, e), ow0), b = ck_max(ck_min(vb, e), a);
-                for (int64_t ow = ow0; ow < a; ow++)
-                    dst[ow - ow0] = 0;
-                if (s2 == 1)
-                    memcpy(dst + (a - ow0), xrow + a + offw, (size_t)(b - a) * sizeof(T));
-                else
-                    for (int64_t ow = a; ow < b; ow++)
-                        dst[ow - ow0] = xrow[ow * s2 + offw];
-                for (int64_t ow = b; ow < e; ow++)
-                    dst[ow - ow0] = 0;
-            }
-            dst += cnt;
-            q += cnt;
-        }
+        ck_valid_range(p->in[2], s2, offw, p->out[2], &va, &vb);
+#define CK_RUN(od, oh, ow0, e, j)                                                            \
+    {                                                                                        \
+        const int64_t id = (od) * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];              \
+        const int64_t ih = (oh) * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];              \
+        T *dj = dst + (j) - (ow0);                                                           \
+        if (id < 0 || id >= p->in[0] || ih < 0 || ih >= p->in[1]) {                          \
+            memset(dj + (ow0), 0, (size_t)((e) - (ow0)) * sizeof(T));                        \
+        } else {                                                                             \
+            const T *xrow = xc + (id * p->in[1] + ih) * p->in[2];                            \
+            const int64_t a = ck_max(ck_min(va, e), ow0), b = ck_max(ck_min(vb, e), a);      \
+            for (int64_t ow = (ow0); ow < a; ow++)                                           \
+                dj[ow] = 0;                                                                  \
+            if (s2 == 1)                                                                     \
+                memcpy(dj + a, xrow + a + offw, (size_t)(b - a) * sizeof(T));                \
+            else                                                                             \
+                for (int64_t ow = a; ow < b; ow++)                                           \
+                    dj[ow] = xrow[ow * s2 + offw];                                           \
+            for (int64_t ow = b; ow < (e); ow++)                                             \
+                dj[ow] = 0;                                                                  \
+        }                                                                                    \
+    }
+        CK_FOR_RUNS(p, p0, pn, CK_RUN);
+#undef CK_RUN
     }
 }
 
@@ -52,33 +71,33 @@ CK_CLONES static void FN(im2col)(const ck_conv_params *p, const ck_conv_dims *d,
 CK_CLONES static void FN(col2im)(const ck_conv_params *p, const ck_conv_dims *d, T *gxg, int64_t r0,
                                  int64_t r1, int64_t p0, int64_t pn, const T *col)
 {
-    const int64_t o1 = p->out[1], o2 = p->out[2], KK = d->KK;
+    const int64_t KK = d->KK, s2 = p->stride[2];
     for (int64_t r = r0; r < r1; r++) {
         const int64_t ic = r / KK, kr = r % KK;
         const int64_t kd = kr / (p->k[1] * p->k[2]), kh = (kr / p->k[2]) % p->k[1], kw = kr % p->k[2];
-        const int64_t offw = kw * p->dil[2] - p->pad_lo[2], s2 = p->stride[2];
+        const int64_t offw = kw * p->dil[2] - p->pad_lo[2];
         T *gxc = gxg + ic * d->X;
         const T *src = col + (r - r0) * pn;
         int64_t va, vb;
-        ck_valid_range(p->in[2], s2, offw, o2, &va, &vb);
-        for (int64_t q = p0; q < p0 + pn;) {
-            const int64_t od = q / (o1 * o2), oh = (q / o2) % o1, ow0 = q % o2;
-            const int64_t cnt = ck_min(o2 - ow0, p0 + pn - q), e = ow0 + cnt;
-            const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
-            const int64_t ih = oh * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];
-            if (id >= 0 && id < p->in[0] && ih >= 0 && ih < p->in[1]) {
-                T *gxrow = gxc + (id * p->in[1] + ih) * p->in[2];
-                const int64_t a = ck_max(ck_min(va, e), ow0), b = ck_max(ck_min(vb, e), a);
-                if (s2 == 1)
-                    for (int64_t ow = a; ow < b; ow++)
-                        gxrow[ow + offw] += src[ow - ow0];
-                else
-                    for (int64_t ow = a; ow < b; ow++)
-                        gxrow[ow * s2 + offw] += src[ow - ow0];
-            }
-            src += cnt;
-            q += cnt;
-        }
+        ck_valid_range(p->in[2], s2, offw, p->out[2], &va, &vb);
+#define CK_RUN(od, oh, ow0, e, j)                                                            \
+    {                                                                                        \
+        const int64_t id = (od) * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];              \
+        const int64_t ih = (oh) * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];              \
+        const T *sj = src + (j) - (ow0);                                                     \
+        if (id >= 0 && id < p->in[0] && ih >= 0 && ih < p->in[1]) {                          \
+            T *gxrow = gxc + (id * p->in[1] + ih) * p->in[2];                                \
+            const int64_t a = ck_max(ck_min(va, e), ow0), b = ck_max(ck_min(vb, e), a);      \
+            if (s2 == 1)                                                                     \
+                for (int64_t ow = a; ow < b; ow++)                                           \
+                    gxrow[ow + offw] += sj[ow];                                              \
+            else                                                                             \
+                for (int64_t ow = a; ow < b; ow++)                                           \
+                    gxrow[ow * s2 + offw] += sj[ow];                                         \
+        }                                                                                    \
+    }
+        CK_FOR_RUNS(p, p0, pn, CK_RUN);
+#undef CK_RUN
     }
 }
 
