@@ -1,0 +1,185 @@
+"""Benchmark suites (data files shipped in the package) and the problems they hold.
+
+A suite is ``convkit/bench/suites/<name>.txt``: one problem a line, ``name
+descriptor [tags]``, ``#`` starts a comment. Tags: ``quick`` (in the
+``--quick`` subset; a suite without any ``quick`` tag runs whole) and
+``target_fwd=R`` / ``target_bwd=R`` (issue 5's speed targets, PyTorch time /
+``c`` time). Each problem is timed forward and backward.
+
+FLOPs per direction: a convolution's forward is
+``2 * N * C_out * prod(out) * (C_in / groups) * prod(k)``, its backward
+(input gradient + weight gradient) twice that; a pool counts one operation per
+window element, ``N * C * prod(out) * prod(k)``, forward and backward alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+
+from ..spec import ConvSpec, parse_descriptor
+
+__all__ = ["Problem", "DIRECTIONS", "DEFAULT_SUITES", "list_suites", "load_suite", "load_suites", "make_inputs",
+           "convkit_callable"]
+
+#: Timed directions: ``forward`` is the op, ``backward`` its gradients (conv: input and weight).
+DIRECTIONS = ("forward", "backward")
+#: Suites run when none is named (``issue5`` repeats layers of these, ``tiny`` is for tests).
+DEFAULT_SUITES = ("lenet", "mnist", "resnet50", "mobilenet", "dilated", "audio1d", "conv3d", "pooling")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One named problem of a suite.
+
+    Examples
+    --------
+    >>> p = Problem.from_line("tiny", "a.b  conv1d_n1_c1_o1_i8_k3  quick target_fwd=1.5")
+    >>> p.name, p.quick, p.targets, p.flops("backward")
+    ('a.b', True, {'forward': 1.5}, 72)
+    """
+
+    suite: str
+    name: str
+    descriptor: str
+    quick: bool = False
+    targets: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @classmethod
+    def from_line(cls, suite: str, line: str) -> "Problem":
+        name, desc, *tags = line.split()
+        targets = {}
+        for tag in tags:
+            if tag.startswith(("target_fwd=", "target_bwd=")):
+                key, _, value = tag.partition("=")
+                targets["forward" if key == "target_fwd" else "backward"] = float(value)
+            elif tag != "quick":
+                raise ValueError(f"suite {suite!r}: unknown tag {tag!r} in line {line!r}")
+        parse_descriptor(desc)  # fail early on a typo in a suite file
+        return cls(suite, name, desc, "quick" in tags, targets)
+
+    @property
+    def spec(self):
+        """The :class:`~convkit.spec.ConvSpec` or :class:`~convkit.spec.PoolSpec` of the descriptor."""
+        return parse_descriptor(self.descriptor)
+
+    @property
+    def is_conv(self) -> bool:
+        return isinstance(self.spec, ConvSpec)
+
+    def flops(self, direction: str) -> int:
+        """Operations counted for ``direction`` (see the module docstring)."""
+        f = self.spec.flops
+        return 2 * f if direction == "backward" and self.is_conv else f
+
+
+def _suite_dir():
+    return resources.files("convkit.bench") / "suites"
+
+
+def list_suites() -> list:
+    """Names of the shipped suites.
+
+    Examples
+    --------
+    >>> {"tiny", "issue5", "resnet50"} <= set(list_suites())
+    True
+    """
+    return sorted(p.name[:-4] for p in _suite_dir().iterdir() if p.name.endswith(".txt"))
+
+
+def load_suite(name: str, quick: bool = False) -> list:
+    """The problems of suite ``name`` (only the ``quick`` subset if asked).
+
+    Examples
+    --------
+    >>> [p.descriptor for p in load_suite("tiny")][:2]
+    ['conv1d_n1_c2_o3_i32_k3_p1', 'conv2d_n1_c1_o4_i12x12_k3x3_p1']
+    """
+    path = _suite_dir() / f"{name}.txt"
+    if not path.is_file():
+        raise ValueError(f"unknown benchmark suite {name!r}; shipped suites: {', '.join(list_suites())}")
+    problems = []
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            problems.append(Problem.from_line(name, line))
+    if quick and any(p.quick for p in problems):
+        problems = [p for p in problems if p.quick]
+    return problems
+
+
+def load_suites(names=None, quick: bool = False) -> list:
+    """Problems of several suites, the same descriptor kept once (first name wins).
+
+    Examples
+    --------
+    >>> len(load_suites(["tiny", "tiny"])) == len(load_suite("tiny"))
+    True
+    """
+    seen, out = set(), []
+    for name in names or DEFAULT_SUITES:
+        for p in load_suite(name, quick):
+            if p.descriptor not in seen:
+                seen.add(p.descriptor)
+                out.append(p)
+    return out
+
+
+def make_inputs(spec, seed: int = 0) -> dict:
+    """Random inputs of a problem: ``x``, ``grad_y`` and (conv) ``w``, in the spec's dtype.
+
+    Examples
+    --------
+    >>> from convkit.spec import parse_descriptor
+    >>> {k: v.shape for k, v in make_inputs(parse_descriptor("conv1d_n1_c2_o3_i8_k3")).items()}
+    {'x': (1, 2, 8), 'grad_y': (1, 3, 6), 'w': (3, 2, 3)}
+    """
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(spec.dtype)
+    out = {"x": rng.standard_normal(spec.x_shape).astype(dt), "grad_y": rng.standard_normal(spec.y_shape).astype(dt)}
+    if isinstance(spec, ConvSpec):
+        out["w"] = (rng.standard_normal(spec.w_shape) / np.sqrt(np.prod(spec.w_shape[1:]))).astype(dt)
+    return out
+
+
+def convkit_callable(spec, direction: str, backend: str, inputs: dict):
+    """A no-argument function running ``direction`` of ``spec`` on a convkit backend, through the public API.
+
+    Backward of a convolution computes the input and weight gradients; backward
+    of a max pool is given the forward's indices (as a training step would).
+
+    Examples
+    --------
+    >>> from convkit.spec import parse_descriptor
+    >>> spec = parse_descriptor("maxpool1d_n1_c1_i4_k2")
+    >>> convkit_callable(spec, "forward", "numpy", make_inputs(spec))().shape
+    (1, 1, 2)
+    """
+    import convkit
+
+    x, g = inputs["x"], inputs["grad_y"]
+    if isinstance(spec, ConvSpec):
+        kw = dict(stride=spec.stride, padding=spec.pads, dilation=spec.dilation, groups=spec.groups,
+                  backend=backend)
+        w = inputs["w"]
+        if direction == "forward":
+            return lambda: convkit.conv(x, w, **kw)
+        return lambda: convkit.conv_grad(g, x, w, wrt=("input", "weight"), **kw)
+    kw = dict(stride=spec.stride, padding=spec.pads, dilation=spec.dilation, ceil_mode=spec.ceil_mode,
+              backend=backend)
+    if spec.kind == "max":
+        if direction == "forward":
+            return lambda: convkit.max_pool(x, spec.kernel, **kw)
+        _, idx = convkit.max_pool(x, spec.kernel, return_indices=True, **kw)
+        return lambda: convkit.max_pool_grad(g, x, spec.kernel, indices=idx, **kw)
+    if spec.kind == "avg":
+        kw.update(count_include_pad=spec.count_include_pad, divisor_override=spec.divisor_override)
+        if direction == "forward":
+            return lambda: convkit.avg_pool(x, spec.kernel, **kw)
+        return lambda: convkit.avg_pool_grad(g, x, spec.kernel, **kw)
+    if direction == "forward":
+        return lambda: convkit.lp_pool(x, spec.p, spec.kernel, **kw)
+    return lambda: convkit.lp_pool_grad(g, x, spec.p, spec.kernel, **kw)

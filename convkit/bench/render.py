@@ -1,0 +1,208 @@
+"""Writing a benchmark result: ``report.json``, ``report.md`` (charts embedded) and a console summary.
+
+Every number in the outputs comes from the result dict of one run
+(:func:`convkit.bench.runner.run_bench`); nothing is carried over.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from . import charts
+
+__all__ = ["write_all", "to_markdown", "print_summary", "format_time", "STATUS_CODES"]
+
+#: Short cell codes of runs that have no time.
+STATUS_CODES = {"not measured": "n/m", "not expressible": "n/e", "not supported": "n/s", "error": "err"}
+
+_PEER_NOTES = {
+    "torch": "torch.nn.functional forward; backward = torch.ops.aten.convolution_backward (input + weight "
+             "gradients) / max_pool*_with_indices_backward / avg_pool*_backward, timed alone",
+    "onnxruntime": "one Conv/MaxPool/AveragePool node (opset 17, weights as initializer), CPU EP, "
+                   "session.run timed; forward only",
+    "scipy": "scipy.signal.correlate/convolve, one call per output channel; only C_in/groups = 1, stride 1, "
+             "dilation 1; single-threaded",
+}
+
+
+def format_time(seconds: float) -> str:
+    """Seconds as a short string in a fitting unit.
+
+    Examples
+    --------
+    >>> format_time(0.00123), format_time(2.5e-6), format_time(1.5)
+    ('1.23 ms', '2.50 us', '1.50 s')
+    """
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale or unit == "us":
+            return f"{seconds / scale:.3g} {unit}" if seconds / scale >= 100 else f"{seconds / scale:.2f} {unit}"
+    return f"{seconds:.3g} s"  # pragma: no cover
+
+
+def _runners(result) -> list:
+    return result["backends"]["measured"] + result["peers"]["measured"]
+
+
+def _time_cell(run) -> str:
+    if run is None:
+        return ""
+    if run["status"] != "ok":
+        return STATUS_CODES.get(run["status"], run["status"])
+    return f"{format_time(run['median_s'])} ({format_time(run['q1_s'])}–{format_time(run['q3_s'])})"
+
+
+def _ratio(v) -> str:
+    return "" if v is None else f"{v:.2f}x"
+
+
+def _header_md(result) -> list:
+    m, v, t, peak = result["machine"], result["versions"], result["threads"], result["peak"]
+    flags = ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in m["flags"].items())
+    backs = ", ".join(f"{n} {v['backends'].get(n, '?')}" for n in result["backends"]["measured"])
+    skipped = "; ".join(f"{n}: {why}" for n, why in result["backends"]["skipped"].items()) or "none"
+    peers = ", ".join(f"{n} {ver}" for n, ver in result["peers"]["versions"].items()) or "none"
+    missing = "; ".join(f"{n}: {why}" for n, why in result["peers"]["missing"].items()) or "none"
+    threads = ", ".join(f"{k} {val}" for k, val in t.items() if k != "requested")
+    lines = [
+        f"- **Command:** `{' '.join(result['command']) if result['command'] else '(run_bench from Python)'}`",
+        f"- **Date:** {result['date']} to {result['finished']} (UTC); mode `{result['mode']}`; suites "
+        f"{', '.join(result['suites'])}{'; match ' + result['match'] if result['match'] else ''}",
+        f"- **Budget:** {result['budget_s']['runner']:g} s of timing per runner and problem after warm-up "
+        f"({result['budget_s']['reference']:g} s for the reference `{result['reference']}`)",
+        f"- **Machine:** {m['cpu']} ({m['arch']}), {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs, "
+        f"{m['memory_gib']} GiB, {m['os']}; load average (1/5/15 min) at the start: "
+        f"{' / '.join(map(str, m.get('loadavg_1_5_15') or ['?']))}",
+        f"- **CPU flags:** {flags}",
+        f"- **Versions:** Python {v['python']}, NumPy {v['numpy']}, convkit {v['convkit']}; backends: {backs}; "
+        f"peers: {peers}",
+        f"- **Not timed:** backends: {skipped}; peers: {missing}",
+        f"- **Threads:** {threads} (scipy.signal has no thread option)",
+        f"- **Practical peak:** {peak['gflops']:.1f} GFLOP/s float32 ({peak['method']}, {peak['threads']} "
+        f"threads; {peak['start_gflops']:.1f} at the start, {peak['end_gflops']:.1f} at the end of the run)",
+    ]
+    return lines
+
+
+def _suite_tables(result, suite) -> list:
+    rows = [r for r in result["results"] if r["suite"] == suite]
+    runners, ref = _runners(result), result["reference"]
+    pairs = [(b, c) for b in result["backends"]["measured"] for c in [ref] + result["peers"]["measured"]
+             if c != b and any(c in r["speedups"].get(b, {}) for r in rows)]
+    timed = [b for b in runners if any(r["runs"].get(b, {}).get("status") == "ok" for r in rows)]
+    out = [f"### {suite}", "",
+           "| problem | dir | GFLOP | " + " | ".join(f"{r} median (q1–q3)" for r in runners) + " |",
+           "|---|---|--:|" + "--:|" * len(runners)]
+    for r in rows:
+        out.append(f"| {r['name']} `{r['descriptor']}` | {r['direction'][:3]} | {r['flops'] / 1e9:.3g} | "
+                   + " | ".join(_time_cell(r["runs"].get(n)) for n in runners) + " |")
+    out += ["", "| problem | dir | " + " | ".join(f"{n} GFLOP/s (% peak)" for n in timed)
+            + "".join(f" | {b} vs {c}" for b, c in pairs) + " |",
+            "|---|---|" + "--:|" * (len(timed) + len(pairs))]
+    for r in rows:
+        cells = []
+        for n in timed:
+            run = r["runs"].get(n, {})
+            cells.append(f"{run['gflops']:.3g} ({100 * run['peak_fraction']:.1f}%)" if "gflops" in run else "")
+        cells += [_ratio(r["speedups"].get(b, {}).get(c)) for b, c in pairs]
+        out.append(f"| {r['name']} | {r['direction'][:3]} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+def _not_timed(result) -> list:
+    reasons = {}
+    for r in result["results"]:
+        for n, run in r["runs"].items():
+            if run["status"] != "ok":
+                reasons.setdefault((n, run["status"], run["reason"]), []).append(f"{r['name']} {r['direction'][:3]}")
+    out = []
+    for (n, status, reason), where in sorted(reasons.items()):
+        shown = ", ".join(where[:6]) + (f" and {len(where) - 6} more" if len(where) > 6 else "")
+        out.append(f"- `{n}` {status} ({STATUS_CODES.get(status, status)}): {reason} — {shown}")
+    return out
+
+
+def to_markdown(result, images=()) -> str:
+    """The markdown report of ``result``; ``images`` are chart file names embedded after the header.
+
+    Examples
+    --------
+    >>> from convkit.bench.runner import run_bench
+    >>> r = run_bench(["tiny"], compare=[], budget=0.001, reference_budget=0.001, match="*avg*", progress=False,
+    ...               peak_sizes=(128,))
+    >>> md = to_markdown(r)
+    >>> md.startswith("# convkit benchmark report") and "tiny.avgpool" in md
+    True
+    """
+    out = ["# convkit benchmark report", ""] + _header_md(result) + [""]
+    out += ["Times are medians of repeated calls after warm-up, with the first and third quartiles; "
+            "GFLOP/s = FLOPs / median time; % peak = GFLOP/s / practical peak; `B vs C` = time of C / time "
+            "of B (> 1: B is faster). FLOPs: conv forward = 2·N·C_out·prod(out)·(C_in/groups)·prod(k), conv "
+            "backward = 2 × forward (input + weight gradients), pools = one operation per window element. "
+            "Codes: " + ", ".join(f"{c} = {s}" for s, c in STATUS_CODES.items()) + ".", ""]
+    if images:
+        out += ["## Charts", ""] + [f"![{Path(i).stem}]({i})" for i in images] + [""]
+    out += ["## Results", ""]
+    for suite in dict.fromkeys(r["suite"] for r in result["results"]):
+        out += _suite_tables(result, suite)
+    targets = [r for r in result["results"] if r.get("target") is not None]
+    if targets:
+        out += ["## Speed targets", ""] + target_table(result) + [""]
+    notes = [f"- `{n}`: {_PEER_NOTES[n]}" for n in result["peers"]["measured"] if n in _PEER_NOTES]
+    if notes:
+        out += ["## What each peer times", ""] + notes + [""]
+    missing = _not_timed(result)
+    if missing:
+        out += ["## Not timed", ""] + missing + [""]
+    return "\n".join(out)
+
+
+def target_table(result, backend="c", peer="torch") -> list:
+    """Markdown rows: each problem with a target, ``peer time / backend time``, GFLOP/s and % peak, met or not."""
+    out = [f"| problem | dir | {backend} median | {peer} median | {peer}/{backend} | target | met | "
+           f"{backend} GFLOP/s | % peak |", "|---|---|--:|--:|--:|--:|:-:|--:|--:|"]
+    for r in result["results"]:
+        if r.get("target") is None:
+            continue
+        mine, theirs = r["runs"].get(backend), r["runs"].get(peer)
+        ratio = r["speedups"].get(backend, {}).get(peer)
+        met = "" if ratio is None else ("yes" if ratio >= r["target"] else "**no**")
+        gf = f"{mine['gflops']:.3g}" if mine and "gflops" in mine else ""
+        pk = f"{100 * mine['peak_fraction']:.1f}%" if mine and "gflops" in mine else ""
+        out.append(f"| {r['name']} `{r['descriptor']}` | {r['direction'][:3]} | {_time_cell(mine) or 'not run'} | "
+                   f"{_time_cell(theirs) or 'not run'} | {_ratio(ratio)} | >= {r['target']:g} | {met} | {gf} | {pk} |")
+    return out
+
+
+def write_all(result, out_dir, name="report") -> list:
+    """Write ``<name>.json``, the charts and ``<name>.md`` into ``out_dir``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = charts.write_charts(result, out)
+    result = {**result, "charts": [p.name for p in images]}
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
+    (out / f"{name}.md").write_text(to_markdown(result, [p.name for p in images]))
+    return [out / f"{name}.md", out / f"{name}.json", *images]
+
+
+def print_summary(result, console=None) -> None:
+    """A rich table of medians and speed-ups on the console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    # Piped output (logs, files) gets a wide table instead of 80 columns.
+    console = console or (Console() if sys.stdout.isatty() else Console(width=200))
+    runners, ref = _runners(result), result["reference"]
+    backends = [b for b in result["backends"]["measured"] if b != ref] or [ref]
+    comps = [ref] + result["peers"]["measured"]
+    table = Table(title=f"convkit bench ({result['mode']}, {result['threads']['requested']} threads, "
+                        f"peak {result['peak']['gflops']:.0f} GFLOP/s)")
+    for col in ["problem", "dir", *runners, *(f"{b} vs {c}" for b in backends for c in comps if c != b)]:
+        table.add_column(col, justify="left" if col in ("problem", "dir") else "right")
+    for r in result["results"]:
+        cells = [format_time(r["runs"][n]["median_s"]) if r["runs"].get(n, {}).get("status") == "ok"
+                 else STATUS_CODES.get(r["runs"].get(n, {}).get("status"), "") for n in runners]
+        cells += [_ratio(r["speedups"].get(b, {}).get(c)) for b in backends for c in comps if c != b]
+        table.add_row(r["name"], r["direction"][:3], *cells)
+    console.print(table)
