@@ -66,7 +66,7 @@ def _header_md(result) -> list:
     missing = "; ".join(f"{n}: {why}" for n, why in result["peers"]["missing"].items()) or "none"
     threads = ", ".join(f"{k} {val}" for k, val in t.items() if k != "requested")
     lines = [
-        f"- **Command:** `{' '.join(result['command']) if result['command'] else '(run_bench from Python)'}`",
+        f"- **Command:** `{result['command'] or '(run_bench from Python)'}`",
         f"- **Date:** {result['date']} to {result['finished']} (UTC); mode `{result['mode']}`; suites "
         f"{', '.join(result['suites'])}{'; match ' + result['match'] if result['match'] else ''}",
         f"- **Budget:** {result['budget_s']['runner']:g} s of timing per runner and problem after warm-up "

@@ -221,6 +221,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--budget", type=float, help="seconds of timing per runner and problem")
     parser.add_argument("--reference-budget", type=float, help="seconds of timing for the reference backend")
     parser.add_argument("--match", help="only problems whose name or descriptor matches this glob")
+    parser.add_argument("--peak-sizes", default="1024,2048",
+                        help="square float32 matmul sizes tried for the practical peak (default: 1024,2048)")
     parser.add_argument("--out", default="bench-report", help="output directory (default: ./bench-report)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -245,6 +247,8 @@ def command_line(args, command: str) -> list:
     for flag in ("threads", "budget", "reference_budget", "match"):
         if getattr(args, flag, None) is not None:
             argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.peak_sizes != "1024,2048":
+        argv += ["--peak-sizes", args.peak_sizes]
     if args.quick:
         argv.append("--quick")
     return argv + ["--out", str(args.out)]
@@ -256,7 +260,8 @@ def bench_from_args(args, argv) -> dict:
     return run_bench(suites=_split_names(args.suites) or None, backends=_split_names(args.backends) or None,
                      compare=compare, threads=args.threads, quick=args.quick, budget=args.budget,
                      reference_budget=args.reference_budget, match=args.match,
-                     progress=not args.no_progress and sys.stderr.isatty(), argv=argv)
+                     progress=not args.no_progress and sys.stderr.isatty(), argv=argv,
+                     peak_sizes=tuple(int(v) for v in _split_names([args.peak_sizes])))
 
 
 def main(args) -> int:

@@ -1,0 +1,146 @@
+"""``convkit bench`` / ``convkit report`` on the tiny suite: the JSON fields, the markdown and real PNGs."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+import convkit
+from convkit.bench import load_suite, peers
+from convkit.bench.problems import DIRECTIONS, convkit_callable, make_inputs
+from convkit.cli import main as cli
+
+FAST = ["--suite", "tiny", "--budget", "0.002", "--reference-budget", "0.001", "--no-progress",
+        "--peak-sizes", "256"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HAVE = {name: importlib.util.find_spec(name) is not None for name in ("torch", "onnxruntime", "scipy")}
+
+
+def _check_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > 5000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+def _check_bench_json(r, peers_expected=()):
+    assert r["schema"] == "convkit-bench/1"
+    for key in ("date", "finished", "command", "machine", "versions", "threads", "peak", "budget_s", "results"):
+        assert r[key], key
+    m = r["machine"]
+    assert m["cpu"] and m["logical_cpus"] >= 1 and set(m["flags"]) >= {"avx2", "avx512f", "fma"}
+    v = r["versions"]
+    assert v["python"] and v["numpy"] == np.__version__ and v["convkit"] == convkit.__version__
+    assert "numpy" in v["backends"] and set(v["peers"]) >= {"torch", "onnxruntime", "scipy"}
+    assert r["threads"]["convkit"] == r["threads"]["blas"] >= 1
+    assert r["peak"]["gflops"] > 0 and r["peak"]["threads"] == r["threads"]["requested"]
+    available = [b.name for b in convkit.backends() if b.available]
+    assert sorted(r["backends"]["measured"]) == sorted(available)  # the c backend joins once it is built
+    assert set(r["peers"]["measured"]) == set(peers_expected)
+    tiny = load_suite("tiny")
+    assert len(r["results"]) == len(tiny) * len(DIRECTIONS)
+    for row in r["results"]:
+        assert row["flops"] > 0 and row["direction"] in DIRECTIONS
+        ref = row["runs"]["numpy"]
+        assert ref["status"] == "ok"
+        for key in ("median_s", "q1_s", "q3_s", "iqr_s", "min_s", "max_s", "repeats", "gflops", "peak_fraction"):
+            assert key in ref, key
+        assert ref["min_s"] <= ref["median_s"] <= ref["max_s"]
+        assert ref["gflops"] == pytest.approx(row["flops"] / ref["median_s"] / 1e9)
+        for backend, ratios in row["speedups"].items():
+            for comp, ratio in ratios.items():
+                assert ratio == pytest.approx(row["runs"][comp]["median_s"] / row["runs"][backend]["median_s"])
+        for name in peers_expected:
+            assert row["runs"][name]["status"] in ("ok", "not expressible")
+    if len(available) > 1:
+        assert all("numpy" in row["speedups"][b] for row in r["results"] for b in available if b != "numpy")
+
+
+def test_bench_tiny_without_peers(tmp_path):
+    assert cli(["bench", *FAST, "--compare", "none", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "report.json").read_text())
+    _check_bench_json(r)
+    assert r["command"].startswith("convkit bench --suite tiny")
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith("# convkit benchmark report") and "Practical peak" in md and "CPU flags" in md
+    assert r["charts"] and all((tmp_path / c).exists() for c in r["charts"])
+    assert "gflops.png" in r["charts"] and any(c.startswith("speedup-") for c in r["charts"])
+    for chart in r["charts"]:
+        _check_png(tmp_path / chart)
+        assert f"]({chart})" in md
+
+
+@pytest.mark.skipif(not any(HAVE.values()), reason="no peer (torch, onnxruntime, scipy) installed")
+def test_bench_tiny_with_installed_peers(tmp_path):
+    installed = [n for n, ok in HAVE.items() if ok]
+    assert cli(["bench", *FAST, "--threads", "1", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "report.json").read_text())
+    _check_bench_json(r, installed)
+    assert r["threads"]["requested"] == 1 and all(r["threads"][p] == 1 for p in installed)
+    fwd = [row for row in r["results"] if row["direction"] == "forward"]
+    if HAVE["torch"]:
+        assert all(row["runs"]["torch"]["status"] == "ok" for row in r["results"])
+        assert all("torch" in row["speedups"]["numpy"] for row in r["results"])
+        assert r["versions"]["peers"]["torch"]
+    if HAVE["onnxruntime"]:
+        assert all(row["runs"]["onnxruntime"]["status"] == "ok" for row in fwd)
+    for chart in r["charts"]:
+        _check_png(tmp_path / chart)
+
+
+def test_missing_peer_is_named_not_an_error(tmp_path, monkeypatch):
+    class Missing:
+        install = "pip install it"
+
+        def __init__(self, threads):
+            raise ImportError("No module named 'torch'")
+
+    monkeypatch.setitem(peers.PEERS, "torch", Missing)
+    assert cli(["bench", *FAST, "--compare", "torch", "--match", "*conv2d*", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert r["peers"]["measured"] == [] and "not installed" in r["peers"]["missing"]["torch"]
+    assert "torch: not installed" in (tmp_path / "report.md").read_text()
+
+
+def test_report_combines_conformance_and_bench(tmp_path):
+    code = cli(["report", *FAST, "--quick", "--compare", "none", "--match", "*pool*", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "report.json").read_text())
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith("# convkit report") and "## Benchmark" in md and "Conformance" in md
+    conf = data["conformance"]
+    assert code == (1 if conf["ok"] is False else 0)
+    if not conf["available"]:
+        assert "conformance: not available" in md
+    assert data["bench"]["mode"] == "quick" and len(data["bench"]["results"]) == 4
+    for chart in data["bench"]["charts"]:
+        _check_png(tmp_path / chart)
+        assert f"]({chart})" in md
+
+
+@pytest.mark.parametrize("name", [n for n, ok in HAVE.items() if ok])
+def test_peers_compute_what_convkit_computes(name):
+    peer = peers.make_peer(name, 1)
+    for problem in load_suite("tiny"):
+        spec = problem.spec
+        inputs = make_inputs(spec)
+        for direction in DIRECTIONS:
+            try:
+                got = peer.callable(spec, direction, inputs)()
+            except peers.NotExpressible:
+                continue
+            want = convkit_callable(spec, direction, "numpy", inputs)()
+            got = [np.asarray(g) for g in (got if isinstance(got, (tuple, list)) else [got])]
+            want = [w for w in (want if isinstance(want, tuple) else [want]) if w is not None]
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=f"{name} {problem.name} {direction}")
+
+
+def test_suites_parse_and_issue5_targets():
+    from convkit.bench import list_suites
+
+    for name in list_suites():
+        assert load_suite(name), name
+    issue5 = load_suite("issue5")
+    assert len(issue5) == 14 and all(set(p.targets) == {"forward", "backward"} for p in issue5)
+    resnet = load_suite("resnet50")
+    assert len(resnet) == 46 and 0 < len(load_suite("resnet50", quick=True)) < 10
