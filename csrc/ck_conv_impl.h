@@ -27,17 +27,17 @@
         }                                                                            \
     } while (0)
 
-/* Pack columns [p0, p0+pn) of the im2col matrix of one image and group. */
-CK_CLONES static void FN(im2col)(const ck_conv_params *p, const ck_conv_dims *d, const T *xg,
-                                 int64_t p0, int64_t pn, T *col)
+/* Row r, columns [p0, p0+pn) of the im2col matrix of one image and group. */
+CK_INLINE void FN(im2col)(const ck_conv_params *p, const ck_conv_dims *d, const T *xg, int64_t r,
+                          int64_t p0, int64_t pn, T *col)
 {
     const int64_t KK = d->KK, s2 = p->stride[2];
-    for (int64_t r = 0; r < d->cig * KK; r++) {
+    {
         const int64_t ic = r / KK, kr = r % KK;
         const int64_t kd = kr / (p->k[1] * p->k[2]), kh = (kr / p->k[2]) % p->k[1], kw = kr % p->k[2];
         const int64_t offw = kw * p->dil[2] - p->pad_lo[2];
         const T *xc = xg + ic * d->X;
-        T *dst = col + r * pn;
+        T *dst = col;
         int64_t va, vb;
         ck_valid_range(p->in[2], s2, offw, p->out[2], &va, &vb);
 #define CK_RUN(od, oh, ow0, e, j)                                                            \
@@ -64,6 +64,14 @@ CK_CLONES static void FN(im2col)(const ck_conv_params *p, const ck_conv_dims *d,
         CK_FOR_RUNS(p, p0, pn, CK_RUN);
 #undef CK_RUN
     }
+}
+
+/* Columns [p0, p0+pn) of the whole im2col matrix, row-major (pn per row). */
+CK_CLONES static void FN(im2col_rows)(const ck_conv_params *p, const ck_conv_dims *d, const T *xg,
+                                      int64_t p0, int64_t pn, T *col)
+{
+    for (int64_t r = 0; r < d->Kc; r++)
+        FN(im2col)(p, d, xg, r, p0, pn, col + r * pn);
 }
 
 /* Scatter-add rows [r0, r1) x columns [p0, p0+pn) of a column matrix back
@@ -98,6 +106,41 @@ CK_CLONES static void FN(col2im)(const ck_conv_params *p, const ck_conv_dims *d,
     }
         CK_FOR_RUNS(p, p0, pn, CK_RUN);
 #undef CK_RUN
+    }
+}
+
+/* Spread one packed row (W columns, W a multiple of nr) into the
+ * micro-panels of a packed B operand with K rows: fixed-size copies. */
+CK_INLINE void FN(spread_row)(T *Bp, int64_t K, int64_t r, const T *row, int64_t W, int64_t nr)
+{
+#define CK_SPREAD(NR)                                                        \
+    for (int64_t jb = 0; jb < W; jb += (NR))                                  \
+        memcpy(Bp + jb * K + r * (NR), row + jb, (size_t)(NR) * sizeof(T));
+    switch (nr) {
+    case 48: CK_SPREAD(48); break;
+    case 24: CK_SPREAD(24); break;
+    case 16: CK_SPREAD(16); break;
+    case 12: CK_SPREAD(12); break;
+    case 8: CK_SPREAD(8); break;
+    default: CK_SPREAD(nr); break;
+    }
+#undef CK_SPREAD
+}
+
+/* im2col of columns [p0, p0+pn) into micro-panels of nr columns (zero
+ * padded to a multiple of nr): the B operand of packed_gemm.  Each row is
+ * gathered into `row` (W >= pn rounded up to nr, L1 resident) first, so the
+ * copies out of x stay long and the spread into panels has a fixed size. */
+CK_CLONES static void FN(im2col_packed)(const ck_conv_params *p, const ck_conv_dims *d,
+                                        const T *xg, int64_t p0, int64_t pn, T *Bp, int64_t nr,
+                                        T *row)
+{
+    const int64_t W = ck_roundup(pn, nr);
+    for (int64_t j = pn; j < W; j++)
+        row[j] = 0;
+    for (int64_t r = 0; r < d->Kc; r++) {
+        FN(im2col)(p, d, xg, r, p0, pn, row);
+        FN(spread_row)(Bp, d->Kc, r, row, W, nr);
     }
 }
 
@@ -242,6 +285,94 @@ CK_CLONES static void FN(conv_bww_direct_channel)(const ck_conv_params *p, const
     }
 }
 
+/* Stride-1 forward without im2col.  Over the zero-padded input, row r of
+ * the im2col matrix is the input shifted by offs[r], so the micro-kernel
+ * reads B in place.  Columns run over padded positions
+ * q = (od*Hp + oh)*Wp + ow; the few with oh >= OH or ow >= OW are computed
+ * into the tile and dropped on the way out. */
+static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
+                                const T *Ap, int64_t mpad, const T *bias, T *y, int nt,
+                                const FN(kernel) *kn)
+{
+    const int64_t Dp = p->in[0] + p->pad_lo[0] + p->pad_hi[0];
+    const int64_t Hp = p->in[1] + p->pad_lo[1] + p->pad_hi[1];
+    const int64_t Wp = p->in[2] + p->pad_lo[2] + p->pad_hi[2];
+    const int64_t HW = Hp * Wp, plane = Dp * HW, K = d->Kc, nplanes = p->n * p->c_in;
+    const int64_t OH = p->out[1], OW = p->out[2];
+    const int64_t Q = (p->out[0] - 1) * HW + (OH - 1) * Wp + OW;
+    const ck_tiling tl = ck_tile_nr(Q, mpad * (int64_t)sizeof(T), p->n * d->G, nt, kn->nr);
+    const int64_t wpad = ck_roundup(tl.width, kn->nr), tasks = p->n * d->G * tl.ntile;
+    /* Garbage columns of the last plane read at most wpad past its end. */
+    const int64_t xlen = nplanes * plane + wpad + 64;
+    T *xp = (T *)ck_alloc((size_t)xlen * sizeof(T));
+    int64_t *offs = (int64_t *)malloc((size_t)K * sizeof(int64_t));
+    int err = CK_OK;
+    if (!xp || !offs) {
+        free(xp);
+        free(offs);
+        return CK_ERR_NOMEM;
+    }
+    for (int64_t r = 0; r < K; r++) {
+        const int64_t ic = r / d->KK, kr = r % d->KK;
+        const int64_t kd = kr / (p->k[1] * p->k[2]), kh = (kr / p->k[2]) % p->k[1], kw = kr % p->k[2];
+        offs[r] = ic * plane + (kd * p->dil[0] * Hp + kh * p->dil[1]) * Wp + kw * p->dil[2];
+    }
+    memset(xp + nplanes * plane, 0, (size_t)(xlen - nplanes * plane) * sizeof(T));
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, nplanes))
+    for (int64_t t = 0; t < nplanes; t++) {
+        T *dst = xp + t * plane;
+        const T *src = x + t * d->X;
+        memset(dst, 0, (size_t)plane * sizeof(T));
+        for (int64_t id = 0; id < p->in[0]; id++)
+            for (int64_t ih = 0; ih < p->in[1]; ih++)
+                memcpy(dst + ((id + p->pad_lo[0]) * Hp + ih + p->pad_lo[1]) * Wp + p->pad_lo[2],
+                       src + (id * p->in[1] + ih) * p->in[2], (size_t)p->in[2] * sizeof(T));
+    }
+#pragma omp parallel num_threads(ck_threads(nt, tasks))
+    {
+        T *ct = (T *)ck_alloc((size_t)(mpad * wpad) * sizeof(T));
+        if (!ct) {
+#pragma omp atomic write
+            err = CK_ERR_NOMEM;
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; t++) {
+            const int64_t n = t / (d->G * tl.ntile), g = (t / tl.ntile) % d->G;
+            const int64_t q0 = (t % tl.ntile) * tl.width, qn = ck_min(tl.width, Q - q0);
+            if (qn <= 0 || !ct)
+                continue;
+            const T *xb = xp + (n * p->c_in + g * d->cig) * plane + q0;
+            const T *ag = Ap + g * mpad * K;
+            for (int64_t jb = 0; jb < qn; jb += kn->nr)
+                for (int64_t ib = 0; ib < d->cog; ib += kn->mr)
+                    kn->fn_t(K, ag + ib * K, xb + jb, offs, ct + ib * wpad + jb, wpad,
+                             ck_min(kn->mr, d->cog - ib), ck_min(kn->nr, qn - jb), 0,
+                             bias ? bias + g * d->cog + ib : NULL);
+            for (int64_t oc = 0; oc < d->cog; oc++) {
+                T *yo = y + (n * p->c_out + g * d->cog + oc) * d->P;
+                const T *src = ct + oc * wpad - q0;
+                int64_t q = q0, od = q0 / HW, oh = (q0 % HW) / Wp, ow = q0 % Wp;
+                while (q < q0 + qn) {
+                    const int64_t e = ck_min(Wp, ow + q0 + qn - q);
+                    if (oh < OH && ow < OW)
+                        memcpy(yo + (od * OH + oh) * OW + ow, src + q,
+                               (size_t)(ck_min(e, OW) - ow) * sizeof(T));
+                    q += e - ow;
+                    ow = 0;
+                    if (++oh == Hp) {
+                        oh = 0;
+                        od++;
+                    }
+                }
+            }
+        }
+        free(ct);
+    }
+    free(xp);
+    free(offs);
+    return err;
+}
+
 /* ---- drivers ------------------------------------------------------------ */
 
 static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
@@ -255,12 +386,32 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
             FN(conv_fwd_direct_plane)(p, d, x, w, bias, y, t / p->c_out, t % p->c_out);
         return err;
     }
-    ck_tiling tl = ck_tile(d->P, d->is1x1 ? 0 : d->Kc * (int64_t)sizeof(T), p->n * d->G, nt);
+    const FN(kernel) kn = FN(pick_kernel)();
+    const int64_t mpad = (d->cog + kn.mr - 1) / kn.mr * kn.mr, K = d->Kc;
+    if (K == 0) { /* no input channels: y is the bias */
+        for (int64_t t = 0; t < p->n * p->c_out; t++)
+            for (int64_t j = 0; j < d->P; j++)
+                y[t * d->P + j] = bias ? bias[t % p->c_out] : (T)0;
+        return err;
+    }
+    T *Ap = (T *)ck_alloc((size_t)(d->G * mpad * K) * sizeof(T));
+    if (!Ap)
+        return CK_ERR_NOMEM;
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, d->G))
+    for (int64_t g = 0; g < d->G; g++)
+        FN(pack_a)(d->cog, K, w + g * d->cog * K, K, 1, Ap + g * mpad * K, kn.mr);
+    if (d->unit_stride) {
+        err = FN(conv_fwd_shifted)(p, d, x, Ap, mpad, bias, y, nt, &kn);
+        free(Ap);
+        return err;
+    }
+    ck_tiling tl = ck_tile_nr(d->P, K * (int64_t)sizeof(T), p->n * d->G, nt, kn.nr);
     const int64_t tasks = p->n * d->G * tl.ntile;
 #pragma omp parallel num_threads(ck_threads(nt, tasks))
     {
-        T *col = d->is1x1 ? NULL : (T *)malloc((size_t)(d->Kc * tl.width) * sizeof(T));
-        if (!d->is1x1 && !col) {
+        const int64_t wpad = ck_roundup(tl.width, kn.nr);
+        T *Bp = (T *)ck_alloc((size_t)((K + 1) * wpad) * sizeof(T));
+        if (!Bp) {
 #pragma omp atomic write
             err = CK_ERR_NOMEM;
         }
@@ -268,21 +419,20 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
         for (int64_t t = 0; t < tasks; t++) {
             const int64_t n = t / (d->G * tl.ntile), g = (t / tl.ntile) % d->G;
             const int64_t p0 = (t % tl.ntile) * tl.width, pn = ck_min(tl.width, d->P - p0);
-            if (pn <= 0 || (!d->is1x1 && !col))
+            if (pn <= 0 || !Bp)
                 continue;
             const T *xg = x + (n * p->c_in + g * d->cig) * d->X;
-            T *yc = y + (n * p->c_out + g * d->cog) * d->P + p0;
-            if (!d->is1x1)
-                FN(im2col)(p, d, xg, p0, pn, col);
-            if (bias)
-                for (int64_t oc = 0; oc < d->cog; oc++)
-                    for (int64_t j = 0; j < pn; j++)
-                        yc[oc * d->P + j] = bias[g * d->cog + oc];
-            FN(gemm)(blas, 0, 0, d->cog, pn, d->Kc, w + g * d->cog * d->Kc, d->Kc,
-                     d->is1x1 ? xg + p0 : col, d->is1x1 ? d->X : pn, bias ? (T)1 : (T)0, yc, d->P);
+            if (d->is1x1)
+                FN(pack_b_rows)(K, pn, xg + p0, d->X, Bp, kn.nr);
+            else
+                FN(im2col_packed)(p, d, xg, p0, pn, Bp, kn.nr, Bp + K * wpad);
+            FN(packed_gemm)(&kn, d->cog, pn, K, Ap + g * mpad * K, Bp,
+                            y + (n * p->c_out + g * d->cog) * d->P + p0, d->P, 0,
+                            bias ? bias + g * d->cog : NULL);
         }
-        free(col);
+        free(Bp);
     }
+    free(Ap);
     return err;
 }
 
@@ -298,16 +448,25 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
         return err;
     }
     /* Tasks own disjoint input-channel blocks, so col2im never races. */
+    const FN(kernel) kn = FN(pick_kernel)();
     const int64_t ng = p->n * d->G;
     int64_t nblk = ng >= 2 * nt ? 1 : ck_min(d->cig, (2 * nt + ng - 1) / ng);
-    const int64_t bsz = (d->cig + nblk - 1) / nblk;
+    const int64_t bsz = (d->cig + nblk - 1) / nblk, mrows = bsz * d->KK;
     nblk = (d->cig + bsz - 1) / bsz;
-    ck_tiling tl = ck_tile(d->P, d->is1x1 ? 0 : bsz * d->KK * (int64_t)sizeof(T), 1, 1);
+    ck_tiling tl = ck_tile_nr(d->P, (mrows + d->cog) * (int64_t)sizeof(T), 1, 1, kn.nr);
     const int64_t tasks = ng * nblk;
+    const int64_t apad = (mrows + kn.mr - 1) / kn.mr * kn.mr;
+    if (d->cog == 0) {
+        memset(gx, 0, (size_t)(p->n * p->c_in * d->X) * sizeof(T));
+        return err;
+    }
 #pragma omp parallel num_threads(ck_threads(nt, tasks))
     {
-        T *col = d->is1x1 ? NULL : (T *)malloc((size_t)(bsz * d->KK * tl.width) * sizeof(T));
-        if (!d->is1x1 && !col) {
+        T *Ap = (T *)ck_alloc((size_t)(apad * d->cog) * sizeof(T));
+        T *Bp = (T *)ck_alloc((size_t)(d->cog * ck_roundup(tl.width, kn.nr)) * sizeof(T));
+        T *col = d->is1x1 ? NULL : (T *)ck_alloc((size_t)(mrows * tl.width) * sizeof(T));
+        const int ok = Ap && Bp && (d->is1x1 || col);
+        if (!ok) {
 #pragma omp atomic write
             err = CK_ERR_NOMEM;
         }
@@ -316,24 +475,28 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
             const int64_t n = t / (d->G * nblk), g = (t / nblk) % d->G;
             const int64_t ic0 = (t % nblk) * bsz, ic1 = ck_min(d->cig, ic0 + bsz);
             const int64_t r0 = ic0 * d->KK, r1 = ic1 * d->KK;
-            if (ic0 >= ic1 || (!d->is1x1 && !col))
+            if (ic0 >= ic1 || !ok)
                 continue;
             T *gxg = gx + (n * p->c_in + g * d->cig) * d->X;
             const T *gyg = gy + (n * p->c_out + g * d->cog) * d->P;
-            const T *wg = w + g * d->cog * d->Kc;
-            if (d->is1x1) {
-                FN(gemm)(blas, 1, 0, r1 - r0, d->P, d->cog, wg + r0, d->Kc, gyg, d->P, (T)0,
-                         gxg + ic0 * d->X, d->X);
-                continue;
-            }
-            memset(gxg + ic0 * d->X, 0, (size_t)((ic1 - ic0) * d->X) * sizeof(T));
+            /* A = the rows [r0, r1) of W^T: A(i, k) = w[g][k][r0 + i]. */
+            FN(pack_a)(r1 - r0, d->cog, w + g * d->cog * d->Kc + r0, 1, d->Kc, Ap, kn.mr);
+            if (!d->is1x1)
+                memset(gxg + ic0 * d->X, 0, (size_t)((ic1 - ic0) * d->X) * sizeof(T));
             for (int64_t p0 = 0; p0 < d->P; p0 += tl.width) {
                 const int64_t pn = ck_min(tl.width, d->P - p0);
-                FN(gemm)(blas, 1, 0, r1 - r0, pn, d->cog, wg + r0, d->Kc, gyg + p0, d->P, (T)0,
-                         col, pn);
-                FN(col2im)(p, d, gxg, r0, r1, p0, pn, col);
+                FN(pack_b_rows)(d->cog, pn, gyg + p0, d->P, Bp, kn.nr);
+                if (d->is1x1) {
+                    FN(packed_gemm)(&kn, r1 - r0, pn, d->cog, Ap, Bp, gxg + ic0 * d->X + p0, d->X, 0,
+                                    NULL);
+                } else {
+                    FN(packed_gemm)(&kn, r1 - r0, pn, d->cog, Ap, Bp, col, pn, 0, NULL);
+                    FN(col2im)(p, d, gxg, r0, r1, p0, pn, col);
+                }
             }
         }
+        free(Ap);
+        free(Bp);
         free(col);
     }
     return err;
@@ -380,7 +543,7 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
             const T *xg = x + (n * p->c_in + g * d->cig) * d->X;
             const T *gyc = gy + (n * p->c_out + g * d->cog) * d->P + p0;
             if (!d->is1x1)
-                FN(im2col)(p, d, xg, p0, pn, col);
+                FN(im2col_rows)(p, d, xg, p0, pn, col);
             FN(gemm)(blas, 0, 1, d->cog, d->Kc, pn, gyc, d->P, d->is1x1 ? xg + p0 : col,
                      d->is1x1 ? d->X : pn, (T)1, acc + g * d->cog * d->Kc, d->Kc);
         }

@@ -84,3 +84,127 @@ static void FN(gemm)(const ck_blas *bl, int ta, int tb, int64_t M, int64_t N, in
     else
         FN(gemm_nn_ref)(M, N, K, A, lda, 1, B, ldb, beta, C, ldc);
 }
+
+/* ---- packed micro-kernel GEMM (the convolution engine) -------------------
+ * C[m x n] (+)= Ap * Bp for one MR x NR register tile, where Ap holds K
+ * groups of MR weights ([k][MR]) and Bp K groups of NR columns ([k][NR]),
+ * both zero padded.  Packing B straight from the input (im2col into
+ * micro-panels) is the only copy of the data.  Three variants, picked at run
+ * time: AVX-512 (8 x 3 vectors), AVX2+FMA (6 x 2), portable (6 x 2). */
+#define CK_DEFINE_KERNEL(NAME, ATTR, VBYTES, MR_, NV_, BROW)                                  \
+    ATTR static void NAME(int64_t K, const T *restrict A, const T *restrict B,                \
+                          const int64_t *restrict offs, T *restrict C, int64_t ldc, int64_t m,\
+                          int64_t n, int acc_c, const T *cb)                                  \
+    {                                                                                         \
+        typedef T vt __attribute__((vector_size(VBYTES), aligned(sizeof(T))));               \
+        enum { VL = VBYTES / sizeof(T), NR = NV_ * VL };                                      \
+        vt acc[MR_][NV_];                                                                     \
+        for (int i = 0; i < MR_; i++)                                                         \
+            for (int v = 0; v < NV_; v++)                                                     \
+                acc[i][v] = (vt){0};                                                          \
+        for (int64_t k = 0; k < K; k++) {                                                     \
+            vt b[NV_];                                                                        \
+            for (int v = 0; v < NV_; v++)                                                     \
+                b[v] = *(const vt *)(B + (BROW) + v * VL);                                    \
+            for (int i = 0; i < MR_; i++) {                                                   \
+                const vt a = A[k * MR_ + i] - (vt){0}; /* a broadcast, no add */       \
+                for (int v = 0; v < NV_; v++)                                                 \
+                    acc[i][v] += a * b[v];                                                    \
+            }                                                                                 \
+        }                                                                                     \
+        if (m == MR_ && n == NR) {                                                            \
+            for (int i = 0; i < MR_; i++)                                                     \
+                for (int v = 0; v < NV_; v++) {                                               \
+                    vt *c = (vt *)(C + i * ldc + v * VL);                                     \
+                    vt r = acc[i][v];                                                         \
+                    if (acc_c)                                                                \
+                        r += *c;                                                              \
+                    if (cb)                                                                   \
+                        r += cb[i];                                                           \
+                    *c = r;                                                                   \
+                }                                                                             \
+            return;                                                                           \
+        }                                                                                     \
+        T tmp[MR_ * NR];                                                                      \
+        memcpy(tmp, acc, sizeof(tmp));                                                        \
+        for (int64_t i = 0; i < m; i++)                                                       \
+            for (int64_t j = 0; j < n; j++)                                                   \
+                C[i * ldc + j] = (acc_c ? C[i * ldc + j] : (T)0) + tmp[i * NR + j]            \
+                                 + (cb ? cb[i] : (T)0);                                       \
+    }
+
+typedef void (*FN(kern_fn))(int64_t, const T *, const T *, const int64_t *, T *, int64_t, int64_t,
+                            int64_t, int, const T *);
+typedef struct {
+    FN(kern_fn) fn;   /* B packed: row k at B + k*NR */
+    FN(kern_fn) fn_t; /* B a shifted view of the input: row k at B + offs[k] */
+    int64_t mr, nr;
+} FN(kernel);
+
+#define CK_AVX2 __attribute__((target("avx2,fma")))
+#define CK_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+CK_DEFINE_KERNEL(FN(kern_portable), , 32, 6, 2, k * NR)
+CK_DEFINE_KERNEL(FN(kernt_portable), , 32, 6, 2, offs[k])
+#if CK_X86_DISPATCH
+CK_DEFINE_KERNEL(FN(kern_avx2), CK_AVX2, 32, 6, 2, k * NR)
+CK_DEFINE_KERNEL(FN(kernt_avx2), CK_AVX2, 32, 6, 2, offs[k])
+CK_DEFINE_KERNEL(FN(kern_avx512), CK_AVX512, 64, 8, 3, k * NR)
+CK_DEFINE_KERNEL(FN(kernt_avx512), CK_AVX512, 64, 8, 3, offs[k])
+#endif
+#undef CK_AVX2
+#undef CK_AVX512
+
+static FN(kernel) FN(pick_kernel)(void)
+{
+    FN(kernel) k = {FN(kern_portable), FN(kernt_portable), 6, 2 * 32 / (int64_t)sizeof(T)};
+#if CK_X86_DISPATCH
+    if (ck_cpu_level() >= 2) {
+        k.fn = FN(kern_avx512);
+        k.fn_t = FN(kernt_avx512);
+        k.mr = 8;
+        k.nr = 3 * 64 / (int64_t)sizeof(T);
+    } else if (ck_cpu_level() == 1) {
+        k.fn = FN(kern_avx2);
+        k.fn_t = FN(kernt_avx2);
+    }
+#endif
+    return k;
+}
+
+/* Ap[ib][k][i] = A(ib*mr + i, k) with A(i, k) = A[i*rsa + k*csa]; rows past
+ * M are zero. */
+static void FN(pack_a)(int64_t M, int64_t K, const T *A, int64_t rsa, int64_t csa, T *Ap,
+                       int64_t mr)
+{
+    for (int64_t ib = 0; ib < M; ib += mr)
+        for (int64_t k = 0; k < K; k++) {
+            T *dst = Ap + ib * K + k * mr;
+            for (int64_t i = 0; i < mr; i++)
+                dst[i] = ib + i < M ? A[(ib + i) * rsa + k * csa] : (T)0;
+        }
+}
+
+/* Bp[jb][k][j] = B[k*ldb + jb*nr + j] for a row-major K x N block; columns
+ * past N are zero. */
+static void FN(pack_b_rows)(int64_t K, int64_t N, const T *B, int64_t ldb, T *Bp, int64_t nr)
+{
+    for (int64_t jb = 0; jb < N; jb += nr) {
+        const int64_t w = ck_min(nr, N - jb);
+        for (int64_t k = 0; k < K; k++) {
+            T *dst = Bp + jb * K + k * nr;
+            memcpy(dst, B + k * ldb + jb, (size_t)w * sizeof(T));
+            for (int64_t j = w; j < nr; j++)
+                dst[j] = 0;
+        }
+    }
+}
+
+/* C[M x N] (+)= Ap * Bp over whole packed operands; cb: per-row bias or NULL. */
+static void FN(packed_gemm)(const FN(kernel) *kn, int64_t M, int64_t N, int64_t K, const T *Ap,
+                            const T *Bp, T *C, int64_t ldc, int acc_c, const T *cb)
+{
+    for (int64_t jb = 0; jb < N; jb += kn->nr)
+        for (int64_t ib = 0; ib < M; ib += kn->mr)
+            kn->fn(K, Ap + ib * K, Bp + jb * K, NULL, C + ib * ldc + jb, ldc, ck_min(kn->mr, M - ib),
+                   ck_min(kn->nr, N - jb), acc_c, cb ? cb + ib : NULL);
+}

@@ -22,6 +22,28 @@
 #  define CK_CLONES
 #endif
 
+/* Run-time choice of the GEMM micro-kernel (x86-64 with GCC or clang). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(CK_NO_CLONES)
+#  define CK_X86_DISPATCH 1
+/* 2: AVX-512F, 1: AVX2 + FMA, 0: baseline. */
+static inline int ck_cpu_level(void)
+{
+    /* CONVKIT_C_ISA=portable|avx2 caps the choice (tests cover every kernel). */
+    const char *cap = getenv("CONVKIT_C_ISA");
+    if (cap && strcmp(cap, "portable") == 0)
+        return 0;
+    if (cap && strcmp(cap, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+    if (__builtin_cpu_supports("avx512f"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 1;
+    return 0;
+}
+#else
+#  define CK_X86_DISPATCH 0
+#endif
+
 #if defined(__GNUC__)
 #  define CK_INLINE static inline __attribute__((always_inline))
 #else
@@ -38,6 +60,7 @@ typedef void (*ck_sgemm_fn)(int, int, int, int, int, int, float, const float *, 
 typedef void (*ck_dgemm_fn)(int, int, int, int, int, int, double, const double *, int,
                             const double *, int, double, double *, int);
 
+static inline int64_t ck_roundup(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
 static inline int64_t ck_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t ck_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -58,6 +81,15 @@ static inline void ck_valid_range(int64_t n, int64_t s, int64_t off, int64_t nou
     b = ck_max(a, ck_min(b, nout));
     *lo = a;
     *hi = b;
+}
+
+/* 64-byte aligned scratch (free with free()); NULL on failure. */
+static inline void *ck_alloc(size_t bytes)
+{
+    void *ptr = NULL;
+    if (posix_memalign(&ptr, 64, bytes ? bytes : 64) != 0)
+        return NULL;
+    return ptr;
 }
 
 /* a * b into *r, failing instead of wrapping. */

@@ -20,7 +20,8 @@ static int ck_threads(int nt, int64_t tasks)
 
 typedef struct {
     int64_t G, cig, cog, X, P, KK, Kc;
-    int is1x1; /* kernel 1, stride 1, no pads: x already is the column matrix */
+    int is1x1;       /* kernel 1, stride 1, no pads: x already is the column matrix */
+    int unit_stride; /* stride 1 in every dim: im2col rows are shifted inputs */
 } ck_conv_dims;
 
 /* Depthwise and tiny channel products make 1-row GEMMs: loop directly. */
@@ -46,6 +47,16 @@ static ck_tiling ck_tile(int64_t P, int64_t col_bytes, int64_t jobs, int nt)
     t.width = ck_max(1, (P + ntile - 1) / ntile);
     if (t.width > 16)
         t.width = ck_min(P, (t.width + 15) / 16 * 16);
+    t.ntile = P > 0 ? (P + t.width - 1) / t.width : 0;
+    return t;
+}
+
+/* ck_tile with the width a multiple of the micro-kernel's nr columns. */
+static ck_tiling ck_tile_nr(int64_t P, int64_t col_bytes, int64_t jobs, int nt, int64_t nr)
+{
+    ck_tiling t = ck_tile(P, col_bytes, jobs, nt);
+    if (t.width > nr)
+        t.width = ck_min(P, (t.width + nr - 1) / nr * nr);
     t.ntile = P > 0 ? (P + t.width - 1) / t.width : 0;
     return t;
 }
@@ -102,6 +113,7 @@ static int ck_conv_check(const ck_conv_params *p, ck_conv_dims *d)
         || (rc = ck_prod3(p->k, &d->KK)) || (rc = ck_mul(d->cig, d->KK, &d->Kc)))
         return rc;
     d->is1x1 = d->KK == 1;
+    d->unit_stride = p->stride[0] == 1 && p->stride[1] == 1 && p->stride[2] == 1;
     for (int i = 0; i < 3; i++)
         d->is1x1 &= p->stride[i] == 1 && p->pad_lo[i] == 0 && p->pad_hi[i] == 0;
     return CK_OK;
