@@ -436,6 +436,48 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
     return err;
 }
 
+/* With stride 1 the input gradient is itself a stride-1 convolution: of gy
+ * with the spatially flipped, in/out-swapped weights and pads
+ * (k-1)*dil - pad.  Returns CK_ERR_PARAM when a pad would be negative
+ * (pad > dilated kernel extent), leaving the caller to use col2im. */
+static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T *w, T *gx, int nt,
+                                   const ck_blas *blas)
+{
+    ck_conv_params q = *p;
+    ck_conv_dims dq;
+    for (int i = 0; i < 3; i++) {
+        const int64_t ext = (p->k[i] - 1) * p->dil[i];
+        if (p->pad_lo[i] > ext || p->pad_hi[i] > ext)
+            return CK_ERR_PARAM;
+        q.in[i] = p->out[i];
+        q.out[i] = p->in[i];
+        q.pad_lo[i] = ext - p->pad_lo[i];
+        q.pad_hi[i] = ext - p->pad_hi[i];
+    }
+    q.c_in = p->c_out;
+    q.c_out = p->c_in;
+    int rc = ck_conv_check(&q, &dq);
+    if (rc)
+        return rc;
+    const int64_t G = p->groups, cig = p->c_in / G, cog = p->c_out / G, KK = dq.KK;
+    T *wt = (T *)ck_alloc((size_t)(p->c_in * cog * KK) * sizeof(T));
+    if (!wt)
+        return CK_ERR_NOMEM;
+    /* wt[g*cig + ic][oc][t] = w[g*cog + oc][ic][KK-1-t]: flipping every dim
+     * reverses the flat tap index. */
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t ic = 0; ic < cig; ic++)
+            for (int64_t oc = 0; oc < cog; oc++) {
+                const T *src = w + ((g * cog + oc) * cig + ic) * KK;
+                T *dst = wt + ((g * cig + ic) * cog + oc) * KK;
+                for (int64_t t = 0; t < KK; t++)
+                    dst[t] = src[KK - 1 - t];
+            }
+    rc = FN(conv_forward_impl)(&q, &dq, gy, wt, NULL, gx, nt, blas);
+    free(wt);
+    return rc;
+}
+
 static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_dims *d,
                                         const T *gy, const T *w, T *gx, int nt, const ck_blas *blas)
 {
@@ -446,6 +488,13 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
         for (int64_t t = 0; t < tasks; t++)
             FN(conv_bwi_direct_plane)(p, d, gy, w, gx, t / p->c_in, t % p->c_in);
         return err;
+    }
+    /* As a forward conv its output channels are our cig: worth it when they
+     * fill most of a micro-kernel tile. */
+    if (d->unit_stride && 2 * d->cig >= FN(pick_kernel)().mr) {
+        int rc = FN(conv_bwi_as_forward)(p, gy, w, gx, nt, blas);
+        if (rc != CK_ERR_PARAM)
+            return rc;
     }
     /* Tasks own disjoint input-channel blocks, so col2im never races. */
     const FN(kernel) kn = FN(pick_kernel)();
