@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Build the C backend with AddressSanitizer + UndefinedBehaviorSanitizer into a
+# temporary directory and run the C-backend tests (and, with --conformance, the
+# conformance suite) against that build. Nothing in the work tree changes.
+#
+#   scripts/sanitize.sh                 # tests/test_c_backend.py under ASan/UBSan
+#   scripts/sanitize.sh --conformance   # ... then `convkit conformance --backend c --full`
+#   PYTHON=/path/to/python scripts/sanitize.sh -k pool   # extra args go to pytest
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-python}
+CONFORMANCE=0
+if [[ "${1:-}" == "--conformance" ]]; then
+    CONFORMANCE=1
+    shift
+fi
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# A copy of the convkit_backends package whose c/ holds the sanitized module.
+cp -r "$ROOT/backends" "$TMP/convkit_backends"
+find "$TMP/convkit_backends" \( -name '*.so' -o -name '__pycache__' \) -prune -exec rm -rf {} +
+(cd "$ROOT" && CONVKIT_C_SANITIZE=1 CONVKIT_C_BUILD_DIR="$TMP/convkit_backends/c" "$PY" csrc/build_ffi.py >/dev/null)
+rm -rf "$TMP/convkit_backends/c/_build_tmp"
+
+CC=${CC:-gcc}
+# Python itself is not built with ASan: the runtime must be loaded first.
+PRELOAD="$("$CC" -print-file-name=libasan.so) $("$CC" -print-file-name=libubsan.so)"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:allocator_may_return_null=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export PYTHONPATH="$TMP:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export OMP_WAIT_POLICY=passive
+
+run() { LD_PRELOAD="$PRELOAD" "$PY" "$@"; }
+
+run -c 'import convkit_backends.c.backend as b; ffi, lib = b.load(); info = ffi.string(lib.ck_build_info()).decode()
+assert "AddressSanitizer" in info, info
+print("sanitized build:", info, "from", b.load.__module__, b.__file__)'
+
+cd "$TMP"
+run -m pytest -q -p no:cacheprovider -o addopts="" "$ROOT/tests/test_c_backend.py" "$@"
+
+if [[ $CONFORMANCE == 1 ]]; then
+    run -m convkit conformance --backend c --full
+fi
