@@ -15,7 +15,7 @@ import platform
 import sys
 from importlib import metadata
 
-__all__ = ["FLAGS", "machine_info", "versions", "now_utc"]
+__all__ = ["FLAGS", "machine_info", "versions", "now_utc", "CpuUse"]
 
 #: CPU flags that matter to convolution kernels.
 FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile")
@@ -88,3 +88,55 @@ def versions(backends=None) -> dict:
 def now_utc() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class CpuUse:
+    """How much CPU *other* processes took while a block ran (Linux ``/proc/stat``).
+
+    A benchmark on a shared machine is only as good as the quiet it ran in:
+    ``other_fraction`` is the share of all CPUs' time used by other processes
+    (busy time of the machine minus this process's CPU time, over wall time x
+    CPUs); ``None`` where ``/proc/stat`` is missing.
+
+    Examples
+    --------
+    >>> with CpuUse() as use:
+    ...     _ = sum(range(10000))
+    >>> use.other_fraction is None or 0.0 <= use.other_fraction <= 1.0
+    True
+    """
+
+    def __init__(self):
+        self.other_fraction = None
+
+    @staticmethod
+    def _busy_seconds():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_seconds():
+        t = os.times()
+        return t.user + t.system
+
+    def __enter__(self):
+        import time
+
+        self._t0, self._busy0, self._own0 = time.perf_counter(), self._busy_seconds(), self._own_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        import time
+
+        busy = self._busy_seconds()
+        wall = time.perf_counter() - self._t0
+        if busy is not None and self._busy0 is not None and wall > 0:
+            other = (busy - self._busy0) - (self._own_seconds() - self._own0)
+            cpus = os.cpu_count() or 1
+            self.other_fraction = min(1.0, max(0.0, other / (wall * cpus)))
+        return False

@@ -14,7 +14,7 @@ window element, ``N * C * prod(out) * prod(k)``, forward and backward alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 
 import numpy as np
@@ -114,17 +114,21 @@ def load_suite(name: str, quick: bool = False) -> list:
 def load_suites(names=None, quick: bool = False) -> list:
     """Problems of several suites, the same descriptor kept once (first name wins).
 
+    A problem of another suite that is one of issue 5's target layers gets
+    its targets from the ``issue5`` suite, so any report can show them.
+
     Examples
     --------
     >>> len(load_suites(["tiny", "tiny"])) == len(load_suite("tiny"))
     True
     """
+    targets = {p.descriptor: p.targets for p in load_suite("issue5")}
     seen, out = set(), []
     for name in names or DEFAULT_SUITES:
         for p in load_suite(name, quick):
             if p.descriptor not in seen:
                 seen.add(p.descriptor)
-                out.append(p)
+                out.append(replace(p, targets=p.targets or targets.get(p.descriptor, {})))
     return out
 
 

@@ -65,15 +65,20 @@ def _header_md(result) -> list:
     peers = ", ".join(f"{n} {ver}" for n, ver in result["peers"]["versions"].items()) or "none"
     missing = "; ".join(f"{n}: {why}" for n, why in result["peers"]["missing"].items()) or "none"
     threads = ", ".join(f"{k} {val}" for k, val in t.items() if k != "requested")
+    other = m.get("other_processes_cpu_fraction")
+    quiet = ("unknown" if other is None else f"{100 * other:.0f}% of all CPU time"
+             + (" — **the machine was busy: treat these numbers as noisy**" if other > 0.1 else ""))
     lines = [
         f"- **Command:** `{result['command'] or '(run_bench from Python)'}`",
         f"- **Date:** {result['date']} to {result['finished']} (UTC); mode `{result['mode']}`; suites "
         f"{', '.join(result['suites'])}{'; match ' + result['match'] if result['match'] else ''}",
         f"- **Budget:** {result['budget_s']['runner']:g} s of timing per runner and problem after warm-up "
-        f"({result['budget_s']['reference']:g} s for the reference `{result['reference']}`)",
+        f"({result['budget_s']['reference']:g} s for the reference `{result['reference']}`), runners taking "
+        f"turns in {result['budget_s']['rounds']} rounds",
         f"- **Machine:** {m['cpu']} ({m['arch']}), {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs, "
         f"{m['memory_gib']} GiB, {m['os']}; load average (1/5/15 min) at the start: "
         f"{' / '.join(map(str, m.get('loadavg_1_5_15') or ['?']))}",
+        f"- **Other processes during the run:** {quiet}",
         f"- **CPU flags:** {flags}",
         f"- **Versions:** Python {v['python']}, NumPy {v['numpy']}, convkit {v['convkit']}; backends: {backs}; "
         f"peers: {peers}",

@@ -19,7 +19,7 @@ from .. import config, registry
 from ..errors import ConvkitError
 from . import peers as peers_mod
 from . import timing
-from .machine import machine_info, now_utc, versions
+from .machine import CpuUse, machine_info, now_utc, versions
 from .problems import DEFAULT_SUITES, DIRECTIONS, convkit_callable, load_suites, make_inputs
 
 __all__ = ["run_bench", "add_arguments", "main", "REFERENCE"]
@@ -28,6 +28,8 @@ __all__ = ["run_bench", "add_arguments", "main", "REFERENCE"]
 REFERENCE = "numpy"
 #: Seconds of timing per runner and problem: (others, reference), by mode.
 BUDGETS = {"full": (1.0, 0.3), "quick": (0.25, 0.1)}
+#: Runners take turns in this many rounds per problem (fair under bursts of load from other processes).
+ROUNDS = 3
 #: In --quick the reference is not timed on problems above this many GFLOP.
 QUICK_REFERENCE_MAX_GFLOP = 2.0
 
@@ -66,31 +68,34 @@ def _progress(enabled: bool):
                     console=Console(stderr=True), transient=True)
 
 
-def _time_one(fn, budget, ref: bool) -> dict:
-    t = timing.measure(fn, budget, warmup=1, min_repeats=1 if ref else 3)
-    return {"status": "ok", **t.to_dict()}
-
-
-def _measure_problem(problem, direction, runners, budgets, quick, threads) -> dict:
+def _measure_problem(problem, direction, runners, budgets, quick, rounds) -> dict:
     spec = problem.spec
     inputs = make_inputs(spec)
     flops = problem.flops(direction)
-    runs = {}
+    runs, fns = {}, {}
     for name, kind, peer in runners:
-        ref = kind == "reference"
-        if ref and quick and flops / 1e9 > QUICK_REFERENCE_MAX_GFLOP:
+        if kind == "reference" and quick and flops / 1e9 > QUICK_REFERENCE_MAX_GFLOP:
             runs[name] = {"status": "not measured", "reason": f"reference skipped in --quick above "
                                                               f"{QUICK_REFERENCE_MAX_GFLOP:g} GFLOP"}
             continue
         try:
             fn = peer.callable(spec, direction, inputs) if peer else convkit_callable(spec, direction, name, inputs)
-            runs[name] = _time_one(fn, budgets[1] if ref else budgets[0], ref)
+            fn()  # one call up front: errors surface here, not in the middle of the timing
+            fns[name] = fn
         except peers_mod.NotExpressible as exc:
             runs[name] = {"status": "not expressible", "reason": str(exc)}
         except ConvkitError as exc:
             runs[name] = {"status": "not supported", "reason": str(exc)}
         except Exception as exc:  # a failing runner is reported, never fatal to the run
             runs[name] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+    kinds = {name: kind for name, kind, _ in runners}
+    timed = timing.measure_interleaved(
+        fns, {n: budgets[1] if kinds[n] == "reference" else budgets[0] for n in fns}, rounds=rounds,
+        min_repeats={n: 1 if kinds[n] == "reference" else 3 for n in fns})
+    for name in (n for n, _, _ in runners):  # keep the runners' order
+        if name in timed:
+            runs[name] = {"status": "ok", **timed[name].to_dict()}
+    runs = {n: runs[n] for n, _, _ in runners if n in runs}
     return {"suite": problem.suite, "name": problem.name, "descriptor": problem.descriptor,
             "direction": direction, "flops": flops, "target": problem.targets.get(direction), "runs": runs}
 
@@ -146,6 +151,7 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
     [('conv1d_n1_c2_o3_i32_k3_p1', 'forward', 'ok'), ('conv1d_n1_c2_o3_i32_k3_p1', 'backward', 'ok')]
     """
     mode = "quick" if quick else "full"
+    rounds = ROUNDS
     budget = BUDGETS[mode][0] if budget is None else budget
     reference_budget = BUDGETS[mode][1] if reference_budget is None else reference_budget
     threads = int(threads or config.get_num_threads())
@@ -161,7 +167,9 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
     previous = config._num_threads
     config.set_num_threads(threads)
     rows = []
+    cpu_use = CpuUse()
     try:
+        cpu_use.__enter__()
         with timing.blas_threads(threads):
             peak_start = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
         with timing.blas_threads(threads), _progress(progress) as bar:
@@ -171,13 +179,15 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
                     if bar:
                         bar.update(task, description=f"{problem.name} {direction[:3]}")
                     rows.append(_measure_problem(problem, direction, runners, (budget, reference_budget), quick,
-                                                 threads))
+                                                 rounds))
                     if bar:
                         bar.advance(task)
         with timing.blas_threads(threads):
             peak_end = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
     finally:
+        cpu_use.__exit__(None, None, None)
         config.set_num_threads(previous)
+    machine["other_processes_cpu_fraction"] = cpu_use.other_fraction
     # The machine may be shared: the best of both peak measurements is the practical peak.
     peak = max(peak_start, peak_end, key=lambda p: p["gflops"])
     peak = {**peak, "start_gflops": peak_start["gflops"], "end_gflops": peak_end["gflops"]}
@@ -188,9 +198,9 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
     return {
         "schema": "convkit-bench/1",
         "date": started, "finished": now_utc(),
-        "command": " ".join(argv) if argv else None,
+        "command": (argv if isinstance(argv, str) else " ".join(argv)) if argv else None,
         "mode": mode, "suites": suites, "match": match,
-        "budget_s": {"runner": budget, "reference": reference_budget},
+        "budget_s": {"runner": budget, "reference": reference_budget, "rounds": rounds},
         "machine": machine,
         "versions": versions({n: infos[n].version for n in measured_backends}),
         "threads": {"requested": threads, "convkit": threads, "blas": threads,

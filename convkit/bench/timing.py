@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Timing", "measure", "summarize", "measure_peak", "blas_threads"]
+__all__ = ["Timing", "measure", "measure_interleaved", "summarize", "measure_peak", "blas_threads"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,43 @@ def measure(fn, budget: float = 0.5, *, warmup: int = 1, min_repeats: int = 3, m
         if len(samples) >= min_repeats and t1 >= deadline:
             break
     return summarize(samples, done)
+
+
+def measure_interleaved(fns: dict, budgets: dict, *, rounds: int = 3, min_repeats: dict | None = None) -> dict:
+    """Time several already-called-once functions in alternating rounds; ``{key: Timing}``.
+
+    Each function gets a short warm-up (a fifth of its budget, at most 50
+    calls), then ``rounds`` turns of ``budgets[key] / rounds`` seconds each,
+    taking turns with the others, so a burst of load from other processes on
+    a shared machine hits every runner alike instead of whichever ran then.
+    ``min_repeats[key]`` (default 3) calls are made whatever the budget.
+
+    Examples
+    --------
+    >>> t = measure_interleaved({"a": lambda: None, "b": lambda: sum(range(50))}, {"a": 0.01, "b": 0.01})
+    >>> sorted(t), t["a"].repeats >= 3
+    (['a', 'b'], True)
+    """
+    min_repeats = {k: (min_repeats or {}).get(k, 3) for k in fns}
+    samples, warm = {k: [] for k in fns}, {}
+    for key, fn in fns.items():
+        start, done = time.perf_counter(), 0
+        while time.perf_counter() - start < budgets[key] / 5 and done < 50:
+            fn()
+            done += 1
+        warm[key] = done
+    for r in range(rounds):
+        for key, fn in fns.items():
+            need = -(-min_repeats[key] * (r + 1) // rounds)  # spread the minimum over the rounds
+            deadline = time.perf_counter() + budgets[key] / rounds
+            while True:
+                t0 = time.perf_counter()
+                fn()
+                t1 = time.perf_counter()
+                samples[key].append(t1 - t0)
+                if len(samples[key]) >= need and t1 >= deadline:
+                    break
+    return {k: summarize(v, warm[k]) for k, v in samples.items()}
 
 
 def blas_threads(n: int):

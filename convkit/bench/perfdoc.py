@@ -1,0 +1,117 @@
+"""Generate ``docs/performance.md``: the ``c`` backend against PyTorch on issue 5's target layers.
+
+Usage::
+
+    python -m convkit.bench.perfdoc                       # runs the bench below, writes docs/performance.md
+    python -m convkit.bench.perfdoc --from DIR/report.json  # tables from an earlier `convkit bench` run
+
+The run is ``convkit bench --suite issue5 --backends c --compare torch``:
+float32, both libraries on the same thread count, medians after warm-up,
+speed = PyTorch time / ``c`` time. Text between ``<!-- notes -->`` and
+``<!-- /notes -->`` in an existing file (the reasons and next steps for missed
+targets, written by the backend's maintainers) is kept when the file is
+regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from . import charts, render, runner
+
+__all__ = ["performance_markdown", "missed_targets", "main"]
+
+_NOTES = re.compile(r"<!-- notes -->.*?<!-- /notes -->", re.S)
+_DEFAULT_NOTES = ("<!-- notes -->\n_Reasons and next steps for each missed target: written by the `c` backend's "
+                  "maintainers; kept when this file is regenerated._\n<!-- /notes -->")
+
+
+def missed_targets(result, backend="c", peer="torch") -> list:
+    """``[(name, direction, ratio or None, target)]`` of every target not met (``None``: not measured).
+
+    Examples
+    --------
+    >>> row = {"name": "a", "direction": "forward", "target": 1.0, "speedups": {"c": {"torch": 0.5}}}
+    >>> missed_targets({"results": [row]})
+    [('a', 'forward', 0.5, 1.0)]
+    """
+    out = []
+    for r in result["results"]:
+        if r.get("target") is None:
+            continue
+        ratio = r["speedups"].get(backend, {}).get(peer)
+        if ratio is None or ratio < r["target"]:
+            out.append((r["name"], r["direction"], ratio, r["target"]))
+    return out
+
+
+def performance_markdown(result, notes: str = _DEFAULT_NOTES, chart=None, backend="c", peer="torch") -> str:
+    """The text of ``docs/performance.md`` from a bench result holding issue 5's targets."""
+    header = render._header_md(result)
+    missed = missed_targets(result, backend, peer)
+    met = sum(1 for r in result["results"] if r.get("target") is not None) - len(missed)
+    lines = ["# Performance: the `c` backend against PyTorch", "",
+             "Issue 5's speed targets, measured by `convkit bench` (see [benchmarks.md](benchmarks.md)): float32, "
+             f"`{backend}` and PyTorch on the same thread count in one process, median of repeated runs after "
+             f"warm-up, runners taking turns. **Speed = {peer} time / {backend} time** (> 1: `{backend}` is "
+             "faster). Backward = input and weight gradients together for convolutions (PyTorch: "
+             "`torch.ops.aten.convolution_backward`), the input gradient for pools (PyTorch: "
+             "`max_pool2d_with_indices_backward` given the indices, `avg_pool2d_backward`). GFLOP/s use the "
+             "formula in benchmarks.md; % peak is against NumPy's float32 matmul on the same threads, measured "
+             "in the same run.", ""] + header + ["",
+             f"**{met} of {met + len(missed)} targets met.**", ""] + render.target_table(result, backend, peer) + [""]
+    if chart:
+        lines += [f"![{backend} speed-up over {peer} and the reference]({chart})", ""]
+    lines += ["## Missed targets", ""]
+    if missed:
+        lines += [f"- {name} {direction}: "
+                  + (f"{ratio:.2f}x" if ratio is not None else "not measured") + f" (target >= {target:g})"
+                  for name, direction, ratio, target in missed]
+    else:
+        lines.append("None.")
+    lines += ["", notes, ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convkit.bench.perfdoc", description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="source", help="report.json of an earlier `convkit bench` run")
+    parser.add_argument("--out", default="docs/performance.md", help="markdown file to write")
+    parser.add_argument("--threads", type=int, help="thread count (default: all cores)")
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per runner and problem")
+    parser.add_argument("--backend", default="c")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.source:
+        result = json.loads(Path(args.source).read_text())
+        result = result.get("bench", result)  # a `convkit report` JSON holds the bench under "bench"
+    else:
+        bench_argv = ["--suite", "issue5", "--backends", args.backend, "--compare", "torch",
+                      "--budget", str(args.budget)]
+        if args.threads:
+            bench_argv += ["--threads", str(args.threads)]
+        bench_parser = argparse.ArgumentParser()
+        runner.add_arguments(bench_parser)
+        bargs = bench_parser.parse_args(bench_argv)
+        command = " ".join(runner.command_line(bargs, "bench")[:-2])  # nothing is written to --out
+        result = runner.bench_from_args(bargs, None)
+        result["command"] = f"python -m convkit.bench.perfdoc (runs: {command})"
+    notes = _DEFAULT_NOTES
+    if out.exists():
+        m = _NOTES.search(out.read_text())
+        notes = m.group(0) if m else notes
+    img_dir = out.parent / "img"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    chart = charts.speedup_chart(result, args.backend, img_dir / f"performance-speedup-{args.backend}.png")
+    rel = chart.relative_to(out.parent).as_posix() if chart else None
+    out.write_text(performance_markdown(result, notes, rel, backend=args.backend))
+    print(f"wrote {out}" + (f" and {chart}" if chart else ""))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
