@@ -4,6 +4,7 @@ Usage::
 
     python -m convkit.bench.perfdoc                       # runs the bench below, writes docs/performance.md
     python -m convkit.bench.perfdoc --from DIR/report.json  # tables from an earlier `convkit bench` run
+    python -m convkit.bench.perfdoc --embed DIR --doc docs/benchmarks.md  # put a report into a doc
 
 The run is ``convkit bench --suite issue5 --backends c --compare torch``:
 float32, both libraries on the same thread count, medians after warm-up,
@@ -23,9 +24,10 @@ from pathlib import Path
 
 from . import charts, render, runner
 
-__all__ = ["performance_markdown", "missed_targets", "main"]
+__all__ = ["performance_markdown", "missed_targets", "embed_report", "main"]
 
 _NOTES = re.compile(r"<!-- notes -->.*?<!-- /notes -->", re.S)
+_REPORT = re.compile(r"<!-- report -->.*?<!-- /report -->", re.S)
 _DEFAULT_NOTES = ("<!-- notes -->\n_Reasons and next steps for each missed target: written by the `c` backend's "
                   "maintainers; kept when this file is regenerated._\n<!-- /notes -->")
 
@@ -77,6 +79,32 @@ def performance_markdown(result, notes: str = _DEFAULT_NOTES, chart=None, backen
     return "\n".join(lines)
 
 
+def embed_report(report_dir, doc, prefix="report-") -> list:
+    """Copy a report's markdown (headings one level down) and charts into ``doc``; returns the images copied.
+
+    The text replaces what lies between ``<!-- report -->`` and
+    ``<!-- /report -->`` in ``doc``; charts go to ``img/`` next to it,
+    renamed ``<prefix><name>.png``.
+    """
+    import shutil
+
+    report_dir, doc = Path(report_dir), Path(doc)
+    md = (report_dir / "report.md").read_text()
+    img_dir = doc.parent / "img"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for png in sorted(report_dir.glob("*.png")):
+        target = img_dir / f"{prefix}{png.name}"
+        shutil.copyfile(png, target)
+        md = md.replace(f"]({png.name})", f"](img/{target.name})")
+        copied.append(target)
+    md = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", md, flags=re.M)
+    text = doc.read_text()
+    block = f"<!-- report -->\n{md.strip()}\n<!-- /report -->"
+    doc.write_text(_REPORT.sub(lambda _: block, text) if _REPORT.search(text) else text + "\n" + block + "\n")
+    return copied
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convkit.bench.perfdoc", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="source", help="report.json of an earlier `convkit bench` run")
@@ -84,7 +112,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, help="thread count (default: all cores)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per runner and problem")
     parser.add_argument("--backend", default="c")
+    parser.add_argument("--embed", metavar="DIR", help="embed the report in DIR into --doc instead")
+    parser.add_argument("--doc", default="docs/benchmarks.md", help="document --embed writes into")
     args = parser.parse_args(argv)
+    if args.embed:
+        copied = embed_report(args.embed, args.doc)
+        print(f"wrote {args.doc} and {', '.join(map(str, copied))}")
+        return 0
     out = Path(args.out)
     if args.source:
         result = json.loads(Path(args.source).read_text())
