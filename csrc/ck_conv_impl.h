@@ -376,7 +376,7 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
 /* ---- drivers ------------------------------------------------------------ */
 
 static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
-                                 const T *w, const T *bias, T *y, int nt, const ck_blas *blas)
+                                 const T *w, const T *bias, T *y, int nt)
 {
     int err = CK_OK;
     if (ck_conv_use_direct(d)) {
@@ -440,8 +440,7 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
  * with the spatially flipped, in/out-swapped weights and pads
  * (k-1)*dil - pad.  Returns CK_ERR_PARAM when a pad would be negative
  * (pad > dilated kernel extent), leaving the caller to use col2im. */
-static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T *w, T *gx, int nt,
-                                   const ck_blas *blas)
+static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T *w, T *gx, int nt)
 {
     ck_conv_params q = *p;
     ck_conv_dims dq;
@@ -473,13 +472,13 @@ static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T
                 for (int64_t t = 0; t < KK; t++)
                     dst[t] = src[KK - 1 - t];
             }
-    rc = FN(conv_forward_impl)(&q, &dq, gy, wt, NULL, gx, nt, blas);
+    rc = FN(conv_forward_impl)(&q, &dq, gy, wt, NULL, gx, nt);
     free(wt);
     return rc;
 }
 
 static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_dims *d,
-                                        const T *gy, const T *w, T *gx, int nt, const ck_blas *blas)
+                                        const T *gy, const T *w, T *gx, int nt)
 {
     int err = CK_OK;
     if (ck_conv_use_direct(d)) {
@@ -492,7 +491,7 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
     /* As a forward conv its output channels are our cig: worth it when they
      * fill most of a micro-kernel tile. */
     if (d->unit_stride && 2 * d->cig >= FN(pick_kernel)().mr) {
-        int rc = FN(conv_bwi_as_forward)(p, gy, w, gx, nt, blas);
+        int rc = FN(conv_bwi_as_forward)(p, gy, w, gx, nt);
         if (rc != CK_ERR_PARAM)
             return rc;
     }
@@ -552,7 +551,7 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
 }
 
 static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_dims *d,
-                                         const T *gy, const T *x, T *gw, int nt, const ck_blas *blas)
+                                         const T *gy, const T *x, T *gw, int nt)
 {
     const int64_t wlen = p->c_out * d->Kc;
     int err = CK_OK;
@@ -562,7 +561,12 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
             FN(conv_bww_direct_channel)(p, d, gy, x, gw, oc);
         return err;
     }
-    ck_tiling tl = ck_tile(d->P, d->is1x1 ? 0 : d->Kc * (int64_t)sizeof(T), p->n * d->G, nt);
+    /* Tiles of output positions: im2col rows and gy rows, zero padded to
+     * the vector length, meet in dot products; long rows amortize the
+     * horizontal sums, the column panel may spill to L3 (read once). */
+    const FN(dotk) dk = FN(pick_dot)();
+    ck_tiling tl = ck_tile(d->P, CK_PANEL_BYTES / 1024, p->n * d->G, nt);
+    const int64_t wv = ck_roundup(tl.width, dk.vl);
     const int64_t tasks = p->n * d->G * tl.ntile;
     const int nth = ck_threads(nt, tasks);
     /* Each thread sums its tasks into a private copy of gw (thread 0 uses gw
@@ -578,8 +582,8 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
     {
         const int tid = ck_thread_id();
         T *acc = tid == 0 ? gw : priv + (int64_t)(tid - 1) * wlen;
-        T *col = d->is1x1 ? NULL : (T *)malloc((size_t)(d->Kc * tl.width) * sizeof(T));
-        if (!d->is1x1 && !col) {
+        T *col = (T *)ck_alloc((size_t)((d->Kc + d->cog) * wv) * sizeof(T));
+        if (!col) {
 #pragma omp atomic write
             err = CK_ERR_NOMEM;
         }
@@ -587,14 +591,26 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
         for (int64_t t = 0; t < tasks; t++) {
             const int64_t n = t / (d->G * tl.ntile), g = (t / tl.ntile) % d->G;
             const int64_t p0 = (t % tl.ntile) * tl.width, pn = ck_min(tl.width, d->P - p0);
-            if (pn <= 0 || (!d->is1x1 && !col))
+            if (pn <= 0 || !col)
                 continue;
             const T *xg = x + (n * p->c_in + g * d->cig) * d->X;
             const T *gyc = gy + (n * p->c_out + g * d->cog) * d->P + p0;
-            if (!d->is1x1)
-                FN(im2col_rows)(p, d, xg, p0, pn, col);
-            FN(gemm)(blas, 0, 1, d->cog, d->Kc, pn, gyc, d->P, d->is1x1 ? xg + p0 : col,
-                     d->is1x1 ? d->X : pn, (T)1, acc + g * d->cog * d->Kc, d->Kc);
+            T *gyt = col + d->Kc * wv;
+            for (int64_t r = 0; r < d->Kc; r++) {
+                FN(im2col)(p, d, xg, r, p0, pn, col + r * wv);
+                for (int64_t j = pn; j < wv; j++)
+                    col[r * wv + j] = 0;
+            }
+            for (int64_t oc = 0; oc < d->cog; oc++) {
+                memcpy(gyt + oc * wv, gyc + oc * d->P, (size_t)pn * sizeof(T));
+                for (int64_t j = pn; j < wv; j++)
+                    gyt[oc * wv + j] = 0;
+            }
+            T *ag = acc + g * d->cog * d->Kc;
+            for (int64_t r = 0; r < d->Kc; r += dk.nj)
+                for (int64_t oc = 0; oc < d->cog; oc += dk.mo)
+                    dk.fn(wv, gyt + oc * wv, wv, col + r * wv, wv, ag + oc * d->Kc + r, d->Kc,
+                          ck_min(dk.mo, d->cog - oc), ck_min(dk.nj, d->Kc - r));
         }
         free(col);
     }

@@ -53,12 +53,6 @@ static inline int ck_cpu_level(void)
 /* Tile of output columns packed at once: keeps the packed panel near L2. */
 #define CK_PANEL_BYTES (384 * 1024)
 
-enum { CK_CBLAS_ROW_MAJOR = 101, CK_CBLAS_NO_TRANS = 111, CK_CBLAS_TRANS = 112 };
-
-typedef void (*ck_sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
-                            const float *, int, float, float *, int);
-typedef void (*ck_dgemm_fn)(int, int, int, int, int, int, double, const double *, int,
-                            const double *, int, double, double *, int);
 
 static inline int64_t ck_roundup(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
 static inline int64_t ck_min(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -193,27 +193,19 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
 
 #define T float
 #define SFX f32
-#define CK_GEMM_FN ck_sgemm_fn
-#define CK_GEMM_MEMBER sgemm
 #include "ck_gemm_impl.h"
 #include "ck_conv_impl.h"
 #include "ck_pool_impl.h"
 #undef T
 #undef SFX
-#undef CK_GEMM_FN
-#undef CK_GEMM_MEMBER
 
 #define T double
 #define SFX f64
-#define CK_GEMM_FN ck_dgemm_fn
-#define CK_GEMM_MEMBER dgemm
 #include "ck_gemm_impl.h"
 #include "ck_conv_impl.h"
 #include "ck_pool_impl.h"
 #undef T
 #undef SFX
-#undef CK_GEMM_FN
-#undef CK_GEMM_MEMBER
 
 /* ---- exported entry points ------------------------------------------------- */
 
@@ -227,7 +219,7 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
 #define CK_DEFINE_ENTRY_POINTS(T, SFX)                                                            \
     int ck_conv_forward_##SFX(const ck_conv_params *p, const T *x, int64_t x_len, const T *w,     \
                               int64_t w_len, const T *bias, int64_t bias_len, T *y, int64_t y_len, \
-                              int nthreads, const ck_blas *blas)                                   \
+                              int nthreads)                                   \
     {                                                                                             \
         ck_conv_dims d;                                                                           \
         int64_t xl, wl, yl;                                                                       \
@@ -240,11 +232,11 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
             CK_TRY(ck_check_buf(bias, bias_len, p->c_out));                                       \
         if (yl == 0)                                                                              \
             return CK_OK;                                                                         \
-        return conv_forward_impl_##SFX(p, &d, x, w, bias, y, nthreads, blas);                     \
+        return conv_forward_impl_##SFX(p, &d, x, w, bias, y, nthreads);                     \
     }                                                                                             \
     int ck_conv_backward_input_##SFX(const ck_conv_params *p, const T *gy, int64_t gy_len,        \
                                      const T *w, int64_t w_len, T *gx, int64_t gx_len,            \
-                                     int nthreads, const ck_blas *blas)                           \
+                                     int nthreads)                           \
     {                                                                                             \
         ck_conv_dims d;                                                                           \
         int64_t xl, wl, yl;                                                                       \
@@ -255,11 +247,11 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
         CK_TRY(ck_check_buf(gx, gx_len, xl));                                                     \
         if (xl == 0)                                                                              \
             return CK_OK;                                                                         \
-        return conv_backward_input_impl_##SFX(p, &d, gy, w, gx, nthreads, blas);                  \
+        return conv_backward_input_impl_##SFX(p, &d, gy, w, gx, nthreads);                  \
     }                                                                                             \
     int ck_conv_backward_weight_##SFX(const ck_conv_params *p, const T *gy, int64_t gy_len,       \
                                       const T *x, int64_t x_len, T *gw, int64_t gw_len,           \
-                                      int nthreads, const ck_blas *blas)                          \
+                                      int nthreads)                          \
     {                                                                                             \
         ck_conv_dims d;                                                                           \
         int64_t xl, wl, yl;                                                                       \
@@ -274,7 +266,7 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
             memset(gw, 0, (size_t)wl * sizeof(T));                                                \
             return CK_OK;                                                                         \
         }                                                                                         \
-        return conv_backward_weight_impl_##SFX(p, &d, gy, x, gw, nthreads, blas);                 \
+        return conv_backward_weight_impl_##SFX(p, &d, gy, x, gw, nthreads);                 \
     }                                                                                             \
     int ck_pool_forward_##SFX(const ck_pool_params *p, const T *x, int64_t x_len, T *y,          \
                               int64_t y_len, int64_t *ind, int64_t ind_len, int nthreads)         \

@@ -30,14 +30,6 @@ enum {
 
 enum { CK_POOL_MAX = 0, CK_POOL_AVG = 1, CK_POOL_LP = 2 };
 
-/* Optional BLAS: cblas_sgemm / cblas_dgemm with 32-bit ints (LP64 cblas
- * signature).  NULL members mean "use the built-in GEMM".  The caller keeps
- * the library loaded and single-threaded: threads come from our OpenMP. */
-typedef struct {
-    void *sgemm;
-    void *dgemm;
-} ck_blas;
-
 /* Convolution (cross-correlation) with zero pads (lo, hi) per dim. */
 typedef struct {
     int64_t n, c_in, c_out, groups;
@@ -60,26 +52,26 @@ const char *ck_build_info(void);
 /* y = conv(x, w) + bias; bias may be NULL (bias_len 0). */
 int ck_conv_forward_f32(const ck_conv_params *p, const float *x, int64_t x_len,
                         const float *w, int64_t w_len, const float *bias, int64_t bias_len,
-                        float *y, int64_t y_len, int nthreads, const ck_blas *blas);
+                        float *y, int64_t y_len, int nthreads);
 int ck_conv_forward_f64(const ck_conv_params *p, const double *x, int64_t x_len,
                         const double *w, int64_t w_len, const double *bias, int64_t bias_len,
-                        double *y, int64_t y_len, int nthreads, const ck_blas *blas);
+                        double *y, int64_t y_len, int nthreads);
 
 /* gx = adjoint of the forward in x, applied to gy. */
 int ck_conv_backward_input_f32(const ck_conv_params *p, const float *gy, int64_t gy_len,
                                const float *w, int64_t w_len, float *gx, int64_t gx_len,
-                               int nthreads, const ck_blas *blas);
+                               int nthreads);
 int ck_conv_backward_input_f64(const ck_conv_params *p, const double *gy, int64_t gy_len,
                                const double *w, int64_t w_len, double *gx, int64_t gx_len,
-                               int nthreads, const ck_blas *blas);
+                               int nthreads);
 
 /* gw = adjoint of the forward in w, applied to gy. */
 int ck_conv_backward_weight_f32(const ck_conv_params *p, const float *gy, int64_t gy_len,
                                 const float *x, int64_t x_len, float *gw, int64_t gw_len,
-                                int nthreads, const ck_blas *blas);
+                                int nthreads);
 int ck_conv_backward_weight_f64(const ck_conv_params *p, const double *gy, int64_t gy_len,
                                 const double *x, int64_t x_len, double *gw, int64_t gw_len,
-                                int nthreads, const ck_blas *blas);
+                                int nthreads);
 
 /* y = pool(x); ind (max only, may be NULL) gets the flat index of each
  * maximum within its (n, c) plane, the first one on ties. */

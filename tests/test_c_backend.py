@@ -42,6 +42,9 @@ CONV_SPECS = [
     "conv2d_n3_c1_o7_i12x12_k5x5_p2",
     "conv2d_n1_c2_o2_i6x7_k7x7_p3-4x3",
     "conv2d_n1_c8_o4_i13x9_k3x3_d3_p3_f64",
+    "conv2d_n2_c8_o6_i10x9_k3x3_p1-2x0-1",
+    "conv2d_n1_c8_o8_i6x6_k1x1_p1-0",
+    "conv2d_n1_c6_o20_i9x9_k3x3_s2x1_d2x1_p4x0-2",
     "conv2d_n0_c3_o4_i8x8_k3x3",
     "conv3d_n1_c3_o5_i5x6x7_k2x3x2_s1x2x1_p1-0x1x0-2",
     "conv3d_n2_c4_o4_g4_i4x5x6_k3x3x3_p1_f64",
@@ -111,24 +114,22 @@ def test_conv_kernels_match_reference(desc):
     np.testing.assert_array_equal(w, w0)
 
 
-@pytest.mark.parametrize("desc", [d for d in CONV_SPECS if "_n0_" not in d])
-def test_builtin_gemm_matches_blas(desc):
-    """The fallback GEMM (no OpenBLAS) gives the same exact results."""
-    spec = parse_descriptor(desc)
+@pytest.mark.parametrize("isa", ["portable", "avx2"])
+def test_every_micro_kernel_agrees(isa, monkeypatch):
+    """The AVX2 and portable micro-kernels give the exact results of the default one."""
+    specs = [parse_descriptor(d) for d in CONV_SPECS if "_n0_" not in d]
     rng = np.random.default_rng(7)
-    x, w = ints(rng, spec.x_shape, spec.dtype), ints(rng, spec.w_shape, spec.dtype)
-    gy = ints(rng, spec.y_shape, spec.dtype)
-    sfx = "f32" if spec.dtype == "float32" else "f64"
-    params = cb.conv_params(spec)
-    y = np.empty(spec.y_shape, spec.dtype)
-    gx = np.empty(spec.x_shape, spec.dtype)
-    gw = np.empty(spec.w_shape, spec.dtype)
-    cb.raw_call(f"conv_forward_{sfx}", params, x, w, None, y, use_blas=False)
-    cb.raw_call(f"conv_backward_input_{sfx}", params, gy, w, gx, use_blas=False)
-    cb.raw_call(f"conv_backward_weight_{sfx}", params, gy, x, gw, use_blas=False)
-    np.testing.assert_array_equal(y, C.conv_forward(x, w, None, spec))
-    np.testing.assert_array_equal(gx, C.conv_backward_input(gy, w, spec))
-    np.testing.assert_array_equal(gw, C.conv_backward_weight(gy, x, spec))
+    data = []
+    for spec in specs:
+        x, w = ints(rng, spec.x_shape, spec.dtype), ints(rng, spec.w_shape, spec.dtype)
+        gy = ints(rng, spec.y_shape, spec.dtype)
+        data.append((spec, x, w, gy, C.conv_forward(x, w, None, spec), C.conv_backward_input(gy, w, spec),
+                     C.conv_backward_weight(gy, x, spec)))
+    monkeypatch.setenv("CONVKIT_C_ISA", isa)
+    for spec, x, w, gy, y, gx, gw in data:
+        np.testing.assert_array_equal(C.conv_forward(x, w, None, spec), y)
+        np.testing.assert_array_equal(C.conv_backward_input(gy, w, spec), gx)
+        np.testing.assert_array_equal(C.conv_backward_weight(gy, x, spec), gw)
 
 
 @pytest.mark.parametrize("desc", POOL_SPECS)

@@ -1,22 +1,21 @@
 """The ``c`` backend: every kernel of the contract in C (cffi + OpenMP).
 
 The compiled module ``convkit_backends.c._ckernels`` is built from ``csrc/``
-at install time (``csrc/build_ffi.py``). Convolutions pack receptive fields
-(im2col, tiled per thread) and multiply with a GEMM: OpenBLAS from the
-``scipy-openblas32`` wheel when it is installed, else a built-in blocked GEMM.
-Depthwise and tiny-channel convolutions and all pools run as direct loops.
-Every call runs on ``convkit.config.get_num_threads()`` OpenMP threads with
-the GIL released.
+at install time (``csrc/build_ffi.py``). Convolutions run on register-blocked
+GEMM micro-kernels (AVX-512, AVX2+FMA or portable, chosen at run time): with
+stride 1 they read the zero-padded input in place (each im2col row is a
+shifted view of it), otherwise they pack im2col tiles per thread; the input
+gradient of a stride-1 conv is a forward conv with flipped weights, the
+weight gradient a blocked dot product. Depthwise and tiny-channel
+convolutions and all pools run as direct loops. Every call runs on
+``convkit.config.get_num_threads()`` OpenMP threads with the GIL released.
 
-Set ``CONVKIT_C_BLAS=0`` to ignore OpenBLAS (the built-in GEMM is then used).
+``CONVKIT_C_ISA=portable`` or ``avx2`` caps the micro-kernel choice (tests).
 """
 
 from __future__ import annotations
 
-import ctypes
-import glob
 import importlib
-import os
 import threading
 
 import numpy as np
@@ -25,7 +24,7 @@ from convkit.backend import KERNELS, Backend, Capabilities
 from convkit.config import get_num_threads
 from convkit.errors import DTypeError, PluginError, ShapeError, SpecError
 
-__all__ = ["CBackend", "CKernelError", "load", "blas_info", "conv_params", "pool_params", "raw_call"]
+__all__ = ["CBackend", "CKernelError", "load", "build_info", "conv_params", "pool_params", "raw_call"]
 
 MODULE = "convkit_backends.c._ckernels"
 _POOL_KIND = {"max": 0, "avg": 1, "lp": 2}
@@ -56,78 +55,6 @@ def load():
                 mod = importlib.import_module(MODULE)
                 _state["module"] = mod
     return mod.ffi, mod.lib
-
-
-def _find_openblas() -> tuple[str, str] | None:
-    """Path and symbol prefix of the scipy-openblas32 shared library, if installed."""
-    try:
-        import scipy_openblas32 as sob
-    except ImportError:
-        return None
-    try:
-        libdir, name = sob.get_lib_dir(), sob.get_library()
-    except Exception:
-        return None
-    for pattern in (f"lib{name}.so", f"lib{name}*.so*", f"lib{name}*.dylib", f"{name}*.dll", f"lib{name}*.dll"):
-        hits = sorted(glob.glob(os.path.join(libdir, pattern)))
-        if hits:
-            # Symbols carry the library's prefix: scipy_openblas -> scipy_cblas_sgemm.
-            return hits[0], name.split("openblas")[0]
-    return None
-
-
-def _load_blas(ffi):
-    """A ``ck_blas`` struct with OpenBLAS's sgemm/dgemm, or NULL members.
-
-    OpenBLAS is set to one thread: the kernels split the work over OpenMP
-    threads themselves and call the GEMM from each of them. This library copy
-    belongs to the scipy-openblas32 wheel (NumPy and SciPy carry their own),
-    so the setting does not slow anyone else's matmul.
-    """
-    blas = ffi.new("ck_blas *")
-    info = {"library": None, "reason": None}
-    if os.environ.get("CONVKIT_C_BLAS", "1").strip().lower() in ("0", "off", "no", "false"):
-        info["reason"] = "disabled by CONVKIT_C_BLAS"
-        return blas, info, None
-    found = _find_openblas()
-    if found is None:
-        info["reason"] = "scipy-openblas32 not installed"
-        return blas, info, None
-    path, prefix = found
-    try:
-        handle = ctypes.CDLL(path)
-        sgemm = ctypes.cast(getattr(handle, f"{prefix}cblas_sgemm"), ctypes.c_void_p).value
-        dgemm = ctypes.cast(getattr(handle, f"{prefix}cblas_dgemm"), ctypes.c_void_p).value
-        set_threads = getattr(handle, f"{prefix}openblas_set_num_threads", None)
-        if set_threads is not None:
-            set_threads.argtypes = [ctypes.c_int]
-            set_threads(1)
-    except (OSError, AttributeError) as exc:
-        info["reason"] = f"could not load {path}: {exc}"
-        return blas, info, None
-    blas.sgemm = ffi.cast("void *", sgemm)
-    blas.dgemm = ffi.cast("void *", dgemm)
-    info["library"] = path
-    return blas, info, handle
-
-
-def _blas():
-    blas = _state.get("blas")
-    if blas is None:
-        ffi, _ = load()
-        with _lock:
-            blas = _state.get("blas")
-            if blas is None:
-                blas, info, handle = _load_blas(ffi)
-                _state["blas_info"], _state["blas_handle"] = info, handle
-                _state["blas"] = blas
-    return blas
-
-
-def blas_info() -> dict:
-    """Which GEMM the convolutions use: ``{"library": path or None, "reason": why not}``."""
-    _blas()
-    return dict(_state["blas_info"])
 
 
 def _pad3(values, fill):
@@ -179,7 +106,13 @@ def _buf(ffi, a, ctype=None):
     return ffi.from_buffer(f"{ctype}[]", a), a.size
 
 
-def raw_call(name: str, params, *arrays, nthreads: int | None = None, use_blas: bool = True) -> None:
+def build_info() -> str:
+    """How the compiled module was built (OpenMP, target_clones, sanitizers)."""
+    ffi, lib = load()
+    return ffi.string(lib.ck_build_info()).decode()
+
+
+def raw_call(name: str, params, *arrays, nthreads: int | None = None) -> None:
     """Call the C entry point ``ck_{name}`` with ``(pointer, length)`` per array, unchecked.
 
     Only the C side validates here, which is what the tests use it for;
@@ -192,8 +125,6 @@ def raw_call(name: str, params, *arrays, nthreads: int | None = None, use_blas: 
         ctype = "int64_t" if a is not None and a.dtype == np.int64 else None
         args.extend(_buf(ffi, a, ctype))
     args.append(get_num_threads() if nthreads is None else int(nthreads))
-    if name.startswith("conv"):
-        args.append(_blas() if use_blas else ffi.NULL)
     _raise_for(getattr(lib, f"ck_{name}")(*args), name, None)
 
 
@@ -237,8 +168,8 @@ class CBackend(Backend):
         dilation=True,
         pool_kinds=frozenset({"max", "avg", "lp"}),
         threads=True,
-        algorithm="C/OpenMP: tiled im2col + GEMM (OpenBLAS if scipy-openblas32 is installed, else a "
-                  "built-in blocked GEMM); direct loops for depthwise/tiny channels and pools",
+        algorithm="C/OpenMP: GEMM micro-kernels (AVX-512/AVX2/portable) on the padded input (stride 1) "
+                  "or packed im2col tiles; direct loops for depthwise/tiny channels and pools",
     )
 
     def availability(self) -> str | None:
@@ -258,7 +189,7 @@ class CBackend(Backend):
             args.extend(_buf(ffi, bias))
         args.extend(_buf(ffi, out))
         fn = getattr(lib, f"ck_{entry}_{_SUFFIX[out.dtype]}")
-        _raise_for(fn(*args, get_num_threads(), _blas()), entry, spec)
+        _raise_for(fn(*args, get_num_threads()), entry, spec)
         return out
 
     def conv_forward(self, x, w, bias, spec):
