@@ -12,12 +12,13 @@ product.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Timing", "measure", "measure_interleaved", "summarize", "measure_peak", "blas_threads"]
+__all__ = ["Timing", "measure", "measure_interleaved", "summarize", "measure_peak", "blas_threads", "blas_limiter"]
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,30 @@ def measure_interleaved(fns: dict, budgets: dict, *, rounds: int = 3, min_repeat
 
 
 def blas_threads(n: int):
-    """Context manager limiting BLAS/OpenMP pools (NumPy's, SciPy's) to ``n`` threads (threadpoolctl).
+    """Context manager limiting BLAS pools (NumPy's, SciPy's) to ``n`` threads (threadpoolctl).
+
+    Without threadpoolctl (an optional ``bench`` dependency) it changes
+    nothing; :func:`blas_limiter` says which one is in use.
 
     Examples
     --------
     >>> with blas_threads(1):
     ...     pass
     """
-    from threadpoolctl import threadpool_limits
-
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
+
+
+def blas_limiter() -> str:
+    """How BLAS threads are limited: ``"threadpoolctl"`` or a note that they are not."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return "not limited (threadpoolctl not installed: pip install threadpoolctl)"
+    return "threadpoolctl"
 
 
 def measure_peak(threads: int, budget: float = 0.5, sizes=(1024, 2048)) -> dict:
