@@ -3,6 +3,7 @@
 Usage::
 
     python -m convkit.bench.perfdoc                       # runs the bench below, writes docs/performance.md
+    python -m convkit.bench.perfdoc --threads 2 1         # one section per thread count
     python -m convkit.bench.perfdoc --from DIR/report.json  # tables from an earlier `convkit bench` run
     python -m convkit.bench.perfdoc --embed DIR --doc docs/benchmarks.md  # put a report into a doc
 
@@ -51,12 +52,23 @@ def missed_targets(result, backend="c", peer="torch") -> list:
     return out
 
 
-def performance_markdown(result, notes: str = _DEFAULT_NOTES, chart=None, backend="c", peer="torch") -> str:
-    """The text of ``docs/performance.md`` from a bench result holding issue 5's targets."""
-    header = render._header_md(result)
+def _section(result, chart, backend, peer) -> list:
     missed = missed_targets(result, backend, peer)
-    met = sum(1 for r in result["results"] if r.get("target") is not None) - len(missed)
-    lines = ["# Performance: the `c` backend against PyTorch", "",
+    total = sum(1 for r in result["results"] if r.get("target") is not None)
+    lines = [f"## {result['threads']['requested']} thread(s): {total - len(missed)} of {total} targets met", ""]
+    lines += render._header_md(result) + [""] + render.target_table(result, backend, peer) + [""]
+    if chart:
+        lines += [f"![{backend} speed-up over {peer} and the reference, {result['threads']['requested']} "
+                  f"thread(s)]({chart})", ""]
+    lines += ["Missed: " + ("none." if not missed else "; ".join(
+        f"{name} {direction[:3]} " + (f"{ratio:.2f}x" if ratio is not None else "not measured")
+        + f" (>= {target:g})" for name, direction, ratio, target in missed)), ""]
+    return lines
+
+
+def performance_markdown(results, notes: str = _DEFAULT_NOTES, charts_=(), backend="c", peer="torch") -> str:
+    """The text of ``docs/performance.md``: one section per bench result (e.g. per thread count)."""
+    lines = [f"# Performance: the `{backend}` backend against PyTorch", "",
              "Issue 5's speed targets, measured by `convkit bench` (see [benchmarks.md](benchmarks.md)): float32, "
              f"`{backend}` and PyTorch on the same thread count in one process, median of repeated runs after "
              f"warm-up, runners taking turns. **Speed = {peer} time / {backend} time** (> 1: `{backend}` is "
@@ -64,18 +76,10 @@ def performance_markdown(result, notes: str = _DEFAULT_NOTES, chart=None, backen
              "`torch.ops.aten.convolution_backward`), the input gradient for pools (PyTorch: "
              "`max_pool2d_with_indices_backward` given the indices, `avg_pool2d_backward`). GFLOP/s use the "
              "formula in benchmarks.md; % peak is against NumPy's float32 matmul on the same threads, measured "
-             "in the same run.", ""] + header + ["",
-             f"**{met} of {met + len(missed)} targets met.**", ""] + render.target_table(result, backend, peer) + [""]
-    if chart:
-        lines += [f"![{backend} speed-up over {peer} and the reference]({chart})", ""]
-    lines += ["## Missed targets", ""]
-    if missed:
-        lines += [f"- {name} {direction}: "
-                  + (f"{ratio:.2f}x" if ratio is not None else "not measured") + f" (target >= {target:g})"
-                  for name, direction, ratio, target in missed]
-    else:
-        lines.append("None.")
-    lines += ["", notes, ""]
+             "in the same run. Every number below comes from the run whose command heads its section.", ""]
+    for result, chart in zip(results, list(charts_) + [None] * len(results)):
+        lines += _section(result, chart, backend, peer)
+    lines += ["## Reasons and next steps for missed targets", "", notes, ""]
     return "\n".join(lines)
 
 
@@ -107,9 +111,11 @@ def embed_report(report_dir, doc, prefix="report-") -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convkit.bench.perfdoc", description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="source", help="report.json of an earlier `convkit bench` run")
+    parser.add_argument("--from", dest="source", nargs="+", metavar="JSON",
+                        help="report.json of earlier `convkit bench` runs (one section each)")
     parser.add_argument("--out", default="docs/performance.md", help="markdown file to write")
-    parser.add_argument("--threads", type=int, help="thread count (default: all cores)")
+    parser.add_argument("--threads", type=int, nargs="+",
+                        help="thread counts, one run and section each (default: all cores)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per runner and problem")
     parser.add_argument("--backend", default="c")
     parser.add_argument("--embed", metavar="DIR", help="embed the report in DIR into --doc instead")
@@ -120,30 +126,33 @@ def main(argv=None) -> int:
         print(f"wrote {args.doc} and {', '.join(map(str, copied))}")
         return 0
     out = Path(args.out)
-    if args.source:
-        result = json.loads(Path(args.source).read_text())
-        result = result.get("bench", result)  # a `convkit report` JSON holds the bench under "bench"
-    else:
+    results = []
+    for source in args.source or []:
+        result = json.loads(Path(source).read_text())
+        results.append(result.get("bench", result))  # a `convkit report` JSON holds the bench under "bench"
+    for threads in ([] if args.source else (args.threads or [None])):
         bench_argv = ["--suite", "issue5", "--backends", args.backend, "--compare", "torch",
-                      "--budget", str(args.budget)]
-        if args.threads:
-            bench_argv += ["--threads", str(args.threads)]
+                      "--budget", str(args.budget)] + (["--threads", str(threads)] if threads else [])
         bench_parser = argparse.ArgumentParser()
         runner.add_arguments(bench_parser)
         bargs = bench_parser.parse_args(bench_argv)
         command = " ".join(runner.command_line(bargs, "bench")[:-2])  # nothing is written to --out
         result = runner.bench_from_args(bargs, None)
-        result["command"] = f"python -m convkit.bench.perfdoc (runs: {command})"
+        result["command"] = f"python -m convkit.bench.perfdoc {' '.join(argv or sys.argv[1:])} (ran: {command})"
+        results.append(result)
     notes = _DEFAULT_NOTES
     if out.exists():
         m = _NOTES.search(out.read_text())
         notes = m.group(0) if m else notes
     img_dir = out.parent / "img"
     img_dir.mkdir(parents=True, exist_ok=True)
-    chart = charts.speedup_chart(result, args.backend, img_dir / f"performance-speedup-{args.backend}.png")
-    rel = chart.relative_to(out.parent).as_posix() if chart else None
-    out.write_text(performance_markdown(result, notes, rel, backend=args.backend))
-    print(f"wrote {out}" + (f" and {chart}" if chart else ""))
+    written = []
+    for result in results:
+        t = result["threads"]["requested"]
+        chart = charts.speedup_chart(result, args.backend, img_dir / f"performance-{args.backend}-{t}t.png")
+        written.append(chart.relative_to(out.parent).as_posix() if chart else None)
+    out.write_text(performance_markdown(results, notes, written, backend=args.backend))
+    print(f"wrote {out} and {', '.join(w for w in written if w)}")
     return 0
 
 

@@ -27,7 +27,7 @@ __all__ = ["run_bench", "add_arguments", "main", "REFERENCE"]
 #: The backend every other one is compared with.
 REFERENCE = "numpy"
 #: Seconds of timing per runner and problem: (others, reference), by mode.
-BUDGETS = {"full": (1.0, 0.3), "quick": (0.25, 0.1)}
+BUDGETS = {"full": (1.0, 0.3), "quick": (0.4, 0.15)}
 #: Runners take turns in this many rounds per problem (fair under bursts of load from other processes).
 ROUNDS = 3
 #: In --quick the reference is not timed on problems above this many GFLOP.
@@ -167,25 +167,21 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
     previous = config._num_threads
     config.set_num_threads(threads)
     rows = []
-    cpu_use = CpuUse()
     try:
-        cpu_use.__enter__()
-        with timing.blas_threads(threads):
+        with CpuUse() as cpu_use, timing.blas_threads(threads):
             peak_start = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
-        with timing.blas_threads(threads), _progress(progress) as bar:
-            task = bar.add_task("bench", total=len(problems) * len(DIRECTIONS)) if bar else None
-            for problem in problems:
-                for direction in DIRECTIONS:
-                    if bar:
-                        bar.update(task, description=f"{problem.name} {direction[:3]}")
-                    rows.append(_measure_problem(problem, direction, runners, (budget, reference_budget), quick,
-                                                 rounds))
-                    if bar:
-                        bar.advance(task)
-        with timing.blas_threads(threads):
+            with _progress(progress) as bar:
+                task = bar.add_task("bench", total=len(problems) * len(DIRECTIONS)) if bar else None
+                for problem in problems:
+                    for direction in DIRECTIONS:
+                        if bar:
+                            bar.update(task, description=f"{problem.name} {direction[:3]}")
+                        rows.append(_measure_problem(problem, direction, runners, (budget, reference_budget),
+                                                     quick, rounds))
+                        if bar:
+                            bar.advance(task)
             peak_end = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
     finally:
-        cpu_use.__exit__(None, None, None)
         config.set_num_threads(previous)
     machine["other_processes_cpu_fraction"] = cpu_use.other_fraction
     # The machine may be shared: the best of both peak measurements is the practical peak.
