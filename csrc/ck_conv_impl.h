@@ -157,44 +157,6 @@ CK_INLINE void FN(axpy_row)(T *y, const T *x, T w, int64_t a, int64_t b, int64_t
             y[o] += w * x[o * s + off];
 }
 
-/* One output plane (n, oc) of the forward, row by row so the row stays in L1. */
-CK_CLONES static void FN(conv_fwd_direct_plane)(const ck_conv_params *p, const ck_conv_dims *d,
-                                                const T *x, const T *w, const T *bias, T *y,
-                                                int64_t n, int64_t oc)
-{
-    const int64_t g = oc / d->cog, o2 = p->out[2];
-    T *yp = y + (n * p->c_out + oc) * d->P;
-    const T bv = bias ? bias[oc] : (T)0;
-    for (int64_t od = 0; od < p->out[0]; od++)
-        for (int64_t oh = 0; oh < p->out[1]; oh++) {
-            T *yrow = yp + (od * p->out[1] + oh) * o2;
-            for (int64_t ow = 0; ow < o2; ow++)
-                yrow[ow] = bv;
-            for (int64_t icl = 0; icl < d->cig; icl++) {
-                const T *xc = x + (n * p->c_in + g * d->cig + icl) * d->X;
-                const T *wk = w + (oc * d->cig + icl) * d->KK;
-                for (int64_t kd = 0; kd < p->k[0]; kd++) {
-                    const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
-                    if (id < 0 || id >= p->in[0])
-                        continue;
-                    for (int64_t kh = 0; kh < p->k[1]; kh++) {
-                        const int64_t ih = oh * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];
-                        if (ih < 0 || ih >= p->in[1])
-                            continue;
-                        const T *xrow = xc + (id * p->in[1] + ih) * p->in[2];
-                        const T *wr = wk + (kd * p->k[1] + kh) * p->k[2];
-                        for (int64_t kw = 0; kw < p->k[2]; kw++) {
-                            const int64_t off = kw * p->dil[2] - p->pad_lo[2];
-                            int64_t a, b;
-                            ck_valid_range(p->in[2], p->stride[2], off, o2, &a, &b);
-                            FN(axpy_row)(yrow, xrow, wr[kw], a, b, p->stride[2], off);
-                        }
-                    }
-                }
-            }
-        }
-}
-
 /* One input-gradient plane (n, ic): scatter every output row through w. */
 CK_CLONES static void FN(conv_bwi_direct_plane)(const ck_conv_params *p, const ck_conv_dims *d,
                                                 const T *gy, const T *w, T *gx, int64_t n,
@@ -238,49 +200,159 @@ CK_CLONES static void FN(conv_bwi_direct_plane)(const ck_conv_params *p, const c
     }
 }
 
-/* The weight gradient of one output channel oc, summed over the batch. */
-CK_CLONES static void FN(conv_bww_direct_channel)(const ck_conv_params *p, const ck_conv_dims *d,
-                                                  const T *gy, const T *x, T *gw, int64_t oc)
+/* Geometry of zero-padded input planes for the direct kernels: tap t reads
+ * plane + rowbase(od, oh) + ow*s2 + toff[t], never out of bounds. */
+typedef struct {
+    int64_t Hp, Wp, plane, len; /* len: cig planes plus slack for vector overreads */
+    int64_t *toff;              /* KK tap offsets */
+} FN(padgeo);
+
+static int FN(padgeo_init)(const ck_conv_params *p, const ck_conv_dims *d, FN(padgeo) *g)
 {
-    const int64_t g = oc / d->cog, o2 = p->out[2], s2 = p->stride[2];
-    memset(gw + oc * d->Kc, 0, (size_t)d->Kc * sizeof(T));
-    for (int64_t n = 0; n < p->n; n++) {
-        const T *gyp = gy + (n * p->c_out + oc) * d->P;
-        for (int64_t icl = 0; icl < d->cig; icl++) {
-            const T *xc = x + (n * p->c_in + g * d->cig + icl) * d->X;
-            T *wk = gw + (oc * d->cig + icl) * d->KK;
-            for (int64_t od = 0; od < p->out[0]; od++)
-                for (int64_t oh = 0; oh < p->out[1]; oh++) {
-                    const T *gyrow = gyp + (od * p->out[1] + oh) * o2;
-                    for (int64_t kd = 0; kd < p->k[0]; kd++) {
-                        const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
-                        if (id < 0 || id >= p->in[0])
-                            continue;
-                        for (int64_t kh = 0; kh < p->k[1]; kh++) {
-                            const int64_t ih = oh * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];
-                            if (ih < 0 || ih >= p->in[1])
-                                continue;
-                            const T *xrow = xc + (id * p->in[1] + ih) * p->in[2];
-                            T *wr = wk + (kd * p->k[1] + kh) * p->k[2];
-                            for (int64_t kw = 0; kw < p->k[2]; kw++) {
-                                const int64_t off = kw * p->dil[2] - p->pad_lo[2];
-                                int64_t a, b;
-                                T s = 0;
-                                ck_valid_range(p->in[2], s2, off, o2, &a, &b);
-                                if (s2 == 1) {
-#pragma omp simd reduction(+ : s)
-                                    for (int64_t ow = a; ow < b; ow++)
-                                        s += gyrow[ow] * xrow[ow + off];
-                                } else {
-#pragma omp simd reduction(+ : s)
-                                    for (int64_t ow = a; ow < b; ow++)
-                                        s += gyrow[ow] * xrow[ow * s2 + off];
-                                }
-                                wr[kw] += s;
-                            }
+    const int64_t Dp = p->in[0] + p->pad_lo[0] + p->pad_hi[0];
+    g->Hp = p->in[1] + p->pad_lo[1] + p->pad_hi[1];
+    g->Wp = p->in[2] + p->pad_lo[2] + p->pad_hi[2];
+    g->plane = Dp * g->Hp * g->Wp;
+    g->len = d->cig * g->plane + CK_DIRECT_BLOCK * p->stride[2] + 64;
+    g->toff = (int64_t *)malloc((size_t)d->KK * sizeof(int64_t));
+    if (!g->toff)
+        return CK_ERR_NOMEM;
+    for (int64_t t = 0; t < d->KK; t++) {
+        const int64_t kd = t / (p->k[1] * p->k[2]), kh = (t / p->k[2]) % p->k[1], kw = t % p->k[2];
+        g->toff[t] = (kd * p->dil[0] * g->Hp + kh * p->dil[1]) * g->Wp + kw * p->dil[2];
+    }
+    return CK_OK;
+}
+
+/* Zero-padded copies of the cig input planes of group g of image n. */
+static void FN(pad_group)(const ck_conv_params *p, const ck_conv_dims *d, const FN(padgeo) *pg,
+                          const T *x, int64_t n, int64_t g, T *xp)
+{
+    memset(xp, 0, (size_t)pg->len * sizeof(T));
+    for (int64_t ic = 0; ic < d->cig; ic++) {
+        const T *src = x + (n * p->c_in + g * d->cig + ic) * d->X;
+        T *dst = xp + ic * pg->plane;
+        for (int64_t id = 0; id < p->in[0]; id++)
+            for (int64_t ih = 0; ih < p->in[1]; ih++)
+                memcpy(dst + ((id + p->pad_lo[0]) * pg->Hp + ih + p->pad_lo[1]) * pg->Wp + p->pad_lo[2],
+                       src + (id * p->in[1] + ih) * p->in[2], (size_t)p->in[2] * sizeof(T));
+    }
+}
+
+/* Forward of one output channel from padded planes: blocks of
+ * CK_DIRECT_BLOCK outputs accumulate every tap in vector registers. */
+CK_CLONES static void FN(conv_fwd_direct)(const ck_conv_params *p, const ck_conv_dims *d,
+                                          const FN(padgeo) *pg, const T *xp, const T *wk, T bv,
+                                          T *yp)
+{
+    enum { B = CK_DIRECT_BLOCK };
+    typedef T vb __attribute__((vector_size(CK_DIRECT_BLOCK * sizeof(T)), aligned(sizeof(T))));
+    const int64_t OW = p->out[2], s2 = p->stride[2], KK = d->KK;
+    for (int64_t od = 0; od < p->out[0]; od++)
+        for (int64_t oh = 0; oh < p->out[1]; oh++) {
+            T *yrow = yp + (od * p->out[1] + oh) * OW;
+            const int64_t rowbase = (od * p->stride[0] * pg->Hp + oh * p->stride[1]) * pg->Wp;
+            int64_t ow0 = 0;
+            if (s2 == 1) /* four independent accumulators hide the FMA latency */
+                for (; ow0 + 4 * B <= OW; ow0 += 4 * B) {
+                    vb a0 = bv - (vb){0}, a1 = a0, a2 = a0, a3 = a0;
+                    for (int64_t icl = 0; icl < d->cig; icl++) {
+                        const T *xb = xp + icl * pg->plane + rowbase + ow0;
+                        const T *wr = wk + icl * KK;
+                        for (int64_t t = 0; t < KK; t++) {
+                            const T wv = wr[t], *xt = xb + pg->toff[t];
+                            a0 += wv * *(const vb *)(xt);
+                            a1 += wv * *(const vb *)(xt + B);
+                            a2 += wv * *(const vb *)(xt + 2 * B);
+                            a3 += wv * *(const vb *)(xt + 3 * B);
+                        }
+                    }
+                    *(vb *)(yrow + ow0) = a0;
+                    *(vb *)(yrow + ow0 + B) = a1;
+                    *(vb *)(yrow + ow0 + 2 * B) = a2;
+                    *(vb *)(yrow + ow0 + 3 * B) = a3;
+                }
+            if (s2 == 1)
+                for (; ow0 + 2 * B <= OW; ow0 += 2 * B) {
+                    vb a0 = bv - (vb){0}, a1 = a0;
+                    for (int64_t icl = 0; icl < d->cig; icl++) {
+                        const T *xb = xp + icl * pg->plane + rowbase + ow0;
+                        const T *wr = wk + icl * KK;
+                        for (int64_t t = 0; t < KK; t++) {
+                            const T wv = wr[t], *xt = xb + pg->toff[t];
+                            a0 += wv * *(const vb *)(xt);
+                            a1 += wv * *(const vb *)(xt + B);
+                        }
+                    }
+                    *(vb *)(yrow + ow0) = a0;
+                    *(vb *)(yrow + ow0 + B) = a1;
+                }
+            for (; ow0 < OW; ow0 += B) {
+                vb acc = bv - (vb){0};
+                for (int64_t icl = 0; icl < d->cig; icl++) {
+                    const T *xb = xp + icl * pg->plane + rowbase + ow0 * s2;
+                    const T *wr = wk + icl * KK;
+                    if (s2 == 1) {
+                        for (int64_t t = 0; t < KK; t++)
+                            acc += wr[t] * *(const vb *)(xb + pg->toff[t]);
+                    } else {
+                        for (int64_t t = 0; t < KK; t++) {
+                            const T *xt = xb + pg->toff[t];
+                            vb v;
+                            for (int j = 0; j < B; j++)
+                                v[j] = xt[j * s2];
+                            acc += wr[t] * v;
                         }
                     }
                 }
+                if (ow0 + B <= OW)
+                    *(vb *)(yrow + ow0) = acc;
+                else
+                    memcpy(yrow + ow0, &acc, (size_t)(OW - ow0) * sizeof(T));
+            }
+        }
+}
+
+/* Weight gradient of one output channel for one image, from padded planes:
+ * per tap, vector partial sums over whole rows (acc: KK x B scratch); the
+ * row tails past the last full block go through exact scalar loops. */
+CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv_dims *d,
+                                          const FN(padgeo) *pg, const T *xp, const T *gyp, T *wk,
+                                          T *acc)
+{
+    enum { B = CK_DIRECT_BLOCK };
+    typedef T vb __attribute__((vector_size(CK_DIRECT_BLOCK * sizeof(T)), aligned(sizeof(T))));
+    const int64_t OW = p->out[2], s2 = p->stride[2], KK = d->KK, full = OW / B * B;
+    for (int64_t icl = 0; icl < d->cig; icl++) {
+        memset(acc, 0, (size_t)(KK * B) * sizeof(T));
+        for (int64_t od = 0; od < p->out[0]; od++)
+            for (int64_t oh = 0; oh < p->out[1]; oh++) {
+                const T *gyrow = gyp + (od * p->out[1] + oh) * OW;
+                const T *xb = xp + icl * pg->plane
+                              + (od * p->stride[0] * pg->Hp + oh * p->stride[1]) * pg->Wp;
+                for (int64_t t = 0; t < KK; t++) {
+                    const T *xt = xb + pg->toff[t];
+                    vb a = *(vb *)(acc + t * B);
+                    for (int64_t ow0 = 0; ow0 < full; ow0 += B) {
+                        if (s2 == 1) {
+                            a += *(const vb *)(gyrow + ow0) * *(const vb *)(xt + ow0);
+                        } else {
+                            vb v;
+                            for (int j = 0; j < B; j++)
+                                v[j] = xt[(ow0 + j) * s2];
+                            a += *(const vb *)(gyrow + ow0) * v;
+                        }
+                    }
+                    for (int64_t ow = full; ow < OW; ow++)
+                        a[ow - full] += gyrow[ow] * xt[ow * s2];
+                    *(vb *)(acc + t * B) = a;
+                }
+            }
+        for (int64_t t = 0; t < KK; t++) {
+            T sum = 0;
+            for (int j = 0; j < B; j++)
+                sum += acc[t * B + j];
+            wk[icl * KK + t] += sum;
         }
     }
 }
@@ -380,10 +452,30 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
 {
     int err = CK_OK;
     if (ck_conv_use_direct(d)) {
-        const int64_t tasks = p->n * p->c_out;
-#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, tasks))
-        for (int64_t t = 0; t < tasks; t++)
-            FN(conv_fwd_direct_plane)(p, d, x, w, bias, y, t / p->c_out, t % p->c_out);
+        FN(padgeo) pg;
+        const int64_t tasks = p->n * d->G;
+        if (FN(padgeo_init)(p, d, &pg))
+            return CK_ERR_NOMEM;
+#pragma omp parallel num_threads(ck_threads(nt, tasks))
+        {
+            T *xp = (T *)ck_alloc((size_t)pg.len * sizeof(T));
+            if (!xp) {
+#pragma omp atomic write
+                err = CK_ERR_NOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < tasks; t++) {
+                const int64_t n = t / d->G, g = t % d->G;
+                if (!xp)
+                    continue;
+                FN(pad_group)(p, d, &pg, x, n, g, xp);
+                for (int64_t oc = g * d->cog; oc < (g + 1) * d->cog; oc++)
+                    FN(conv_fwd_direct)(p, d, &pg, xp, w + oc * d->Kc, bias ? bias[oc] : (T)0,
+                                        y + (n * p->c_out + oc) * d->P);
+            }
+            free(xp);
+        }
+        free(pg.toff);
         return err;
     }
     const FN(kernel) kn = FN(pick_kernel)();
@@ -481,6 +573,11 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
                                         const T *gy, const T *w, T *gx, int nt)
 {
     int err = CK_OK;
+    if (ck_conv_use_direct(d) && d->unit_stride) {
+        int rc = FN(conv_bwi_as_forward)(p, gy, w, gx, nt);
+        if (rc != CK_ERR_PARAM)
+            return rc;
+    }
     if (ck_conv_use_direct(d)) {
         const int64_t tasks = p->n * p->c_in;
 #pragma omp parallel for schedule(static) num_threads(ck_threads(nt, tasks))
@@ -556,9 +653,32 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
     const int64_t wlen = p->c_out * d->Kc;
     int err = CK_OK;
     if (ck_conv_use_direct(d)) {
-#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, p->c_out))
-        for (int64_t oc = 0; oc < p->c_out; oc++)
-            FN(conv_bww_direct_channel)(p, d, gy, x, gw, oc);
+        /* One task per group: it owns the weight rows of its channels. */
+        FN(padgeo) pg;
+        if (FN(padgeo_init)(p, d, &pg))
+            return CK_ERR_NOMEM;
+        memset(gw, 0, (size_t)wlen * sizeof(T));
+#pragma omp parallel num_threads(ck_threads(nt, d->G))
+        {
+            T *xp = (T *)ck_alloc((size_t)(pg.len + d->KK * CK_DIRECT_BLOCK) * sizeof(T));
+            if (!xp) {
+#pragma omp atomic write
+                err = CK_ERR_NOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int64_t g = 0; g < d->G; g++) {
+                if (!xp)
+                    continue;
+                for (int64_t n = 0; n < p->n; n++) {
+                    FN(pad_group)(p, d, &pg, x, n, g, xp);
+                    for (int64_t oc = g * d->cog; oc < (g + 1) * d->cog; oc++)
+                        FN(conv_bww_direct)(p, d, &pg, xp, gy + (n * p->c_out + oc) * d->P,
+                                            gw + oc * d->Kc, xp + pg.len);
+                }
+            }
+            free(xp);
+        }
+        free(pg.toff);
         return err;
     }
     /* Tiles of output positions: im2col rows and gy rows, zero padded to

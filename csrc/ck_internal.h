@@ -50,6 +50,9 @@ static inline int ck_cpu_level(void)
 #  define CK_INLINE static inline
 #endif
 
+/* Outputs per register block of the direct (depthwise) kernels. */
+#define CK_DIRECT_BLOCK 16
+
 /* Tile of output columns packed at once: keeps the packed panel near L2. */
 #define CK_PANEL_BYTES (384 * 1024)
 
