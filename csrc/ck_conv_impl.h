@@ -224,18 +224,36 @@ static int FN(padgeo_init)(const ck_conv_params *p, const ck_conv_dims *d, FN(pa
     return CK_OK;
 }
 
-/* Zero-padded copies of the cig input planes of group g of image n. */
+/* Zero-padded copies of the cig input planes of group g of image n; only
+ * the pad borders and the slack are zeroed. */
 static void FN(pad_group)(const ck_conv_params *p, const ck_conv_dims *d, const FN(padgeo) *pg,
                           const T *x, int64_t n, int64_t g, T *xp)
 {
-    memset(xp, 0, (size_t)pg->len * sizeof(T));
+    const int64_t Hp = pg->Hp, Wp = pg->Wp, lo1 = p->pad_lo[1], lo2 = p->pad_lo[2];
+    const int64_t hi2 = Wp - lo2 - p->in[2];
+    const int64_t body = d->cig * pg->plane;
+    memset(xp + body, 0, (size_t)(pg->len - body) * sizeof(T));
     for (int64_t ic = 0; ic < d->cig; ic++) {
         const T *src = x + (n * p->c_in + g * d->cig + ic) * d->X;
         T *dst = xp + ic * pg->plane;
-        for (int64_t id = 0; id < p->in[0]; id++)
-            for (int64_t ih = 0; ih < p->in[1]; ih++)
-                memcpy(dst + ((id + p->pad_lo[0]) * pg->Hp + ih + p->pad_lo[1]) * pg->Wp + p->pad_lo[2],
-                       src + (id * p->in[1] + ih) * p->in[2], (size_t)p->in[2] * sizeof(T));
+        for (int64_t dd = 0; dd < pg->plane / (Hp * Wp); dd++) {
+            T *sl = dst + dd * Hp * Wp;
+            const int64_t id = dd - p->pad_lo[0];
+            if (id < 0 || id >= p->in[0]) {
+                memset(sl, 0, (size_t)(Hp * Wp) * sizeof(T));
+                continue;
+            }
+            memset(sl, 0, (size_t)(lo1 * Wp) * sizeof(T));
+            for (int64_t ih = 0; ih < p->in[1]; ih++) {
+                T *row = sl + (ih + lo1) * Wp;
+                for (int64_t j = 0; j < lo2; j++)
+                    row[j] = 0;
+                memcpy(row + lo2, src + (id * p->in[1] + ih) * p->in[2], (size_t)p->in[2] * sizeof(T));
+                for (int64_t j = 0; j < hi2; j++)
+                    row[lo2 + p->in[2] + j] = 0;
+            }
+            memset(sl + (lo1 + p->in[1]) * Wp, 0, (size_t)((Hp - lo1 - p->in[1]) * Wp) * sizeof(T));
+        }
     }
 }
 

@@ -15,6 +15,7 @@ convolutions and all pools run as direct loops. Every call runs on
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 
@@ -60,6 +61,12 @@ def load():
 def _pad3(values, fill):
     values = tuple(int(v) for v in values)
     return (fill,) * (3 - len(values)) + values
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_params(spec):
+    # Read-only in C, so one struct serves every thread calling with this spec.
+    return conv_params(spec) if hasattr(spec, "groups") else pool_params(spec)
 
 
 def conv_params(spec):
@@ -184,7 +191,7 @@ class CBackend(Backend):
     def _conv(self, entry: str, spec, out_shape, a, b, bias=None):
         ffi, lib = load()
         out = np.empty(out_shape, dtype=spec.dtype)
-        args = [conv_params(spec), *_buf(ffi, a), *_buf(ffi, b)]
+        args = [_cached_params(spec), *_buf(ffi, a), *_buf(ffi, b)]
         if entry == "conv_forward":
             args.extend(_buf(ffi, bias))
         args.extend(_buf(ffi, out))
@@ -216,7 +223,7 @@ class CBackend(Backend):
         y = np.empty(spec.y_shape, dtype=spec.dtype)
         ind = np.empty(spec.y_shape, dtype=np.int64) if (return_indices and spec.kind == "max") else None
         fn = getattr(lib, f"ck_pool_forward_{_SUFFIX[y.dtype]}")
-        rc = fn(pool_params(spec), *_buf(ffi, x), *_buf(ffi, y), *_buf(ffi, ind, "int64_t"), get_num_threads())
+        rc = fn(_cached_params(spec), *_buf(ffi, x), *_buf(ffi, y), *_buf(ffi, ind, "int64_t"), get_num_threads())
         _raise_for(rc, "pool_forward", spec)
         return y, ind
 
@@ -238,7 +245,7 @@ class CBackend(Backend):
             x = y = indices = None
         gx = np.empty(spec.x_shape, dtype=spec.dtype)
         fn = getattr(lib, f"ck_pool_backward_{_SUFFIX[gx.dtype]}")
-        rc = fn(pool_params(spec), *_buf(ffi, grad_y), *_buf(ffi, x), *_buf(ffi, y),
+        rc = fn(_cached_params(spec), *_buf(ffi, grad_y), *_buf(ffi, x), *_buf(ffi, y),
                 *_buf(ffi, indices, "int64_t"), *_buf(ffi, gx), get_num_threads())
         _raise_for(rc, "pool_backward", spec)
         return gx
