@@ -1,12 +1,16 @@
 /* ck_conv_impl.h - convolution kernels, included once per type (T, SFX).
  *
  * Two algorithms, picked per problem by ck_conv_use_direct():
- * - GEMM: per (image, group, tile of output positions) pack the receptive
- *   fields (im2col) into a per-thread panel and multiply; 1x1 stride-1
- *   unpadded convs skip the packing (x already is the column matrix);
- * - direct: row loops for depthwise and tiny channel counts, where a GEMM
- *   would have a 1-row operand.
- * Work is split into independent tasks so no two threads write one element. */
+ * - GEMM (micro-kernels of ck_gemm_impl.h).  Forward: the padded input is
+ *   split into stride phases, every im2col row is then a shifted phase plane
+ *   and the kernel reads it in place (conv_fwd_shifted).  Input gradient:
+ *   with stride 1 a forward conv with flipped weights, else W^T * gy per
+ *   tile followed by col2im.  Weight gradient: dot products of gy rows with
+ *   im2col rows, tile by tile;
+ * - direct: vector loops over padded planes for depthwise and tiny channel
+ *   counts, where a GEMM would have a 1-row operand.
+ * Work is split into independent tasks so no two threads write one element
+ * (the weight gradient sums per-thread copies in a fixed order). */
 
 /* Walks the output positions [p0, p0+pn) as runs along the last dim:
  * calls BODY(od, oh, ow0, e, j) for each run [ow0, e) starting at column j.
@@ -66,14 +70,6 @@ CK_INLINE void FN(im2col)(const ck_conv_params *p, const ck_conv_dims *d, const 
     }
 }
 
-/* Columns [p0, p0+pn) of the whole im2col matrix, row-major (pn per row). */
-CK_CLONES static void FN(im2col_rows)(const ck_conv_params *p, const ck_conv_dims *d, const T *xg,
-                                      int64_t p0, int64_t pn, T *col)
-{
-    for (int64_t r = 0; r < d->Kc; r++)
-        FN(im2col)(p, d, xg, r, p0, pn, col + r * pn);
-}
-
 /* Scatter-add rows [r0, r1) x columns [p0, p0+pn) of a column matrix back
  * into one image's group of gx (the adjoint of im2col). */
 CK_CLONES static void FN(col2im)(const ck_conv_params *p, const ck_conv_dims *d, T *gxg, int64_t r0,
@@ -106,41 +102,6 @@ CK_CLONES static void FN(col2im)(const ck_conv_params *p, const ck_conv_dims *d,
     }
         CK_FOR_RUNS(p, p0, pn, CK_RUN);
 #undef CK_RUN
-    }
-}
-
-/* Spread one packed row (W columns, W a multiple of nr) into the
- * micro-panels of a packed B operand with K rows: fixed-size copies. */
-CK_INLINE void FN(spread_row)(T *Bp, int64_t K, int64_t r, const T *row, int64_t W, int64_t nr)
-{
-#define CK_SPREAD(NR)                                                        \
-    for (int64_t jb = 0; jb < W; jb += (NR))                                  \
-        memcpy(Bp + jb * K + r * (NR), row + jb, (size_t)(NR) * sizeof(T));
-    switch (nr) {
-    case 48: CK_SPREAD(48); break;
-    case 24: CK_SPREAD(24); break;
-    case 16: CK_SPREAD(16); break;
-    case 12: CK_SPREAD(12); break;
-    case 8: CK_SPREAD(8); break;
-    default: CK_SPREAD(nr); break;
-    }
-#undef CK_SPREAD
-}
-
-/* im2col of columns [p0, p0+pn) into micro-panels of nr columns (zero
- * padded to a multiple of nr): the B operand of packed_gemm.  Each row is
- * gathered into `row` (W >= pn rounded up to nr, L1 resident) first, so the
- * copies out of x stay long and the spread into panels has a fixed size. */
-CK_CLONES static void FN(im2col_packed)(const ck_conv_params *p, const ck_conv_dims *d,
-                                        const T *xg, int64_t p0, int64_t pn, T *Bp, int64_t nr,
-                                        T *row)
-{
-    const int64_t W = ck_roundup(pn, nr);
-    for (int64_t j = pn; j < W; j++)
-        row[j] = 0;
-    for (int64_t r = 0; r < d->Kc; r++) {
-        FN(im2col)(p, d, xg, r, p0, pn, row);
-        FN(spread_row)(Bp, d->Kc, r, row, W, nr);
     }
 }
 
@@ -375,25 +336,28 @@ CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv
     }
 }
 
-/* Stride-1 forward without im2col.  Over the zero-padded input, row r of
- * the im2col matrix is the input shifted by offs[r], so the micro-kernel
- * reads B in place.  Columns run over padded positions
- * q = (od*Hp + oh)*Wp + ow; the few with oh >= OH or ow >= OW are computed
- * into the tile and dropped on the way out. */
+/* Forward without im2col.  The zero-padded input is split into stride
+ * phases (plane (ph) holds positions ph + s*i per dim); then row r of the
+ * im2col matrix is one phase plane shifted by offs[r], so the micro-kernel
+ * reads B in place.  Columns run over phase-plane positions
+ * q = (od*Hph + oh)*Wph + ow; the few with oh >= OH or ow >= OW are
+ * computed into the tile and dropped on the way out. */
 static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
                                 const T *Ap, int64_t mpad, const T *bias, T *y, int nt,
                                 const FN(kernel) *kn)
 {
-    const int64_t Dp = p->in[0] + p->pad_lo[0] + p->pad_hi[0];
-    const int64_t Hp = p->in[1] + p->pad_lo[1] + p->pad_hi[1];
-    const int64_t Wp = p->in[2] + p->pad_lo[2] + p->pad_hi[2];
-    const int64_t HW = Hp * Wp, plane = Dp * HW, K = d->Kc, nplanes = p->n * p->c_in;
+    int64_t ph[3]; /* phase-plane extents */
+    for (int i = 0; i < 3; i++)
+        ph[i] = ck_roundup(p->in[i] + p->pad_lo[i] + p->pad_hi[i], p->stride[i]) / p->stride[i];
+    const int64_t S = p->stride[0] * p->stride[1] * p->stride[2];
+    const int64_t Hp = ph[1], Wp = ph[2], HW = Hp * Wp, plane = ph[0] * HW, cplane = S * plane;
+    const int64_t K = d->Kc, nplanes = p->n * p->c_in;
     const int64_t OH = p->out[1], OW = p->out[2];
     const int64_t Q = (p->out[0] - 1) * HW + (OH - 1) * Wp + OW;
     const ck_tiling tl = ck_tile_nr(Q, mpad * (int64_t)sizeof(T), p->n * d->G, nt, kn->nr);
     const int64_t wpad = ck_roundup(tl.width, kn->nr), tasks = p->n * d->G * tl.ntile;
     /* Garbage columns of the last plane read at most wpad past its end. */
-    const int64_t xlen = nplanes * plane + wpad + 64;
+    const int64_t xlen = nplanes * cplane + wpad + 64;
     T *xp = (T *)ck_alloc((size_t)xlen * sizeof(T));
     int64_t *offs = (int64_t *)malloc((size_t)K * sizeof(int64_t));
     int err = CK_OK;
@@ -404,19 +368,39 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
     }
     for (int64_t r = 0; r < K; r++) {
         const int64_t ic = r / d->KK, kr = r % d->KK;
-        const int64_t kd = kr / (p->k[1] * p->k[2]), kh = (kr / p->k[2]) % p->k[1], kw = kr % p->k[2];
-        offs[r] = ic * plane + (kd * p->dil[0] * Hp + kh * p->dil[1]) * Wp + kw * p->dil[2];
+        const int64_t k3[3] = {kr / (p->k[1] * p->k[2]), (kr / p->k[2]) % p->k[1], kr % p->k[2]};
+        int64_t phase = 0, shift = 0;
+        for (int i = 0; i < 3; i++) {
+            const int64_t o = k3[i] * p->dil[i];
+            phase = phase * p->stride[i] + o % p->stride[i];
+            shift = shift * ph[i] + o / p->stride[i];
+        }
+        offs[r] = ic * cplane + phase * plane + shift;
     }
-    memset(xp + nplanes * plane, 0, (size_t)(xlen - nplanes * plane) * sizeof(T));
+    memset(xp + nplanes * cplane, 0, (size_t)(xlen - nplanes * cplane) * sizeof(T));
 #pragma omp parallel for schedule(static) num_threads(ck_threads(nt, nplanes))
     for (int64_t t = 0; t < nplanes; t++) {
-        T *dst = xp + t * plane;
+        T *dst = xp + t * cplane;
         const T *src = x + t * d->X;
-        memset(dst, 0, (size_t)plane * sizeof(T));
+        const int64_t s0 = p->stride[0], s1 = p->stride[1], s2 = p->stride[2];
+        memset(dst, 0, (size_t)cplane * sizeof(T));
         for (int64_t id = 0; id < p->in[0]; id++)
-            for (int64_t ih = 0; ih < p->in[1]; ih++)
-                memcpy(dst + ((id + p->pad_lo[0]) * Hp + ih + p->pad_lo[1]) * Wp + p->pad_lo[2],
-                       src + (id * p->in[1] + ih) * p->in[2], (size_t)p->in[2] * sizeof(T));
+            for (int64_t ih = 0; ih < p->in[1]; ih++) {
+                const int64_t dp = id + p->pad_lo[0], hp = ih + p->pad_lo[1];
+                const T *srow = src + (id * p->in[1] + ih) * p->in[2];
+                T *drow = dst + ((dp % s0) * s1 + hp % s1) * s2 * plane + ((dp / s0) * Hp + hp / s1) * Wp;
+                if (s2 == 1) {
+                    memcpy(drow + p->pad_lo[2], srow, (size_t)p->in[2] * sizeof(T));
+                } else {
+                    /* De-interleave the row: phase pw gets iw0, iw0 + s2, ... */
+                    for (int64_t pw = 0; pw < s2; pw++) {
+                        const int64_t iw0 = ((pw - p->pad_lo[2]) % s2 + s2) % s2;
+                        T *dp_ = drow + pw * plane + (iw0 + p->pad_lo[2]) / s2;
+                        for (int64_t j = 0, iw = iw0; iw < p->in[2]; j++, iw += s2)
+                            dp_[j] = srow[iw];
+                    }
+                }
+            }
     }
 #pragma omp parallel num_threads(ck_threads(nt, tasks))
     {
@@ -431,7 +415,7 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
             const int64_t q0 = (t % tl.ntile) * tl.width, qn = ck_min(tl.width, Q - q0);
             if (qn <= 0 || !ct)
                 continue;
-            const T *xb = xp + (n * p->c_in + g * d->cig) * plane + q0;
+            const T *xb = xp + (n * p->c_in + g * d->cig) * cplane + q0;
             const T *ag = Ap + g * mpad * K;
             for (int64_t jb = 0; jb < qn; jb += kn->nr)
                 for (int64_t ib = 0; ib < d->cog; ib += kn->mr)
@@ -510,41 +494,11 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
 #pragma omp parallel for schedule(static) num_threads(ck_threads(nt, d->G))
     for (int64_t g = 0; g < d->G; g++)
         FN(pack_a)(d->cog, K, w + g * d->cog * K, K, 1, Ap + g * mpad * K, kn.mr);
-    if (d->unit_stride) {
-        err = FN(conv_fwd_shifted)(p, d, x, Ap, mpad, bias, y, nt, &kn);
-        free(Ap);
-        return err;
-    }
-    ck_tiling tl = ck_tile_nr(d->P, K * (int64_t)sizeof(T), p->n * d->G, nt, kn.nr);
-    const int64_t tasks = p->n * d->G * tl.ntile;
-#pragma omp parallel num_threads(ck_threads(nt, tasks))
-    {
-        const int64_t wpad = ck_roundup(tl.width, kn.nr);
-        T *Bp = (T *)ck_alloc((size_t)((K + 1) * wpad) * sizeof(T));
-        if (!Bp) {
-#pragma omp atomic write
-            err = CK_ERR_NOMEM;
-        }
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < tasks; t++) {
-            const int64_t n = t / (d->G * tl.ntile), g = (t / tl.ntile) % d->G;
-            const int64_t p0 = (t % tl.ntile) * tl.width, pn = ck_min(tl.width, d->P - p0);
-            if (pn <= 0 || !Bp)
-                continue;
-            const T *xg = x + (n * p->c_in + g * d->cig) * d->X;
-            if (d->is1x1)
-                FN(pack_b_rows)(K, pn, xg + p0, d->X, Bp, kn.nr);
-            else
-                FN(im2col_packed)(p, d, xg, p0, pn, Bp, kn.nr, Bp + K * wpad);
-            FN(packed_gemm)(&kn, d->cog, pn, K, Ap + g * mpad * K, Bp,
-                            y + (n * p->c_out + g * d->cog) * d->P + p0, d->P, 0,
-                            bias ? bias + g * d->cog : NULL);
-        }
-        free(Bp);
-    }
+    err = FN(conv_fwd_shifted)(p, d, x, Ap, mpad, bias, y, nt, &kn);
     free(Ap);
     return err;
 }
+
 
 /* With stride 1 the input gradient is itself a stride-1 convolution: of gy
  * with the spatially flipped, in/out-swapped weights and pads
