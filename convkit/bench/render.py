@@ -93,7 +93,9 @@ def _header_md(result) -> list:
 def _suite_tables(result, suite) -> list:
     rows = [r for r in result["results"] if r["suite"] == suite]
     runners, ref = _runners(result), result["reference"]
-    pairs = [(b, c) for b in result["backends"]["measured"] for c in [ref] + result["peers"]["measured"]
+    # The reference against the peers only when it is the only backend (the JSON keeps every pair).
+    backends = [b for b in result["backends"]["measured"] if b != ref] or [ref]
+    pairs = [(b, c) for b in backends for c in [ref] + result["peers"]["measured"]
              if c != b and any(c in r["speedups"].get(b, {}) for r in rows)]
     timed = [b for b in runners if any(r["runs"].get(b, {}).get("status") == "ok" for r in rows)]
     out = [f"### {suite}", "",

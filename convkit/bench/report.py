@@ -9,6 +9,7 @@ report says ``conformance: not available``.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -62,8 +63,8 @@ def write_report(conformance: dict, bench: dict, out_dir) -> list:
           f"{len(bench['results'])} problem-directions, backends {', '.join(bench['backends']['measured'])}, "
           f"peers {', '.join(bench['peers']['measured']) or 'none'}", "",
           conformance["markdown"].strip(), "",
-          render.to_markdown(bench, [p.name for p in images]).replace("# convkit benchmark report", "## Benchmark",
-                                                                       1).replace("\n## ", "\n### ")]
+          re.sub(r"^(#+) ", r"#\1 ", render.to_markdown(bench, [p.name for p in images]), flags=re.M).replace(
+              "## convkit benchmark report", "## Benchmark", 1)]
     data = {"schema": "convkit-report/1", "conformance": {k: v for k, v in conformance.items() if k != "markdown"},
             "bench": bench}
     (out / "report.json").write_text(json.dumps(data, indent=1, default=str))
