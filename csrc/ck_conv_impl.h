@@ -336,13 +336,96 @@ CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv
     }
 }
 
-/* Forward without im2col.  The zero-padded input is split into stride
+/* Forward without im2col.  The zero-padded input is rebuilt as "tap
+ * planes": for every channel, (depth, height) stride phase and kernel column
+ * kw, a plane of Dph x Hph rows of OW values holding
+ * xpad[dph*s0 + phd][hph*s1 + phh][ow*s2 + kw*d2].  Row r = (ic, kd, kh, kw)
+ * of the im2col matrix of output slice od is then that plane shifted by
+ * offs[r] + od*Hph*OW, with columns q = oh*OW + ow in output order: the
+ * micro-kernel reads B in place and writes y directly, nothing wasted.
+ * Copying costs k2 passes over the input, far less than im2col's k^d. */
+static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
+                                const T *Ap, int64_t mpad, const T *bias, T *y, int nt,
+                                const FN(kernel) *kn)
+{
+    const int64_t s0 = p->stride[0], s1 = p->stride[1], s2 = p->stride[2], k2 = p->k[2];
+    const int64_t Dph = ck_roundup(p->in[0] + p->pad_lo[0] + p->pad_hi[0], s0) / s0;
+    const int64_t Hph = ck_roundup(p->in[1] + p->pad_lo[1] + p->pad_hi[1], s1) / s1;
+    const int64_t OD = p->out[0], OW = p->out[2], Q = p->out[1] * OW;
+    const int64_t plane = Dph * Hph * OW, cplane = s0 * s1 * k2 * plane;
+    const int64_t K = d->Kc, nplanes = p->n * p->c_in;
+    const ck_tiling tl = ck_tile_nr(Q, K * (int64_t)sizeof(T), p->n * d->G * OD, nt, kn->nr);
+    const int64_t tasks = p->n * d->G * OD * tl.ntile;
+    /* The last, partial micro-panel reads up to nr columns past the end. */
+    const int64_t xlen = nplanes * cplane + kn->nr + 64;
+    T *xp = (T *)ck_alloc((size_t)xlen * sizeof(T));
+    int64_t *offs = (int64_t *)malloc((size_t)K * sizeof(int64_t));
+    int err = CK_OK;
+    if (!xp || !offs) {
+        free(xp);
+        free(offs);
+        return CK_ERR_NOMEM;
+    }
+    for (int64_t r = 0; r < K; r++) {
+        const int64_t ic = r / d->KK, kr = r % d->KK;
+        const int64_t kd = kr / (p->k[1] * k2), kh = (kr / k2) % p->k[1], kw = kr % k2;
+        const int64_t od_ = kd * p->dil[0], oh_ = kh * p->dil[1];
+        const int64_t phase = (od_ % s0) * s1 + oh_ % s1;
+        offs[r] = ic * cplane + (phase * k2 + kw) * plane + ((od_ / s0) * Hph + oh_ / s1) * OW;
+    }
+    memset(xp + nplanes * cplane, 0, (size_t)(xlen - nplanes * cplane) * sizeof(T));
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, nplanes))
+    for (int64_t t = 0; t < nplanes; t++) {
+        T *dst = xp + t * cplane;
+        const T *src = x + t * d->X;
+        memset(dst, 0, (size_t)cplane * sizeof(T));
+        for (int64_t id = 0; id < p->in[0]; id++)
+            for (int64_t ih = 0; ih < p->in[1]; ih++) {
+                const int64_t dp = id + p->pad_lo[0], hp = ih + p->pad_lo[1];
+                const int64_t phase = (dp % s0) * s1 + hp % s1;
+                const T *srow = src + (id * p->in[1] + ih) * p->in[2];
+                T *drow = dst + phase * k2 * plane + ((dp / s0) * Hph + hp / s1) * OW;
+                for (int64_t kw = 0; kw < k2; kw++, drow += plane) {
+                    const int64_t off = kw * p->dil[2] - p->pad_lo[2];
+                    int64_t a, b;
+                    ck_valid_range(p->in[2], s2, off, OW, &a, &b);
+                    if (s2 == 1)
+                        memcpy(drow + a, srow + a + off, (size_t)(b - a) * sizeof(T));
+                    else
+                        for (int64_t ow = a; ow < b; ow++)
+                            drow[ow] = srow[ow * s2 + off];
+                }
+            }
+    }
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, tasks))
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t tile = t % tl.ntile, od = (t / tl.ntile) % OD;
+        const int64_t g = (t / (tl.ntile * OD)) % d->G, n = t / (tl.ntile * OD * d->G);
+        const int64_t q0 = tile * tl.width, qn = ck_min(tl.width, Q - q0);
+        if (qn <= 0)
+            continue;
+        const T *xb = xp + (n * p->c_in + g * d->cig) * cplane + od * Hph * OW + q0;
+        const T *ag = Ap + g * mpad * K;
+        T *yc = y + (n * p->c_out + g * d->cog) * d->P + od * Q + q0;
+        for (int64_t jb = 0; jb < qn; jb += kn->nr)
+            for (int64_t ib = 0; ib < d->cog; ib += kn->mr)
+                kn->fn_t(K, ag + ib * K, xb + jb, offs, yc + ib * d->P + jb, d->P,
+                         ck_min(kn->mr, d->cog - ib), ck_min(kn->nr, qn - jb), 0,
+                         bias ? bias + g * d->cog + ib : NULL);
+    }
+    free(xp);
+    free(offs);
+    return err;
+}
+
+/* Forward without im2col, variant for long rows (little waste).  The
+ * zero-padded input is split into stride
  * phases (plane (ph) holds positions ph + s*i per dim); then row r of the
  * im2col matrix is one phase plane shifted by offs[r], so the micro-kernel
  * reads B in place.  Columns run over phase-plane positions
  * q = (od*Hph + oh)*Wph + ow; the few with oh >= OH or ow >= OW are
  * computed into the tile and dropped on the way out. */
-static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
+static int FN(conv_fwd_phased)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
                                 const T *Ap, int64_t mpad, const T *bias, T *y, int nt,
                                 const FN(kernel) *kn)
 {
@@ -494,7 +577,13 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
 #pragma omp parallel for schedule(static) num_threads(ck_threads(nt, d->G))
     for (int64_t g = 0; g < d->G; g++)
         FN(pack_a)(d->cog, K, w + g * d->cog * K, K, 1, Ap + g * mpad * K, kn.mr);
-    err = FN(conv_fwd_shifted)(p, d, x, Ap, mpad, bias, y, nt, &kn);
+    /* Phase planes cost only the wasted columns ow in [OW, Wph): use them
+     * when that is under ~3% of a row (long rows, 1-D), else tap planes. */
+    const int64_t wph = ck_roundup(p->in[2] + p->pad_lo[2] + p->pad_hi[2], p->stride[2]) / p->stride[2];
+    if (p->out[0] == 1 && (wph - p->out[2]) * 32 <= wph)
+        err = FN(conv_fwd_phased)(p, d, x, Ap, mpad, bias, y, nt, &kn);
+    else
+        err = FN(conv_fwd_shifted)(p, d, x, Ap, mpad, bias, y, nt, &kn);
     free(Ap);
     return err;
 }
