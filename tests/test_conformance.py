@@ -45,7 +45,7 @@ _builtin_backends_importable()
 
 from convkit.conformance import (BUDGET_ENV, assert_conforms, parametrize_backend, run_conformance,  # noqa: E402
                                  select_cases)
-from convkit.conformance.check import check_case  # noqa: E402
+from convkit.conformance.pytest_support import conformance_params  # noqa: E402
 
 NumpyBackend = type(registry.get_backend("numpy"))
 BACKENDS = sorted(registry.all_backends())
@@ -188,6 +188,16 @@ def test_cli_exit_status_json_and_repro(test_backends, tmp_path, capsys):
     capsys.readouterr()
     assert main(["conformance", "--list", "--match", r"^lppool2d", "--budget", "2"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2  # two ids, nothing else
+
+
+def test_xfail_list_marks_matching_cases(test_backends):
+    params = conformance_params("broken-pads", xfail={r"_p\d+-\d+": "asymmetric pads: known bug",
+                                                      "maxpool1d_n1_c1_i4_k2": "never matches"}, match=r"^conv1d_")
+    marked = {p.values[1].id: [m.kwargs["reason"] for m in p.marks if m.name == "xfail"] for p in params}
+    assert marked and all((reasons == ["asymmetric pads: known bug"]) == bool(re.search(r"_p\d+-\d+", case_id))
+                          for case_id, reasons in marked.items())
+    unavailable = conformance_params("not-registered")
+    assert len(unavailable) == 1 and unavailable[0].marks[0].name == "skip"
 
 
 def test_markdown_and_unavailable_backends(test_backends):
