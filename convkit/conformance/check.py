@@ -138,13 +138,14 @@ def _classify(backend: Backend, events) -> tuple[str | None, str]:
 
 def reference(case, cache: dict | None = None) -> tuple[dict, dict]:
     """Reference outputs of a case and its ``sum|terms|`` outputs (memoized in ``cache``)."""
-    if cache is not None and case.id in cache:
-        return cache[case.id]
+    key = (case.id, case.seed)
+    if cache is not None and key in cache:
+        return cache[key]
     arrays = case.arrays()
     ref = execute(case, arrays, "numpy")
     terms = execute(case, tolerance.abs_inputs(case, arrays), "numpy")
     if cache is not None:
-        cache[case.id] = (ref, terms)
+        cache[key] = (ref, terms)
     return ref, terms
 
 
