@@ -45,6 +45,8 @@ def _symmetric_pads(spec) -> list:
 
 
 class TorchPeer:
+    """PyTorch CPU: ``torch.nn.functional`` forward, the ``torch.ops.aten`` backward kernels alone."""
+
     name, dist = "torch", "torch"
     install = "pip install torch==2.13.0 (the CPU wheel)"
 
@@ -54,6 +56,7 @@ class TorchPeer:
         self.torch, self.version, self.threads = torch, torch.__version__, threads
 
     def callable(self, spec, direction: str, inputs: dict):
+        """A no-argument function running ``direction`` of ``spec`` on ``inputs`` (see the module docstring)."""
         torch, F = self.torch, self.torch.nn.functional
         torch.set_num_threads(self.threads)
         d, pads = spec.d, _symmetric_pads(spec)
@@ -97,6 +100,8 @@ class TorchPeer:
 
 
 class OrtPeer:
+    """ONNX Runtime, CPU execution provider: one-node models built with ``onnx.helper``, forward only."""
+
     name, dist = "onnxruntime", "onnxruntime"
     install = "pip install onnx onnxruntime"
 
@@ -122,6 +127,7 @@ class OrtPeer:
         return self.ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
     def callable(self, spec, direction: str, inputs: dict):
+        """A no-argument function running ``session.run`` on a one-node model of ``spec``."""
         from onnx import helper
 
         if direction != "forward":
@@ -149,6 +155,8 @@ class OrtPeer:
 
 
 class ScipyPeer:
+    """``scipy.signal.correlate``/``convolve`` for convolutions with one input channel per group."""
+
     name, dist = "scipy", "scipy"
     install = "pip install scipy"
 
@@ -159,6 +167,16 @@ class ScipyPeer:
         self.signal, self.version, self.threads = signal, scipy.__version__, 1
 
     def callable(self, spec, direction: str, inputs: dict):
+        """A no-argument function computing ``direction`` of ``spec`` with ``scipy.signal``.
+
+        Examples
+        --------
+        >>> from convkit.spec import parse_descriptor
+        >>> from convkit.bench.problems import make_inputs
+        >>> spec = parse_descriptor("conv1d_n2_c1_o3_i8_k3_p1")
+        >>> ScipyPeer(1).callable(spec, "forward", make_inputs(spec))().shape
+        (2, 3, 8)
+        """
         sig = self.signal
         if not isinstance(spec, ConvSpec):
             raise NotExpressible("scipy.signal has no pooling")

@@ -166,7 +166,15 @@ def to_markdown(result, images=()) -> str:
 
 
 def target_table(result, backend="c", peer="torch") -> list:
-    """Markdown rows: each problem with a target, ``peer time / backend time``, GFLOP/s and % peak, met or not."""
+    """Markdown rows: each problem with a target, ``peer time / backend time``, GFLOP/s and % peak, met or not.
+
+    Examples
+    --------
+    >>> row = {"name": "a", "descriptor": "d", "direction": "forward", "target": 1.0, "runs": {},
+    ...        "speedups": {"c": {"torch": 1.25}}}
+    >>> target_table({"results": [row]})[-1]
+    '| a `d` | for | not run | not run | 1.25x | >= 1 | yes |  |  |'
+    """
     out = [f"| problem | dir | {backend} median | {peer} median | {peer}/{backend} | target | met | "
            f"{backend} GFLOP/s | % peak |", "|---|---|--:|--:|--:|--:|:-:|--:|--:|"]
     for r in result["results"]:
@@ -183,7 +191,17 @@ def target_table(result, backend="c", peer="torch") -> list:
 
 
 def write_all(result, out_dir, name="report") -> list:
-    """Write ``<name>.json``, the charts and ``<name>.md`` into ``out_dir``; returns the paths."""
+    """Write ``<name>.json``, the charts and ``<name>.md`` into ``out_dir``; returns the paths.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from convkit.bench.runner import run_bench
+    >>> r = run_bench(["tiny"], backends=["numpy"], compare=[], budget=0.001, reference_budget=0.001,
+    ...               match="*conv1d*", progress=False, peak_sizes=(128,))
+    >>> [p.name for p in write_all(r, tempfile.mkdtemp())]
+    ['report.md', 'report.json', 'gflops.png']
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = charts.write_charts(result, out)
@@ -194,7 +212,7 @@ def write_all(result, out_dir, name="report") -> list:
 
 
 def print_summary(result, console=None) -> None:
-    """A rich table of medians and speed-ups on the console."""
+    """Print a rich table of medians and speed-ups (of the non-reference backends) on the console."""
     from rich.console import Console
     from rich.table import Table
 
