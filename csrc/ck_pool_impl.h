@@ -57,6 +57,63 @@ CK_INLINE void FN(sum_row)(T *y, const T *xrow, int64_t a, int64_t b, int64_t s,
             y[o] += FN(lp_term)(xrow[o * s + off], mode, pw);
 }
 
+/* All KW taps of one input row per output in registers: the same order as
+ * tap by tap, one pass over y instead of KW (KW is 2 or 3 after inlining). */
+CK_INLINE void FN(sum_row_fused)(T *y, const T *xrow, int64_t a, int64_t b, int64_t s, int64_t off,
+                                 int64_t dl, const int KW)
+{
+    for (int64_t o = a; o < b; o++) {
+        T acc = y[o];
+        for (int kw = 0; kw < KW; kw++)
+            acc += xrow[o * s + off + kw * dl];
+        y[o] = acc;
+    }
+}
+
+CK_INLINE void FN(max_row_fused)(T *y, int64_t *ix, const T *xrow, int64_t base, int64_t a,
+                                 int64_t b, int64_t s, int64_t off, int64_t dl, int first,
+                                 const int KW)
+{
+    if (first) { /* seed with tap 0 so no -inf or index sentinel is needed */
+        for (int64_t o = a; o < b; o++)
+            y[o] = xrow[o * s + off];
+        if (ix)
+            for (int64_t o = a; o < b; o++)
+                ix[o] = base + o * s + off;
+    }
+    const int k0 = first ? 1 : 0;
+    if (ix) {
+        for (int kw = k0; kw < KW; kw++) {
+            const int64_t o2 = off + kw * dl;
+            for (int64_t o = a; o < b; o++) {
+                const T v = xrow[o * s + o2];
+                const int u = CK_MAX_WINS(v, y[o]);
+                y[o] = u ? v : y[o];
+                ix[o] = u ? base + o * s + o2 : ix[o];
+            }
+        }
+        return;
+    }
+    if (k0 == 0)
+        for (int64_t o = a; o < b; o++) {
+            T m = y[o];
+            for (int kw = 0; kw < KW; kw++) {
+                const T v = xrow[o * s + off + kw * dl];
+                m = CK_MAX_WINS(v, m) ? v : m;
+            }
+            y[o] = m;
+        }
+    else
+        for (int64_t o = a; o < b; o++) {
+            T m = y[o];
+            for (int kw = 1; kw < KW; kw++) {
+                const T v = xrow[o * s + off + kw * dl];
+                m = CK_MAX_WINS(v, m) ? v : m;
+            }
+            y[o] = m;
+        }
+}
+
 /* Calls BODY(s) with a compile-time stride for the common 1 and 2. */
 #define CK_STRIDE_SWITCH(s, BODY) \
     do {                          \
@@ -109,10 +166,10 @@ static void FN(pool_window)(const ck_pool_params *p, const T *xp, int64_t od, in
     }
 }
 
-/* One (n, c) plane of any pool forward.  div0/1/2: per-dim divisor factors. */
+/* One (n, c) plane of any pool forward.  dtab: the avg divisor of every
+ * output position (NULL with divisor_override). */
 CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T *yp, int64_t *ip,
-                                         const int64_t *div0, const int64_t *div1,
-                                         const int64_t *div2)
+                                         const T *dtab)
 {
     const int64_t o2 = p->out[2], s2 = p->stride[2];
     const int mode = p->kind == CK_POOL_AVG ? 0 : (p->p == 1.0 ? 1 : (p->p == 2.0 ? 2 : 3));
@@ -128,9 +185,10 @@ CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T
             const int64_t ro = (od * p->out[1] + oh) * o2;
             T *y = yp + ro;
             int64_t *ix = ip ? ip + ro : NULL;
-            for (int64_t ow = 0; ow < o2; ow++)
-                if (ow < A || ow >= B)
-                    FN(pool_window)(p, xp, od, oh, ow, mode, pw, y + ow, ix ? ix + ow : NULL);
+            for (int64_t ow = 0; ow < A; ow++)
+                FN(pool_window)(p, xp, od, oh, ow, mode, pw, y + ow, ix ? ix + ow : NULL);
+            for (int64_t ow = B; ow < o2; ow++)
+                FN(pool_window)(p, xp, od, oh, ow, mode, pw, y + ow, ix ? ix + ow : NULL);
             if (p->kind != CK_POOL_MAX)
                 for (int64_t ow = A; ow < B; ow++)
                     y[ow] = 0;
@@ -145,6 +203,24 @@ CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T
                         continue;
                     const int64_t base = (id * p->in[1] + ih) * p->in[2];
                     const T *xrow = xp + base;
+                    const int64_t off0 = -p->pad_lo[2], dl = p->dil[2];
+                    if ((p->k[2] == 2 || p->k[2] == 3) && p->kind != CK_POOL_LP) {
+                        if (p->kind == CK_POOL_MAX) {
+#define CK_BODY(S)                                                                         \
+    (p->k[2] == 2 ? FN(max_row_fused)(y, ix, xrow, base, A, B, S, off0, dl, first, 2)      \
+                  : FN(max_row_fused)(y, ix, xrow, base, A, B, S, off0, dl, first, 3))
+                            CK_STRIDE_SWITCH(s2, CK_BODY);
+#undef CK_BODY
+                        } else {
+#define CK_BODY(S)                                                          \
+    (p->k[2] == 2 ? FN(sum_row_fused)(y, xrow, A, B, S, off0, dl, 2)        \
+                  : FN(sum_row_fused)(y, xrow, A, B, S, off0, dl, 3))
+                            CK_STRIDE_SWITCH(s2, CK_BODY);
+#undef CK_BODY
+                        }
+                        first = 0;
+                        continue;
+                    }
                     for (int64_t kw = 0; kw < p->k[2]; kw++) {
                         const int64_t off = kw * p->dil[2] - p->pad_lo[2];
                         if (p->kind == CK_POOL_MAX) {
@@ -161,9 +237,15 @@ CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T
                 }
             }
             if (p->kind == CK_POOL_AVG) {
-                const int64_t dv = p->divisor_override > 0 ? p->divisor_override : div0[od] * div1[oh];
-                for (int64_t ow = 0; ow < o2; ow++)
-                    y[ow] = y[ow] / (T)(p->divisor_override > 0 ? dv : dv * div2[ow]);
+                if (dtab) {
+                    const T *dv = dtab + ro;
+                    for (int64_t ow = 0; ow < o2; ow++)
+                        y[ow] = y[ow] / dv[ow];
+                } else {
+                    const T dv = (T)p->divisor_override;
+                    for (int64_t ow = 0; ow < o2; ow++)
+                        y[ow] = y[ow] / dv;
+                }
             } else if (p->kind == CK_POOL_LP) {
                 for (int64_t ow = 0; ow < o2; ow++)
                     y[ow] = mode == 1 ? y[ow] : mode == 2 ? (T)sqrt(y[ow]) : (T)pow(y[ow], 1.0 / p->p);
@@ -231,10 +313,20 @@ static int FN(pool_forward_impl)(const ck_pool_params *p, const ck_pool_dims *d,
                                  T *y, int64_t *ind, int nt)
 {
     const int64_t planes = p->n * p->c;
+    T *dtab = NULL;
+    if (d->div[0]) { /* avg divisors as T, once for every plane */
+        dtab = (T *)ck_alloc((size_t)d->P * sizeof(T));
+        if (!dtab)
+            return CK_ERR_NOMEM;
+        for (int64_t od = 0, o = 0; od < p->out[0]; od++)
+            for (int64_t oh = 0; oh < p->out[1]; oh++)
+                for (int64_t ow = 0; ow < p->out[2]; ow++, o++)
+                    dtab[o] = (T)(d->div[0][od] * d->div[1][oh] * d->div[2][ow]);
+    }
 #pragma omp parallel for schedule(static) num_threads(ck_threads(nt, planes))
     for (int64_t t = 0; t < planes; t++)
-        FN(pool_fwd_plane)(p, x + t * d->X, y + t * d->P, ind ? ind + t * d->P : NULL, d->div[0],
-                           d->div[1], d->div[2]);
+        FN(pool_fwd_plane)(p, x + t * d->X, y + t * d->P, ind ? ind + t * d->P : NULL, dtab);
+    free(dtab);
     return CK_OK;
 }
 
