@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -249,9 +250,13 @@ def main(args) -> int:
     if args.budget is not None and args.budget < 1:
         print("convkit conformance: --budget must be a positive number of cases", file=sys.stderr)
         return 2
+    try:
+        cases = select_cases(args.quick, args.budget, args.seed, args.ops, args.match)
+    except (ValueError, re.error) as exc:  # a bad regular expression or CONVKIT_CONFORMANCE_BUDGET
+        print(f"convkit conformance: {exc}", file=sys.stderr)
+        return 2
     if args.list:
-        for case in select_cases(args.quick, args.budget, args.seed, args.ops, args.match):
-            print(case.id)
+        print("\n".join(case.id for case in cases))
         return 0
     result = run_conformance(args.backend, quick=args.quick, budget=args.budget, seed=args.seed, match=args.match,
                              progress=not args.no_progress, ops=args.ops, require_native=args.require_native)
