@@ -1,7 +1,9 @@
 """Fuzzing with hypothesis: random valid problems on every backend, random invalid ones on every path.
 
 Valid draws become conformance cases (the same machinery as
-``convkit conformance``), so a failure prints the case id and a repro line.
+``convkit conformance``), so a failure prints the case id and a repro line;
+they are also checked against the brute-force definitions of
+``test_conformance.py``, which covers the core's argument handling too.
 Invalid draws break one rule each; every backend path (default choice,
 each backend by name, a priority list) must raise the same documented
 error class (:class:`convkit.SpecError`, :class:`convkit.ShapeError`,
@@ -18,12 +20,12 @@ from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import convkit  # noqa: E402
-from test_conformance import _builtin_backends_importable  # noqa: E402
+import test_conformance as oracles  # noqa: E402
 from convkit.conformance.check import check_case  # noqa: E402
 from convkit.conformance.generate import _conv_case, _convt_case, _pool_case  # noqa: E402
 from convkit.errors import ConvkitError, DTypeError, ShapeError, SpecError  # noqa: E402
 
-_builtin_backends_importable()  # a source checkout run without PYTHONPATH
+oracles._builtin_backends_importable()  # a source checkout run without PYTHONPATH
 AVAILABLE = [b.name for b in convkit.backends() if b.available]
 FUZZ = settings(max_examples=100, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
@@ -88,6 +90,20 @@ def test_random_valid_problems_match_the_reference(case):
     for backend in AVAILABLE:
         outcome = check_case(backend, case)
         assert outcome.status in ("passed", "skipped"), f"{outcome.detail}\n{outcome.repro()}"
+
+
+@FUZZ
+@given(case=valid_cases())
+def test_random_valid_problems_match_the_bruteforce_definition(case):
+    # The reference through the public API (padding strings and modes, layouts, flip) against the loops.
+    assume(oracles._cost(case) < 20000)
+    if case.op == "conv":
+        oracles.test_reference_conv_matches_bruteforce(case)
+    elif case.op in ("max_pool", "avg_pool", "lp_pool"):
+        oracles.test_reference_pools_match_bruteforce(case)
+    else:
+        assume(case.op == "conv_transpose" and not isinstance(case.kw["padding"], str))
+        oracles.test_reference_conv_transpose_matches_its_definition(case)
 
 
 # -- invalid problems ----------------------------------------------------------------------
