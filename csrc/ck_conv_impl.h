@@ -2,11 +2,11 @@
  *
  * Two algorithms, picked per problem by ck_conv_use_direct():
  * - GEMM (micro-kernels of ck_gemm_impl.h).  Forward: the padded input is
- *   split into stride phases, every im2col row is then a shifted phase plane
- *   and the kernel reads it in place (conv_fwd_shifted).  Input gradient:
+ *   rebuilt as tap planes (or phase planes for long rows), every im2col row
+ *   is then a shifted plane and the kernel reads it in place.  Input gradient:
  *   with stride 1 a forward conv with flipped weights, else W^T * gy per
  *   tile followed by col2im.  Weight gradient: dot products of gy rows with
- *   im2col rows, tile by tile;
+ *   tap-plane rows, tile by tile;
  * - direct: vector loops over padded planes for depthwise and tiny channel
  *   counts, where a GEMM would have a 1-row operand.
  * Work is split into independent tasks so no two threads write one element
@@ -30,45 +30,6 @@
             }                                                                        \
         }                                                                            \
     } while (0)
-
-/* Row r, columns [p0, p0+pn) of the im2col matrix of one image and group. */
-CK_INLINE void FN(im2col)(const ck_conv_params *p, const ck_conv_dims *d, const T *xg, int64_t r,
-                          int64_t p0, int64_t pn, T *col)
-{
-    const int64_t KK = d->KK, s2 = p->stride[2];
-    {
-        const int64_t ic = r / KK, kr = r % KK;
-        const int64_t kd = kr / (p->k[1] * p->k[2]), kh = (kr / p->k[2]) % p->k[1], kw = kr % p->k[2];
-        const int64_t offw = kw * p->dil[2] - p->pad_lo[2];
-        const T *xc = xg + ic * d->X;
-        T *dst = col;
-        int64_t va, vb;
-        ck_valid_range(p->in[2], s2, offw, p->out[2], &va, &vb);
-#define CK_RUN(od, oh, ow0, e, j)                                                            \
-    {                                                                                        \
-        const int64_t id = (od) * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];              \
-        const int64_t ih = (oh) * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];              \
-        T *dj = dst + (j) - (ow0);                                                           \
-        if (id < 0 || id >= p->in[0] || ih < 0 || ih >= p->in[1]) {                          \
-            memset(dj + (ow0), 0, (size_t)((e) - (ow0)) * sizeof(T));                        \
-        } else {                                                                             \
-            const T *xrow = xc + (id * p->in[1] + ih) * p->in[2];                            \
-            const int64_t a = ck_max(ck_min(va, e), ow0), b = ck_max(ck_min(vb, e), a);      \
-            for (int64_t ow = (ow0); ow < a; ow++)                                           \
-                dj[ow] = 0;                                                                  \
-            if (s2 == 1)                                                                     \
-                memcpy(dj + a, xrow + a + offw, (size_t)(b - a) * sizeof(T));                \
-            else                                                                             \
-                for (int64_t ow = a; ow < b; ow++)                                           \
-                    dj[ow] = xrow[ow * s2 + offw];                                           \
-            for (int64_t ow = b; ow < (e); ow++)                                             \
-                dj[ow] = 0;                                                                  \
-        }                                                                                    \
-    }
-        CK_FOR_RUNS(p, p0, pn, CK_RUN);
-#undef CK_RUN
-    }
-}
 
 /* Scatter-add rows [r0, r1) x columns [p0, p0+pn) of a column matrix back
  * into one image's group of gx (the adjoint of im2col). */
@@ -336,34 +297,34 @@ CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv
     }
 }
 
-/* Forward without im2col.  The zero-padded input is rebuilt as "tap
- * planes": for every channel, (depth, height) stride phase and kernel column
- * kw, a plane of Dph x Hph rows of OW values holding
- * xpad[dph*s0 + phd][hph*s1 + phh][ow*s2 + kw*d2].  Row r = (ic, kd, kh, kw)
- * of the im2col matrix of output slice od is then that plane shifted by
- * offs[r] + od*Hph*OW, with columns q = oh*OW + ow in output order: the
- * micro-kernel reads B in place and writes y directly, nothing wasted.
- * Copying costs k2 passes over the input, far less than im2col's k^d. */
-static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
-                                const T *Ap, int64_t mpad, const T *bias, T *y, int nt,
-                                const FN(kernel) *kn)
+/* "Tap planes" of the zero-padded input: for every channel, (depth,
+ * height) stride phase and kernel column kw, a plane of Dph x Hph rows of
+ * OW values holding xpad[dph*s0 + phd][hph*s1 + phh][ow*s2 + kw*d2].  Row
+ * r = (ic, kd, kh, kw) of the im2col matrix of output slice od is then
+ * xp + offs[r] + od*Hph*OW, with columns q = oh*OW + ow in output order.
+ * Building them costs k2 passes over the input, far less than im2col. */
+typedef struct {
+    T *xp;
+    int64_t *offs;          /* Kc row offsets within one image-group */
+    int64_t Hph, cplane, Q; /* rows per phase plane, per-channel stride, OH*OW */
+} FN(taps);
+
+static int FN(taps_build)(const ck_conv_params *p, const ck_conv_dims *d, const T *x, int nt,
+                          int64_t slack, FN(taps) *tp)
 {
     const int64_t s0 = p->stride[0], s1 = p->stride[1], s2 = p->stride[2], k2 = p->k[2];
     const int64_t Dph = ck_roundup(p->in[0] + p->pad_lo[0] + p->pad_hi[0], s0) / s0;
     const int64_t Hph = ck_roundup(p->in[1] + p->pad_lo[1] + p->pad_hi[1], s1) / s1;
-    const int64_t OD = p->out[0], OW = p->out[2], Q = p->out[1] * OW;
-    const int64_t plane = Dph * Hph * OW, cplane = s0 * s1 * k2 * plane;
-    const int64_t K = d->Kc, nplanes = p->n * p->c_in;
-    const ck_tiling tl = ck_tile_nr(Q, K * (int64_t)sizeof(T), p->n * d->G * OD, nt, kn->nr);
-    const int64_t tasks = p->n * d->G * OD * tl.ntile;
-    /* The last, partial micro-panel reads up to nr columns past the end. */
-    const int64_t xlen = nplanes * cplane + kn->nr + 64;
-    T *xp = (T *)ck_alloc((size_t)xlen * sizeof(T));
-    int64_t *offs = (int64_t *)malloc((size_t)K * sizeof(int64_t));
-    int err = CK_OK;
-    if (!xp || !offs) {
-        free(xp);
-        free(offs);
+    const int64_t OW = p->out[2], plane = Dph * Hph * OW, cplane = s0 * s1 * k2 * plane;
+    const int64_t K = d->Kc, nplanes = p->n * p->c_in, xlen = nplanes * cplane + slack;
+    tp->Hph = Hph;
+    tp->cplane = cplane;
+    tp->Q = p->out[1] * OW;
+    tp->xp = (T *)ck_alloc((size_t)xlen * sizeof(T));
+    tp->offs = (int64_t *)malloc((size_t)(K ? K : 1) * sizeof(int64_t));
+    if (!tp->xp || !tp->offs) {
+        free(tp->xp);
+        free(tp->offs);
         return CK_ERR_NOMEM;
     }
     for (int64_t r = 0; r < K; r++) {
@@ -371,8 +332,9 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
         const int64_t kd = kr / (p->k[1] * k2), kh = (kr / k2) % p->k[1], kw = kr % k2;
         const int64_t od_ = kd * p->dil[0], oh_ = kh * p->dil[1];
         const int64_t phase = (od_ % s0) * s1 + oh_ % s1;
-        offs[r] = ic * cplane + (phase * k2 + kw) * plane + ((od_ / s0) * Hph + oh_ / s1) * OW;
+        tp->offs[r] = ic * cplane + (phase * k2 + kw) * plane + ((od_ / s0) * Hph + oh_ / s1) * OW;
     }
+    T *xp = tp->xp;
     memset(xp + nplanes * cplane, 0, (size_t)(xlen - nplanes * cplane) * sizeof(T));
 #pragma omp parallel for schedule(static) num_threads(ck_threads(nt, nplanes))
     for (int64_t t = 0; t < nplanes; t++) {
@@ -397,6 +359,24 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
                 }
             }
     }
+    return CK_OK;
+}
+
+/* Forward on tap planes: the micro-kernel reads B in place and writes y
+ * directly, nothing wasted. */
+static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
+                                const T *Ap, int64_t mpad, const T *bias, T *y, int nt,
+                                const FN(kernel) *kn)
+{
+    FN(taps) tp;
+    const int64_t OD = p->out[0], K = d->Kc;
+    /* The last, partial micro-panel reads up to nr columns past the end. */
+    int err = FN(taps_build)(p, d, x, nt, kn->nr + 64, &tp);
+    if (err)
+        return err;
+    const int64_t Q = tp.Q, Hph = tp.Hph, OW = p->out[2];
+    const ck_tiling tl = ck_tile_nr(Q, K * (int64_t)sizeof(T), p->n * d->G * OD, nt, kn->nr);
+    const int64_t tasks = p->n * d->G * OD * tl.ntile;
 #pragma omp parallel for schedule(static) num_threads(ck_threads(nt, tasks))
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t tile = t % tl.ntile, od = (t / tl.ntile) % OD;
@@ -404,17 +384,17 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
         const int64_t q0 = tile * tl.width, qn = ck_min(tl.width, Q - q0);
         if (qn <= 0)
             continue;
-        const T *xb = xp + (n * p->c_in + g * d->cig) * cplane + od * Hph * OW + q0;
+        const T *xb = tp.xp + (n * p->c_in + g * d->cig) * tp.cplane + od * Hph * OW + q0;
         const T *ag = Ap + g * mpad * K;
         T *yc = y + (n * p->c_out + g * d->cog) * d->P + od * Q + q0;
         for (int64_t jb = 0; jb < qn; jb += kn->nr)
             for (int64_t ib = 0; ib < d->cog; ib += kn->mr)
-                kn->fn_t(K, ag + ib * K, xb + jb, offs, yc + ib * d->P + jb, d->P,
+                kn->fn_t(K, ag + ib * K, xb + jb, tp.offs, yc + ib * d->P + jb, d->P,
                          ck_min(kn->mr, d->cog - ib), ck_min(kn->nr, qn - jb), 0,
                          bias ? bias + g * d->cog + ib : NULL);
     }
-    free(xp);
-    free(offs);
+    free(tp.xp);
+    free(tp.offs);
     return err;
 }
 
@@ -742,59 +722,56 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
         free(pg.toff);
         return err;
     }
-    /* Tiles of output positions: im2col rows and gy rows, zero padded to
-     * the vector length, meet in dot products; long rows amortize the
-     * horizontal sums, the column panel may spill to L3 (read once). */
+    /* Dot products of gy rows with tap-plane rows (both in output order,
+     * no copies of gy, no im2col), tile by tile over each output slice. */
     const FN(dotk) dk = FN(pick_dot)();
-    ck_tiling tl = ck_tile(d->P, CK_PANEL_BYTES / 1024, p->n * d->G, nt);
-    const int64_t wv = ck_roundup(tl.width, dk.vl);
-    const int64_t tasks = p->n * d->G * tl.ntile;
+    FN(taps) tp;
+    const int64_t OD = p->out[0];
+    if (FN(taps_build)(p, d, x, nt, 64, &tp))
+        return CK_ERR_NOMEM;
+    const int64_t Q = tp.Q, OW = p->out[2];
+    /* Long rows (up to ~4096 columns) amortize the horizontal sums. */
+    ck_tiling tl = ck_tile(Q, CK_PANEL_BYTES / 4096, p->n * d->G * OD, nt);
+    if (tl.width < Q) { /* whole vectors per tile, the tail only in the last */
+        tl.width = ck_roundup(tl.width, dk.vl);
+        tl.ntile = (Q + tl.width - 1) / tl.width;
+    }
+    const int64_t tasks = p->n * d->G * OD * tl.ntile;
     const int nth = ck_threads(nt, tasks);
     /* Each thread sums its tasks into a private copy of gw (thread 0 uses gw
      * itself); a static schedule keeps the result reproducible. */
     T *priv = NULL;
     if (nth > 1) {
         priv = (T *)calloc((size_t)((nth - 1) * wlen), sizeof(T));
-        if (!priv)
+        if (!priv) {
+            free(tp.xp);
+            free(tp.offs);
             return CK_ERR_NOMEM;
+        }
     }
     memset(gw, 0, (size_t)wlen * sizeof(T));
 #pragma omp parallel num_threads(nth)
     {
         const int tid = ck_thread_id();
         T *acc = tid == 0 ? gw : priv + (int64_t)(tid - 1) * wlen;
-        T *col = (T *)ck_alloc((size_t)((d->Kc + d->cog) * wv) * sizeof(T));
-        if (!col) {
-#pragma omp atomic write
-            err = CK_ERR_NOMEM;
-        }
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tasks; t++) {
-            const int64_t n = t / (d->G * tl.ntile), g = (t / tl.ntile) % d->G;
-            const int64_t p0 = (t % tl.ntile) * tl.width, pn = ck_min(tl.width, d->P - p0);
-            if (pn <= 0 || !col)
+            const int64_t tile = t % tl.ntile, od = (t / tl.ntile) % OD;
+            const int64_t g = (t / (tl.ntile * OD)) % d->G, n = t / (tl.ntile * OD * d->G);
+            const int64_t q0 = tile * tl.width, qn = ck_min(tl.width, Q - q0);
+            if (qn <= 0)
                 continue;
-            const T *xg = x + (n * p->c_in + g * d->cig) * d->X;
-            const T *gyc = gy + (n * p->c_out + g * d->cog) * d->P + p0;
-            T *gyt = col + d->Kc * wv;
-            for (int64_t r = 0; r < d->Kc; r++) {
-                FN(im2col)(p, d, xg, r, p0, pn, col + r * wv);
-                for (int64_t j = pn; j < wv; j++)
-                    col[r * wv + j] = 0;
-            }
-            for (int64_t oc = 0; oc < d->cog; oc++) {
-                memcpy(gyt + oc * wv, gyc + oc * d->P, (size_t)pn * sizeof(T));
-                for (int64_t j = pn; j < wv; j++)
-                    gyt[oc * wv + j] = 0;
-            }
+            const T *xb = tp.xp + (n * p->c_in + g * d->cig) * tp.cplane + od * tp.Hph * OW + q0;
+            const T *gyc = gy + (n * p->c_out + g * d->cog) * d->P + od * Q + q0;
             T *ag = acc + g * d->cog * d->Kc;
             for (int64_t r = 0; r < d->Kc; r += dk.nj)
                 for (int64_t oc = 0; oc < d->cog; oc += dk.mo)
-                    dk.fn(wv, gyt + oc * wv, wv, col + r * wv, wv, ag + oc * d->Kc + r, d->Kc,
+                    dk.fn(qn, gyc + oc * d->P, d->P, xb, tp.offs + r, ag + oc * d->Kc + r, d->Kc,
                           ck_min(dk.mo, d->cog - oc), ck_min(dk.nj, d->Kc - r));
         }
-        free(col);
     }
+    free(tp.xp);
+    free(tp.offs);
     if (priv) {
 #pragma omp parallel for schedule(static) num_threads(nth)
         for (int64_t i = 0; i < wlen; i++)

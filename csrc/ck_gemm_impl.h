@@ -125,25 +125,26 @@ static void FN(packed_gemm)(const FN(kernel) *kn, int64_t M, int64_t N, int64_t 
 }
 
 /* ---- dot-product micro-kernel (the weight gradient) ---------------------
- * W[i][j] += sum_q G[i*ldg + q] * X[j*ldx + q] for an MO x NJ block, L a
- * multiple of the vector length (callers zero-pad).  Rows past mo / nj read
- * row 0 and are dropped. */
+ * W[i][j] += sum_{q < L} G[i*ldg + q] * X[xoffs[j] + q] for an MO x NJ
+ * block; whole vectors first, then an exact scalar tail.  Rows past mo / nj
+ * read row 0 and are dropped. */
 #define CK_DEFINE_DOT(NAME, ATTR, VBYTES, MO_, NJ_)                                         \
-    ATTR static void NAME(int64_t L, const T *G, int64_t ldg, const T *X, int64_t ldx, T *W, \
-                          int64_t ldw, int64_t mo, int64_t nj)                              \
+    ATTR static void NAME(int64_t L, const T *G, int64_t ldg, const T *X,                   \
+                          const int64_t *xoffs, T *W, int64_t ldw, int64_t mo, int64_t nj)   \
     {                                                                                       \
         typedef T vt __attribute__((vector_size(VBYTES), aligned(sizeof(T))));             \
         enum { VL = VBYTES / sizeof(T) };                                                   \
         const T *gp[MO_], *xp[NJ_];                                                         \
         vt acc[MO_][NJ_];                                                                   \
+        const int64_t Lv = L / VL * VL;                                                     \
         for (int i = 0; i < MO_; i++)                                                       \
             gp[i] = G + (i < mo ? i : 0) * ldg;                                             \
         for (int j = 0; j < NJ_; j++)                                                       \
-            xp[j] = X + (j < nj ? j : 0) * ldx;                                             \
+            xp[j] = X + xoffs[j < nj ? j : 0];                                              \
         for (int i = 0; i < MO_; i++)                                                       \
             for (int j = 0; j < NJ_; j++)                                                   \
                 acc[i][j] = (vt){0};                                                        \
-        for (int64_t q = 0; q < L; q += VL) {                                               \
+        for (int64_t q = 0; q < Lv; q += VL) {                                              \
             vt g[MO_];                                                                      \
             for (int i = 0; i < MO_; i++)                                                   \
                 g[i] = *(const vt *)(gp[i] + q);                                            \
@@ -158,12 +159,14 @@ static void FN(packed_gemm)(const FN(kernel) *kn, int64_t M, int64_t N, int64_t 
                 T s = 0;                                                                    \
                 for (int v = 0; v < VL; v++)                                                \
                     s += acc[i][j][v];                                                      \
+                for (int64_t q = Lv; q < L; q++)                                            \
+                    s += gp[i][q] * xp[j][q];                                               \
                 W[i * ldw + j] += s;                                                        \
             }                                                                               \
     }
 
-typedef void (*FN(dot_fn))(int64_t, const T *, int64_t, const T *, int64_t, T *, int64_t, int64_t,
-                           int64_t);
+typedef void (*FN(dot_fn))(int64_t, const T *, int64_t, const T *, const int64_t *, T *, int64_t,
+                           int64_t, int64_t);
 typedef struct {
     FN(dot_fn) fn;
     int64_t mo, nj, vl;
