@@ -292,7 +292,7 @@ def test_run_concurrently_from_python_threads():
 def test_gil_is_released_during_a_kernel():
     from convkit.config import get_num_threads, set_num_threads
 
-    spec = parse_descriptor("conv2d_n1_c1_o1_g1_i1500x1500_k9x9_f64")  # direct path, one thread
+    spec = parse_descriptor("conv2d_n1_c1_o1_i2400x2400_k9x9_f64")  # direct path, one thread
     x = np.ones(spec.x_shape)
     w = np.ones(spec.w_shape)
     old = get_num_threads()
