@@ -10,7 +10,9 @@
  * - direct: vector loops over padded planes for depthwise and tiny channel
  *   counts, where a GEMM would have a 1-row operand.
  * Work is split into independent tasks so no two threads write one element
- * (the weight gradient sums per-thread copies in a fixed order). */
+ * (the weight gradient sums per-thread copies in a fixed order).  Tasks
+ * that write disjoint outputs are scheduled dynamically: a thread the OS
+ * preempts then delays a call by one task, not by its whole share. */
 
 /* Walks the output positions [p0, p0+pn) as runs along the last dim:
  * calls BODY(od, oh, ow0, e, j) for each run [ow0, e) starting at column j.
@@ -336,7 +338,7 @@ static int FN(taps_build)(const ck_conv_params *p, const ck_conv_dims *d, const 
     }
     T *xp = tp->xp;
     memset(xp + nplanes * cplane, 0, (size_t)(xlen - nplanes * cplane) * sizeof(T));
-#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, nplanes))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, nplanes))
     for (int64_t t = 0; t < nplanes; t++) {
         T *dst = xp + t * cplane;
         const T *src = x + t * d->X;
@@ -377,7 +379,7 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
     const int64_t Q = tp.Q, Hph = tp.Hph, OW = p->out[2];
     const ck_tiling tl = ck_tile_nr(Q, K * (int64_t)sizeof(T), p->n * d->G * OD, nt, kn->nr);
     const int64_t tasks = p->n * d->G * OD * tl.ntile;
-#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, tasks))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, tasks))
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t tile = t % tl.ntile, od = (t / tl.ntile) % OD;
         const int64_t g = (t / (tl.ntile * OD)) % d->G, n = t / (tl.ntile * OD * d->G);
@@ -441,7 +443,7 @@ static int FN(conv_fwd_phased)(const ck_conv_params *p, const ck_conv_dims *d, c
         offs[r] = ic * cplane + phase * plane + shift;
     }
     memset(xp + nplanes * cplane, 0, (size_t)(xlen - nplanes * cplane) * sizeof(T));
-#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, nplanes))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, nplanes))
     for (int64_t t = 0; t < nplanes; t++) {
         T *dst = xp + t * cplane;
         const T *src = x + t * d->X;
@@ -472,7 +474,7 @@ static int FN(conv_fwd_phased)(const ck_conv_params *p, const ck_conv_dims *d, c
 #pragma omp atomic write
             err = CK_ERR_NOMEM;
         }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < tasks; t++) {
             const int64_t n = t / (d->G * tl.ntile), g = (t / tl.ntile) % d->G;
             const int64_t q0 = (t % tl.ntile) * tl.width, qn = ck_min(tl.width, Q - q0);
@@ -528,7 +530,7 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
 #pragma omp atomic write
                 err = CK_ERR_NOMEM;
             }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < tasks; t++) {
                 const int64_t n = t / d->G, g = t % d->G;
                 if (!xp)
@@ -621,7 +623,7 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
     }
     if (ck_conv_use_direct(d)) {
         const int64_t tasks = p->n * p->c_in;
-#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, tasks))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, tasks))
         for (int64_t t = 0; t < tasks; t++)
             FN(conv_bwi_direct_plane)(p, d, gy, w, gx, t / p->c_in, t % p->c_in);
         return err;
@@ -656,7 +658,7 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
 #pragma omp atomic write
             err = CK_ERR_NOMEM;
         }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < tasks; t++) {
             const int64_t n = t / (d->G * nblk), g = (t / nblk) % d->G;
             const int64_t ic0 = (t % nblk) * bsz, ic1 = ck_min(d->cig, ic0 + bsz);
@@ -706,7 +708,7 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
 #pragma omp atomic write
                 err = CK_ERR_NOMEM;
             }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
             for (int64_t g = 0; g < d->G; g++) {
                 if (!xp)
                     continue;

@@ -323,7 +323,7 @@ static int FN(pool_forward_impl)(const ck_pool_params *p, const ck_pool_dims *d,
                 for (int64_t ow = 0; ow < p->out[2]; ow++, o++)
                     dtab[o] = (T)(d->div[0][od] * d->div[1][oh] * d->div[2][ow]);
     }
-#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, planes))
+#pragma omp parallel for schedule(dynamic, 4) num_threads(ck_threads(nt, planes))
     for (int64_t t = 0; t < planes; t++)
         FN(pool_fwd_plane)(p, x + t * d->X, y + t * d->P, ind ? ind + t * d->P : NULL, dtab);
     free(dtab);
@@ -335,7 +335,7 @@ static int FN(pool_backward_impl)(const ck_pool_params *p, const ck_pool_dims *d
 {
     const int64_t planes = p->n * p->c;
     int err = CK_OK;
-#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, planes))
+#pragma omp parallel for schedule(dynamic, 4) num_threads(ck_threads(nt, planes))
     for (int64_t t = 0; t < planes; t++) {
         T *gxp = gx + t * d->X;
         if (p->kind != CK_POOL_MAX) {
