@@ -7,7 +7,8 @@ Used two ways:
 - as a script for in-place development builds: ``python csrc/build_ffi.py``
   writes the extension into ``backends/c/``. Set ``CONVKIT_C_SANITIZE=1`` to
   build with AddressSanitizer and UBSan, ``CONVKIT_C_BUILD_DIR`` to put the
-  built module elsewhere (``scripts/sanitize.sh`` does both).
+  built module elsewhere (``scripts/sanitize.sh`` does both), and
+  ``CONVKIT_C_CFLAGS`` to add compiler flags.
 
 Flags: ``-O3 -fopenmp`` and no ``-march``: the hot loops carry
 ``target_clones`` so one binary uses AVX2 / AVX-512 where the CPU has them.
@@ -38,6 +39,8 @@ def _cdef() -> str:
 def _flags() -> tuple[list[str], list[str]]:
     cflags = ["-O3", "-std=gnu11", "-fopenmp", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"]
     ldflags = ["-fopenmp"]
+    # Extra flags, e.g. CONVKIT_C_CFLAGS=-DCK_NO_CLONES (the portable kernels only, as on aarch64).
+    cflags += os.environ.get("CONVKIT_C_CFLAGS", "").split()
     if os.environ.get("CONVKIT_C_SANITIZE"):
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
         cflags = ["-O1", "-g"] + [f for f in cflags if f != "-O3"] + san

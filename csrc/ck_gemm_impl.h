@@ -14,6 +14,7 @@
         typedef T vt __attribute__((vector_size(VBYTES), aligned(sizeof(T))));               \
         enum { VL = VBYTES / sizeof(T), NR = NV_ * VL };                                      \
         vt acc[MR_][NV_];                                                                     \
+        (void)offs;                                                                           \
         for (int i = 0; i < MR_; i++)                                                         \
             for (int v = 0; v < NV_; v++)                                                     \
                 acc[i][v] = (vt){0};                                                          \

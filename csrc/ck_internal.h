@@ -2,6 +2,11 @@
 #ifndef CK_INTERNAL_H
 #define CK_INTERNAL_H
 
+#if !defined(_POSIX_C_SOURCE) || _POSIX_C_SOURCE < 200112L
+#  undef _POSIX_C_SOURCE
+#  define _POSIX_C_SOURCE 200112L /* posix_memalign under -std=c11 */
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
