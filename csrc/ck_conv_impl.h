@@ -70,17 +70,6 @@ CK_CLONES static void FN(col2im)(const ck_conv_params *p, const ck_conv_dims *d,
 
 /* ---- direct kernels (depthwise and tiny channel counts) ---------------- */
 
-/* y[ow] += w * x[ow*s + off] over ow in [a, b); stride 1 vectorizes. */
-CK_INLINE void FN(axpy_row)(T *y, const T *x, T w, int64_t a, int64_t b, int64_t s, int64_t off)
-{
-    if (s == 1)
-        for (int64_t o = a; o < b; o++)
-            y[o] += w * x[o + off];
-    else
-        for (int64_t o = a; o < b; o++)
-            y[o] += w * x[o * s + off];
-}
-
 /* One input-gradient plane (n, ic): scatter every output row through w. */
 CK_CLONES static void FN(conv_bwi_direct_plane)(const ck_conv_params *p, const ck_conv_dims *d,
                                                 const T *gy, const T *w, T *gx, int64_t n,
