@@ -77,10 +77,16 @@ def main() -> None:
     tmp = out / "_build_tmp" if os.environ.get("CONVKIT_C_BUILD_DIR") else HERE.parent / "build" / "cffi"
     tmp.mkdir(parents=True, exist_ok=True)
     so = make_builder(absolute=True).compile(tmpdir=str(tmp), verbose=bool(os.environ.get("VERBOSE")))
-    # cffi writes convkit_backends/c/_ckernels*.so under tmpdir; move it next to the package.
+    # cffi writes convkit_backends/c/_ckernels*.so under tmpdir; move it next to
+    # the package under the name a pip build gives it (cffi builds against the
+    # limited API: .abi3.so), and drop other builds that would shadow it.
     built = Path(so)
-    target = out / built.name
+    name = "_ckernels.abi3.so" if built.suffix == ".so" and not hasattr(sys, "gettotalrefcount") else built.name
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("_ckernels.*"):
+        if old.name != name and old.suffix in (".so", ".pyd"):
+            old.unlink()
+    target = out / name
     os.replace(built, target)
     print(target)
 
