@@ -601,12 +601,124 @@ static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T
     return rc;
 }
 
+/* Strided input gradient by stride phases.  The input positions
+ * i = c + s*i' of one phase class c (per dim) receive only the taps k with
+ * k*dil = c + lo (mod s), and as a function of i' that is a stride-1
+ * correlation of gy with those taps flipped, dilation dil/gcd(s, dil).
+ * Each class runs as a forward conv into scratch, then is scattered into
+ * gx (every input position is in exactly one class).  Returns CK_ERR_PARAM
+ * when a class would need a negative pad (the caller uses col2im). */
+static int FN(conv_bwi_phases)(const ck_conv_params *p, const T *gy, const T *w, T *gx, int nt)
+{
+    const int64_t S = p->stride[0] * p->stride[1] * p->stride[2];
+    const int64_t G = p->groups, cig = p->c_in / G, cog = p->c_out / G;
+    const int64_t X = p->in[0] * p->in[1] * p->in[2], KK = p->k[0] * p->k[1] * p->k[2];
+    ck_conv_params *qs = (ck_conv_params *)malloc((size_t)S * sizeof(ck_conv_params));
+    int64_t *taps = (int64_t *)malloc((size_t)(S * 3 * KK + 1) * sizeof(int64_t));
+    int rc = qs && taps ? CK_OK : CK_ERR_NOMEM;
+    /* Pass 1: the sub-problem of every class, refusing negative pads. */
+    for (int64_t cls = 0; cls < S && rc == CK_OK; cls++) {
+        ck_conv_params *q = qs + cls;
+        int64_t rem = cls;
+        *q = *p;
+        q->c_in = p->c_out;
+        q->c_out = p->c_in;
+        for (int i = 2; i >= 0; i--) {
+            const int64_t s = p->stride[i], dl = p->dil[i], c = rem % s;
+            int64_t *kk = taps + (cls * 3 + i) * KK, M = 0, g = s, b = dl;
+            rem /= s;
+            while (b) { /* g = gcd(s, dl) */
+                const int64_t t = g % b;
+                g = b;
+                b = t;
+            }
+            for (int64_t k = 0; k < p->k[i]; k++)
+                if (((k * dl - c - p->pad_lo[i]) % s + s) % s == 0)
+                    kk[M++] = k;
+            const int64_t nc = c < p->in[i] ? (p->in[i] - c + s - 1) / s : 0, D = dl / g;
+            q->in[i] = p->out[i];
+            q->out[i] = nc;
+            q->k[i] = M;
+            q->stride[i] = 1;
+            q->dil[i] = D;
+            if (M == 0 || nc == 0) { /* nothing reaches this class: gx stays 0 */
+                q->out[i] = 0;
+                continue;
+            }
+            q->pad_lo[i] = (kk[0] * dl - c - p->pad_lo[i]) / s + (M - 1) * D;
+            q->pad_hi[i] = nc - p->out[i] - q->pad_lo[i] + D * (M - 1);
+            if (q->pad_lo[i] < 0 || q->pad_hi[i] < 0)
+                rc = CK_ERR_PARAM;
+        }
+    }
+    /* Zero gx only if some non-empty class gets no tap (the rest is overwritten). */
+    int holes = 0;
+    for (int64_t cls = 0; cls < S && rc == CK_OK; cls++)
+        holes |= qs[cls].out[0] == 0 || qs[cls].out[1] == 0 || qs[cls].out[2] == 0;
+    if (rc == CK_OK && holes)
+        memset(gx, 0, (size_t)(p->n * p->c_in * X) * sizeof(T));
+    /* Pass 2: run and scatter each class. */
+    for (int64_t cls = 0; cls < S && rc == CK_OK; cls++) {
+        const ck_conv_params *q = qs + cls;
+        const int64_t *k0 = taps + cls * 3 * KK, *k1 = k0 + KK, *k2 = k1 + KK;
+        ck_conv_dims dq;
+        if (q->out[0] == 0 || q->out[1] == 0 || q->out[2] == 0)
+            continue;
+        if ((rc = ck_conv_check(q, &dq)))
+            break;
+        T *wt = (T *)ck_alloc((size_t)(p->c_in * cog * dq.KK) * sizeof(T));
+        T *tmp = (T *)ck_alloc((size_t)(p->n * p->c_in * dq.P) * sizeof(T));
+        if (!wt || !tmp) {
+            free(wt);
+            free(tmp);
+            rc = CK_ERR_NOMEM;
+            break;
+        }
+        /* wt[g*cig + ic][oc][m] = w[g*cog + oc][ic][taps of the class, reversed]. */
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, G * cig))
+        for (int64_t gi = 0; gi < G * cig; gi++)
+            for (int64_t oc = 0; oc < cog; oc++) {
+                const int64_t g = gi / cig, ic = gi % cig;
+                const T *src = w + ((g * cog + oc) * cig + ic) * KK;
+                T *dst = wt + (gi * cog + oc) * dq.KK;
+                for (int64_t m0 = 0; m0 < q->k[0]; m0++)
+                    for (int64_t m1 = 0; m1 < q->k[1]; m1++)
+                        for (int64_t m2 = 0; m2 < q->k[2]; m2++)
+                            *dst++ = src[(k0[q->k[0] - 1 - m0] * p->k[1] + k1[q->k[1] - 1 - m1]) * p->k[2]
+                                         + k2[q->k[2] - 1 - m2]];
+            }
+        rc = FN(conv_forward_impl)(q, &dq, gy, wt, NULL, tmp, nt);
+        if (rc == CK_OK) {
+            const int64_t c2 = cls % p->stride[2], c1 = (cls / p->stride[2]) % p->stride[1];
+            const int64_t c0 = cls / (p->stride[2] * p->stride[1]);
+            const int64_t planes = p->n * p->c_in;
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, planes))
+            for (int64_t t = 0; t < planes; t++) {
+                const T *src = tmp + t * dq.P;
+                T *dst = gx + t * X;
+                for (int64_t a = 0; a < q->out[0]; a++)
+                    for (int64_t b = 0; b < q->out[1]; b++) {
+                        T *row = dst + ((c0 + a * p->stride[0]) * p->in[1] + c1 + b * p->stride[1]) * p->in[2] + c2;
+                        for (int64_t e = 0; e < q->out[2]; e++)
+                            row[e * p->stride[2]] = *src++;
+                    }
+            }
+        }
+        free(wt);
+        free(tmp);
+    }
+    free(qs);
+    free(taps);
+    return rc;
+}
+
 static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_dims *d,
                                         const T *gy, const T *w, T *gx, int nt)
 {
     int err = CK_OK;
-    if (ck_conv_use_direct(d) && d->unit_stride) {
-        int rc = FN(conv_bwi_as_forward)(p, gy, w, gx, nt);
+    if (ck_conv_use_direct(d)) {
+        int rc = d->unit_stride ? FN(conv_bwi_as_forward)(p, gy, w, gx, nt)
+                                : FN(conv_bwi_phases)(p, gy, w, gx, nt);
         if (rc != CK_ERR_PARAM)
             return rc;
     }
@@ -619,8 +731,9 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
     }
     /* As a forward conv its output channels are our cig: worth it when they
      * fill most of a micro-kernel tile. */
-    if (d->unit_stride && 2 * d->cig >= FN(pick_kernel)().mr) {
-        int rc = FN(conv_bwi_as_forward)(p, gy, w, gx, nt);
+    if (2 * d->cig >= FN(pick_kernel)().mr) {
+        int rc = d->unit_stride ? FN(conv_bwi_as_forward)(p, gy, w, gx, nt)
+                                : FN(conv_bwi_phases)(p, gy, w, gx, nt);
         if (rc != CK_ERR_PARAM)
             return rc;
     }

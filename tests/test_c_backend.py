@@ -34,6 +34,8 @@ CONV_SPECS = [
     "conv1d_n3_c4_o6_g2_i20_k3_s2_d2_p1-3_f64",
     "conv1d_n2_c8_o8_i16_k1",
     "conv1d_n2_c8_o12_i300_k3_s2_d2_p1-2",
+    "conv1d_n1_c8_o8_i3_k1_s2_p0-4",
+    "conv1d_n1_c2_o2_g2_i3_k1_s2_p0-4",
     "conv2d_n1_c6_o10_i5x200_k3x3_p1",
     "conv3d_n1_c4_o9_i6x7x8_k3x2x3_s2x1x3_d1x2x1_p1x0-1x2",
     "conv2d_n2_c3_o5_i9x11_k3x3_p1",
