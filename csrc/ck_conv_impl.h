@@ -314,7 +314,7 @@ static int FN(taps_build)(const ck_conv_params *p, const ck_conv_dims *d, const 
     tp->xp = (T *)ck_alloc((size_t)xlen * sizeof(T));
     tp->offs = (int64_t *)malloc((size_t)(K ? K : 1) * sizeof(int64_t));
     if (!tp->xp || !tp->offs) {
-        free(tp->xp);
+        ck_free(tp->xp);
         free(tp->offs);
         return CK_ERR_NOMEM;
     }
@@ -384,7 +384,7 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
                          ck_min(kn->mr, d->cog - ib), ck_min(kn->nr, qn - jb), 0,
                          bias ? bias + g * d->cog + ib : NULL);
     }
-    free(tp.xp);
+    ck_free(tp.xp);
     free(tp.offs);
     return err;
 }
@@ -416,7 +416,7 @@ static int FN(conv_fwd_phased)(const ck_conv_params *p, const ck_conv_dims *d, c
     int64_t *offs = (int64_t *)malloc((size_t)K * sizeof(int64_t));
     int err = CK_OK;
     if (!xp || !offs) {
-        free(xp);
+        ck_free(xp);
         free(offs);
         return CK_ERR_NOMEM;
     }
@@ -494,9 +494,9 @@ static int FN(conv_fwd_phased)(const ck_conv_params *p, const ck_conv_dims *d, c
                 }
             }
         }
-        free(ct);
+        ck_free(ct);
     }
-    free(xp);
+    ck_free(xp);
     free(offs);
     return err;
 }
@@ -529,7 +529,7 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
                     FN(conv_fwd_direct)(p, d, &pg, xp, w + oc * d->Kc, bias ? bias[oc] : (T)0,
                                         y + (n * p->c_out + oc) * d->P);
             }
-            free(xp);
+            ck_free(xp);
         }
         free(pg.toff);
         return err;
@@ -555,7 +555,7 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
         err = FN(conv_fwd_phased)(p, d, x, Ap, mpad, bias, y, nt, &kn);
     else
         err = FN(conv_fwd_shifted)(p, d, x, Ap, mpad, bias, y, nt, &kn);
-    free(Ap);
+    ck_free(Ap);
     return err;
 }
 
@@ -597,7 +597,7 @@ static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T
                     dst[t] = src[KK - 1 - t];
             }
     rc = FN(conv_forward_impl)(&q, &dq, gy, wt, NULL, gx, nt);
-    free(wt);
+    ck_free(wt);
     return rc;
 }
 
@@ -669,8 +669,8 @@ static int FN(conv_bwi_phases)(const ck_conv_params *p, const T *gy, const T *w,
         T *wt = (T *)ck_alloc((size_t)(p->c_in * cog * dq.KK) * sizeof(T));
         T *tmp = (T *)ck_alloc((size_t)(p->n * p->c_in * dq.P) * sizeof(T));
         if (!wt || !tmp) {
-            free(wt);
-            free(tmp);
+            ck_free(wt);
+            ck_free(tmp);
             rc = CK_ERR_NOMEM;
             break;
         }
@@ -704,8 +704,8 @@ static int FN(conv_bwi_phases)(const ck_conv_params *p, const T *gy, const T *w,
                     }
             }
         }
-        free(wt);
-        free(tmp);
+        ck_free(wt);
+        ck_free(tmp);
     }
     free(qs);
     free(taps);
@@ -785,9 +785,9 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
                 }
             }
         }
-        free(Ap);
-        free(Bp);
-        free(col);
+        ck_free(Ap);
+        ck_free(Bp);
+        ck_free(col);
     }
     return err;
 }
@@ -821,7 +821,7 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
                                             gw + oc * d->Kc, xp + pg.len);
                 }
             }
-            free(xp);
+            ck_free(xp);
         }
         free(pg.toff);
         return err;
@@ -846,9 +846,11 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
      * itself); a static schedule keeps the result reproducible. */
     T *priv = NULL;
     if (nth > 1) {
-        priv = (T *)calloc((size_t)((nth - 1) * wlen), sizeof(T));
+        priv = (T *)ck_alloc((size_t)((nth - 1) * wlen) * sizeof(T));
+        if (priv)
+            memset(priv, 0, (size_t)((nth - 1) * wlen) * sizeof(T));
         if (!priv) {
-            free(tp.xp);
+            ck_free(tp.xp);
             free(tp.offs);
             return CK_ERR_NOMEM;
         }
@@ -874,14 +876,14 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
                           ck_min(dk.mo, d->cog - oc), ck_min(dk.nj, d->Kc - r));
         }
     }
-    free(tp.xp);
+    ck_free(tp.xp);
     free(tp.offs);
     if (priv) {
 #pragma omp parallel for schedule(static) num_threads(nth)
         for (int64_t i = 0; i < wlen; i++)
             for (int t = 0; t < nth - 1; t++)
                 gw[i] += priv[(int64_t)t * wlen + i];
-        free(priv);
+        ck_free(priv);
     }
     return err;
 }

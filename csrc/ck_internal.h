@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <pthread.h>
 
 #include "convkit.h"
 
@@ -85,13 +86,120 @@ static inline void ck_valid_range(int64_t n, int64_t s, int64_t off, int64_t nou
     *hi = b;
 }
 
-/* 64-byte aligned scratch (free with free()); NULL on failure. */
-static inline void *ck_alloc(size_t bytes)
+/* ---- scratch memory ------------------------------------------------------
+ * ck_alloc / ck_free: 64-byte aligned scratch with a small per-thread cache
+ * of freed blocks.  Big per-call buffers (tap planes, ...) would otherwise be
+ * mmap'ed, faulted in and zeroed by the kernel on every call, which costs as
+ * much as the convolution for small problems.  The cache is thread-local
+ * (no shared mutable state) and freed when its thread exits. */
+#define CK_CACHE_SLOTS 8
+#define CK_CACHE_BYTES ((size_t)256 << 20) /* at most this much kept per thread */
+#define CK_HEADER 64                       /* keeps the block 64-byte aligned */
+
+typedef struct {
+    void *blk[CK_CACHE_SLOTS];
+    size_t total;
+} ck_cache;
+
+static pthread_key_t ck_cache_key;
+static pthread_once_t ck_cache_once = PTHREAD_ONCE_INIT;
+
+static void ck_cache_destroy(void *v)
 {
-    void *ptr = NULL;
-    if (posix_memalign(&ptr, 64, bytes ? bytes : 64) != 0)
+    ck_cache *c = (ck_cache *)v;
+    for (int i = 0; i < CK_CACHE_SLOTS; i++)
+        free(c->blk[i]);
+    free(c);
+}
+
+static void ck_cache_init(void) { (void)pthread_key_create(&ck_cache_key, ck_cache_destroy); }
+
+static ck_cache *ck_cache_get(void)
+{
+    pthread_once(&ck_cache_once, ck_cache_init);
+    ck_cache *c = (ck_cache *)pthread_getspecific(ck_cache_key);
+    if (!c) {
+        c = (ck_cache *)calloc(1, sizeof(ck_cache));
+        if (c && pthread_setspecific(ck_cache_key, c) != 0) {
+            free(c);
+            c = NULL;
+        }
+    }
+    return c;
+}
+
+static inline size_t ck_blk_size(void *blk) { return *(size_t *)blk; }
+
+/* NULL on failure; release with ck_free (never free). */
+static void *ck_alloc(size_t bytes)
+{
+    ck_cache *c = ck_cache_get();
+    if (c) { /* the smallest cached block that fits and wastes at most half */
+        int best = -1;
+        for (int i = 0; i < CK_CACHE_SLOTS; i++)
+            if (c->blk[i] && ck_blk_size(c->blk[i]) >= bytes && ck_blk_size(c->blk[i]) / 2 <= bytes
+                && (best < 0 || ck_blk_size(c->blk[i]) < ck_blk_size(c->blk[best])))
+                best = i;
+        if (best >= 0) {
+            void *blk = c->blk[best];
+            c->blk[best] = NULL;
+            c->total -= ck_blk_size(blk);
+            return (char *)blk + CK_HEADER;
+        }
+    }
+    void *blk = NULL;
+    if (bytes > SIZE_MAX - CK_HEADER || posix_memalign(&blk, 64, CK_HEADER + (bytes ? bytes : 1)) != 0)
         return NULL;
-    return ptr;
+    *(size_t *)blk = bytes;
+    return (char *)blk + CK_HEADER;
+}
+
+static void ck_free(void *ptr)
+{
+    if (!ptr)
+        return;
+    void *blk = (char *)ptr - CK_HEADER;
+    const size_t size = ck_blk_size(blk);
+    ck_cache *c = ck_cache_get();
+    if (c && size <= CK_CACHE_BYTES) {
+        int slot = -1;
+        for (int i = 0; i < CK_CACHE_SLOTS && slot < 0; i++)
+            if (!c->blk[i])
+                slot = i;
+        if (slot < 0) { /* full: evict the smallest if this one is bigger */
+            slot = 0;
+            for (int i = 1; i < CK_CACHE_SLOTS; i++)
+                if (ck_blk_size(c->blk[i]) < ck_blk_size(c->blk[slot]))
+                    slot = i;
+            if (ck_blk_size(c->blk[slot]) >= size) {
+                free(blk);
+                return;
+            }
+            c->total -= ck_blk_size(c->blk[slot]);
+            free(c->blk[slot]);
+            c->blk[slot] = NULL;
+        }
+        /* Over budget: drop the largest cached blocks first. */
+        while (c->total + size > CK_CACHE_BYTES) {
+            int big = -1;
+            for (int i = 0; i < CK_CACHE_SLOTS; i++)
+                if (c->blk[i] && (big < 0 || ck_blk_size(c->blk[i]) > ck_blk_size(c->blk[big])))
+                    big = i;
+            if (big < 0)
+                break;
+            c->total -= ck_blk_size(c->blk[big]);
+            free(c->blk[big]);
+            c->blk[big] = NULL;
+            if (slot < 0 || c->blk[slot])
+                slot = big;
+        }
+        if (c->total + size <= CK_CACHE_BYTES) {
+            c->blk[slot] = blk;
+            c->total += size;
+            return;
+        }
+    }
+    free(blk);
 }
 
 /* a * b into *r, failing instead of wrapping. */

@@ -326,7 +326,7 @@ static int FN(pool_forward_impl)(const ck_pool_params *p, const ck_pool_dims *d,
 #pragma omp parallel for schedule(dynamic, 4) num_threads(ck_threads(nt, planes))
     for (int64_t t = 0; t < planes; t++)
         FN(pool_fwd_plane)(p, x + t * d->X, y + t * d->P, ind ? ind + t * d->P : NULL, dtab);
-    free(dtab);
+    ck_free(dtab);
     return CK_OK;
 }
 
