@@ -93,7 +93,7 @@ static inline void ck_valid_range(int64_t n, int64_t s, int64_t off, int64_t nou
  * much as the convolution for small problems.  The cache is thread-local
  * (no shared mutable state) and freed when its thread exits. */
 #define CK_CACHE_SLOTS 8
-#define CK_CACHE_BYTES ((size_t)256 << 20) /* at most this much kept per thread */
+#define CK_CACHE_BYTES ((size_t)64 << 20) /* at most this much kept per thread */
 #define CK_HEADER 64                       /* keeps the block 64-byte aligned */
 
 typedef struct {
