@@ -18,8 +18,10 @@ PEERS = ("torch", "onnxruntime", "scipy")
 
 def _check_png(path):
     data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC, path
-    assert len(data) > 5000, f"{path} is suspiciously small ({len(data)} bytes)"
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR", path
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 400 and height >= 100, f"{path} is {width}x{height}"
+    assert len(data) > 2000 and data.rstrip().endswith(b"IEND\xaeB`\x82"), f"{path}: {len(data)} bytes"
 
 
 def _check_bench_json(r, peers_expected=()):

@@ -65,8 +65,16 @@ def _save(plt, fig, path):
     height = fig.get_figheight()
     fig.legend(handles, labels, loc="upper center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
-    fig.savefig(path, dpi=_DPI, pil_kwargs={"optimize": True})
+    fig.savefig(path, dpi=_DPI)
     plt.close(fig)
+    try:  # a 128-colour palette keeps the PNGs small enough to commit (Pillow comes with matplotlib)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            small = im.convert("RGB").quantize(colors=128)
+        small.save(path, optimize=True)
+    except Exception:  # the full-colour file is still a valid chart
+        pass
     return path
 
 
