@@ -365,23 +365,31 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
     int err = FN(taps_build)(p, d, x, nt, kn->nr + 64, &tp);
     if (err)
         return err;
-    const int64_t Q = tp.Q, Hph = tp.Hph, OW = p->out[2];
-    const ck_tiling tl = ck_tile_nr(Q, K * (int64_t)sizeof(T), p->n * d->G * OD, nt, kn->nr);
-    const int64_t tasks = p->n * d->G * OD * tl.ntile;
+    const int64_t Q = tp.Q, Hph = tp.Hph, OW = p->out[2], jobs = p->n * d->G * OD;
+    /* Nothing is packed, so tiles only serve the balance between threads:
+     * aim at >= 4 tasks per thread, splitting the micro-panels of each
+     * (image, group, slice) and, for small problems, the output channels. */
+    const int64_t want = 4 * (int64_t)(nt > 0 ? nt : 1), panels = (Q + kn->nr - 1) / kn->nr;
+    const int64_t per_job = (want + jobs - 1) / jobs;
+    const int64_t tile_panels = ck_max(1, panels / per_job), width = tile_panels * kn->nr;
+    const int64_t ntile = (panels + tile_panels - 1) / tile_panels, mblocks = mpad / kn->mr;
+    const int64_t msplit = ck_max(1, ck_min(mblocks, (want + jobs * ntile - 1) / (jobs * ntile)));
+    const int64_t msz = (mblocks + msplit - 1) / msplit * kn->mr, tasks = jobs * ntile * msplit;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, tasks))
     for (int64_t t = 0; t < tasks; t++) {
-        const int64_t tile = t % tl.ntile, od = (t / tl.ntile) % OD;
-        const int64_t g = (t / (tl.ntile * OD)) % d->G, n = t / (tl.ntile * OD * d->G);
-        const int64_t q0 = tile * tl.width, qn = ck_min(tl.width, Q - q0);
-        if (qn <= 0)
+        const int64_t ms = t % msplit, tile = (t / msplit) % ntile, job = t / (msplit * ntile);
+        const int64_t od = job % OD, g = (job / OD) % d->G, n = job / (OD * d->G);
+        const int64_t q0 = tile * width, qn = ck_min(width, Q - q0);
+        const int64_t m0 = ms * msz, m1 = ck_min(d->cog, m0 + msz);
+        if (qn <= 0 || m0 >= m1)
             continue;
         const T *xb = tp.xp + (n * p->c_in + g * d->cig) * tp.cplane + od * Hph * OW + q0;
         const T *ag = Ap + g * mpad * K;
         T *yc = y + (n * p->c_out + g * d->cog) * d->P + od * Q + q0;
         for (int64_t jb = 0; jb < qn; jb += kn->nr)
-            for (int64_t ib = 0; ib < d->cog; ib += kn->mr)
+            for (int64_t ib = m0; ib < m1; ib += kn->mr)
                 kn->fn_t(K, ag + ib * K, xb + jb, tp.offs, yc + ib * d->P + jb, d->P,
-                         ck_min(kn->mr, d->cog - ib), ck_min(kn->nr, qn - jb), 0,
+                         ck_min(kn->mr, m1 - ib), ck_min(kn->nr, qn - jb), 0,
                          bias ? bias + g * d->cog + ib : NULL);
     }
     ck_free(tp.xp);
@@ -545,9 +553,13 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
     T *Ap = (T *)ck_alloc((size_t)(d->G * mpad * K) * sizeof(T));
     if (!Ap)
         return CK_ERR_NOMEM;
-#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, d->G))
-    for (int64_t g = 0; g < d->G; g++)
-        FN(pack_a)(d->cog, K, w + g * d->cog * K, K, 1, Ap + g * mpad * K, kn.mr);
+    const int64_t mblocks = mpad / kn.mr;
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, d->G * mblocks))
+    for (int64_t gb = 0; gb < d->G * mblocks; gb++) {
+        const int64_t g = gb / mblocks, ib = (gb % mblocks) * kn.mr;
+        FN(pack_a)(ck_min(kn.mr, d->cog - ib), K, w + (g * d->cog + ib) * K, K, 1,
+                   Ap + (g * mpad + ib) * K, kn.mr);
+    }
     /* Phase planes cost only the wasted columns ow in [OW, Wph): use them
      * when that is under ~3% of a row (long rows, 1-D), else tap planes. */
     const int64_t wph = ck_roundup(p->in[2] + p->pad_lo[2] + p->pad_hi[2], p->stride[2]) / p->stride[2];
@@ -588,14 +600,15 @@ static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T
         return CK_ERR_NOMEM;
     /* wt[g*cig + ic][oc][t] = w[g*cog + oc][ic][KK-1-t]: flipping every dim
      * reverses the flat tap index. */
-    for (int64_t g = 0; g < G; g++)
-        for (int64_t ic = 0; ic < cig; ic++)
-            for (int64_t oc = 0; oc < cog; oc++) {
-                const T *src = w + ((g * cog + oc) * cig + ic) * KK;
-                T *dst = wt + ((g * cig + ic) * cog + oc) * KK;
-                for (int64_t t = 0; t < KK; t++)
-                    dst[t] = src[KK - 1 - t];
-            }
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, G * cig))
+    for (int64_t gi = 0; gi < G * cig; gi++)
+        for (int64_t oc = 0; oc < cog; oc++) {
+            const int64_t g = gi / cig, ic = gi % cig;
+            const T *src = w + ((g * cog + oc) * cig + ic) * KK;
+            T *dst = wt + (gi * cog + oc) * KK;
+            for (int64_t t = 0; t < KK; t++)
+                dst[t] = src[KK - 1 - t];
+        }
     rc = FN(conv_forward_impl)(&q, &dq, gy, wt, NULL, gx, nt);
     ck_free(wt);
     return rc;
