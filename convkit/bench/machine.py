@@ -15,7 +15,7 @@ import platform
 import sys
 from importlib import metadata
 
-__all__ = ["FLAGS", "machine_info", "versions", "now_utc", "CpuUse"]
+__all__ = ["FLAGS", "machine_info", "versions", "now_utc", "CpuUse", "wait_for_quiet"]
 
 #: CPU flags that matter to convolution kernels.
 FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile")
@@ -140,3 +140,24 @@ class CpuUse:
             cpus = os.cpu_count() or 1
             self.other_fraction = min(1.0, max(0.0, other / (wall * cpus)))
         return False
+
+
+def wait_for_quiet(max_wait: float = 5.0, threshold: float = 0.1, window: float = 0.5) -> float | None:
+    """Wait (up to ``max_wait`` s) until other processes use under ``threshold`` of the CPUs for ``window`` s.
+
+    Returns the last measured share (``None`` without ``/proc/stat``).
+
+    Examples
+    --------
+    >>> share = wait_for_quiet(max_wait=0.0, window=0.01)
+    >>> share is None or 0.0 <= share <= 1.0
+    True
+    """
+    import time
+
+    deadline = time.perf_counter() + max_wait
+    while True:
+        with CpuUse() as use:
+            time.sleep(window)
+        if use.other_fraction is None or use.other_fraction < threshold or time.perf_counter() >= deadline:
+            return use.other_fraction

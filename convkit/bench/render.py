@@ -53,6 +53,10 @@ def _time_cell(run) -> str:
     return f"{format_time(run['median_s'])} ({format_time(run['q1_s'])}–{format_time(run['q3_s'])})"
 
 
+def _noisy(row) -> str:
+    return " ~" if (row.get("other_cpu") or 0.0) > 0.1 else ""
+
+
 def _ratio(v) -> str:
     return "" if v is None else f"{v:.2f}x"
 
@@ -102,7 +106,7 @@ def _suite_tables(result, suite) -> list:
            "| problem | dir | GFLOP | " + " | ".join(f"{r} median (q1–q3)" for r in runners) + " |",
            "|---|---|--:|" + "--:|" * len(runners)]
     for r in rows:
-        out.append(f"| {r['name']} `{r['descriptor']}` | {r['direction'][:3]} | {r['flops'] / 1e9:.3g} | "
+        out.append(f"| {r['name']} `{r['descriptor']}` | {r['direction'][:3]}{_noisy(r)} | {r['flops'] / 1e9:.3g} | "
                    + " | ".join(_time_cell(r["runs"].get(n)) for n in runners) + " |")
     out += ["", "| problem | dir | " + " | ".join(f"{n} GFLOP/s (% peak)" for n in timed)
             + "".join(f" | {b} vs {c}" for b, c in pairs) + " |",
@@ -148,6 +152,7 @@ def to_markdown(result, images=()) -> str:
             "of B (> 1: B is faster). FLOPs: conv forward = 2·N·C_out·prod(out)·(C_in/groups)·prod(k), conv "
             "backward = 2 × forward (input + weight gradients), pools = one operation per window element. "
             "Codes: " + ", ".join(f"{c} = {s}" for s, c in STATUS_CODES.items()) + ".", ""]
+    out += summary_lines(result)
     if images:
         out += ["## Charts", ""] + [f"![{Path(i).stem}]({i})" for i in images] + [""]
     out += ["## Results", ""]
@@ -163,6 +168,25 @@ def to_markdown(result, images=()) -> str:
     if missing:
         out += ["## Not timed", ""] + missing + [""]
     return "\n".join(out)
+
+
+def summary_lines(result) -> list:
+    """Markdown bullets: geometric-mean speed-up of each backend over each comparator, per direction."""
+    summary, ref = result.get("summary") or {}, result["reference"]
+    backends = [b for b in result["backends"]["measured"] if b != ref] or [ref]
+    lines = []
+    for b in backends:
+        parts = [f"vs {c}: " + ", ".join(f"{by_dir[d]['geomean']:.2f}x {d[:3]} (n={by_dir[d]['n']})"
+                                         for d in ("forward", "backward") if d in by_dir)
+                 for c, by_dir in summary.get(b, {}).items()]
+        if parts:
+            lines.append(f"- **`{b}`, geometric-mean speed-up** " + "; ".join(parts))
+    rows = result["results"]
+    noisy = sum(1 for r in rows if _noisy(r))
+    lines.append(f"- **Quiet:** {len(rows) - noisy} of {len(rows)} problem-directions were measured while other "
+                 f"processes took at most 10% of the CPUs; the other {noisy} (marked ~ after the direction) were "
+                 f"measured up to {result['budget_s'].get('retries', 0) + 1} times and the quietest attempt kept")
+    return ["## Summary", ""] + lines + [""]
 
 
 def target_table(result, backend="c", peer="torch") -> list:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 import sys
 
 from .. import config, registry
 from ..errors import ConvkitError
 from . import peers as peers_mod
 from . import timing
-from .machine import CpuUse, machine_info, now_utc, versions
+from .machine import CpuUse, machine_info, now_utc, versions, wait_for_quiet
 from .problems import DEFAULT_SUITES, DIRECTIONS, convkit_callable, load_suites, make_inputs
 
 __all__ = ["run_bench", "add_arguments", "main", "REFERENCE"]
@@ -30,6 +31,11 @@ REFERENCE = "numpy"
 BUDGETS = {"full": (1.0, 0.3), "quick": (0.4, 0.15)}
 #: Runners take turns in this many rounds per problem (fair under bursts of load from other processes).
 ROUNDS = 3
+#: A problem measured while other processes took more than this share of the CPUs is measured again
+#: (after waiting up to QUIET_WAIT_S for quiet), at most RETRIES more times, the quietest attempt kept,
+#: while the run's extra time stays under RETRY_BUDGET_S (by mode).
+NOISY, RETRIES, QUIET_WAIT_S = 0.1, 2, 3.0
+RETRY_BUDGET_S = {"full": 600.0, "quick": 90.0}
 #: In --quick the reference is not timed on problems above this many GFLOP.
 QUICK_REFERENCE_MAX_GFLOP = 2.0
 
@@ -100,6 +106,29 @@ def _measure_problem(problem, direction, runners, budgets, quick, rounds) -> dic
             "direction": direction, "flops": flops, "target": problem.targets.get(direction), "runs": runs}
 
 
+def _measure_quietest(problem, direction, runners, budgets, quick, rounds, retry_left) -> tuple:
+    """Measure a problem; again while other processes were busy. Returns (row, seconds spent on retries)."""
+    import time
+
+    def attempt():
+        with CpuUse() as use:
+            row = _measure_problem(problem, direction, runners, budgets, quick, rounds)
+        row["other_cpu"] = use.other_fraction
+        return row
+
+    best, tries, spent = attempt(), 1, 0.0
+    while (best["other_cpu"] or 0.0) > NOISY and tries <= RETRIES and spent < retry_left:
+        t0 = time.perf_counter()
+        wait_for_quiet(min(QUIET_WAIT_S, retry_left - spent), NOISY)
+        row = attempt()
+        tries += 1
+        spent += time.perf_counter() - t0
+        if row["other_cpu"] is not None and row["other_cpu"] < best["other_cpu"]:
+            best = row
+    best["attempts"] = tries
+    return best, spent
+
+
 def _derive(row, peak_gflops, backends, comparators) -> None:
     """Add GFLOP/s, peak fraction and speed-ups to a measured row."""
     for run in row["runs"].values():
@@ -113,6 +142,25 @@ def _derive(row, peak_gflops, backends, comparators) -> None:
             continue
         row["speedups"][b] = {c: row["runs"][c]["median_s"] / mine["median_s"] for c in comparators
                               if c != b and row["runs"].get(c, {}).get("status") == "ok"}
+
+
+def summarize_speedups(rows) -> dict:
+    """Geometric-mean speed-up per backend, comparator and direction: ``{b: {c: {dir: {"geomean", "n"}}}}``.
+
+    Examples
+    --------
+    >>> rows = [{"direction": "forward", "speedups": {"c": {"torch": 2.0}}},
+    ...         {"direction": "forward", "speedups": {"c": {"torch": 0.5}}}]
+    >>> summarize_speedups(rows)
+    {'c': {'torch': {'forward': {'geomean': 1.0, 'n': 2}}}}
+    """
+    logs: dict = {}
+    for row in rows:
+        for b, ratios in row["speedups"].items():
+            for c, ratio in ratios.items():
+                logs.setdefault(b, {}).setdefault(c, {}).setdefault(row["direction"], []).append(math.log(ratio))
+    return {b: {c: {d: {"geomean": round(math.exp(sum(v) / len(v)), 6), "n": len(v)} for d, v in by_dir.items()}
+                for c, by_dir in by_c.items()} for b, by_c in logs.items()}
 
 
 def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), threads=None, quick=False,
@@ -166,7 +214,8 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
     started, machine = now_utc(), machine_info()
     previous = config._num_threads
     config.set_num_threads(threads)
-    rows = []
+    # Retries get less time with a smaller budget, and next to none with the tiny budgets of tests.
+    rows, retry_left = [], RETRY_BUDGET_S[mode] * min(1.0, budget / BUDGETS[mode][0]) ** 2
     try:
         with CpuUse() as cpu_use, timing.blas_threads(threads):
             peak_start = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
@@ -176,8 +225,10 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
                     for direction in DIRECTIONS:
                         if bar:
                             bar.update(task, description=f"{problem.name} {direction[:3]}")
-                        rows.append(_measure_problem(problem, direction, runners, (budget, reference_budget),
-                                                     quick, rounds))
+                        row, spent = _measure_quietest(problem, direction, runners, (budget, reference_budget),
+                                                       quick, rounds, retry_left)
+                        retry_left -= spent
+                        rows.append(row)
                         if bar:
                             bar.advance(task)
             peak_end = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
@@ -196,7 +247,8 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
         "date": started, "finished": now_utc(),
         "command": (argv if isinstance(argv, str) else " ".join(argv)) if argv else None,
         "mode": mode, "suites": suites, "match": match,
-        "budget_s": {"runner": budget, "reference": reference_budget, "rounds": rounds},
+        "budget_s": {"runner": budget, "reference": reference_budget, "rounds": rounds,
+                     "noisy_above": NOISY, "retries": RETRIES},
         "machine": machine,
         "versions": versions({n: infos[n].version for n in measured_backends}),
         "threads": {"requested": threads, "convkit": threads,
@@ -211,6 +263,7 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
             "conv_forward": "2 * N * C_out * prod(out) * (C_in / groups) * prod(k)",
             "conv_backward": "2 * conv_forward (input gradient + weight gradient)",
             "pool": "N * C * prod(out) * prod(k) (one operation per window element), forward and backward"},
+        "summary": summarize_speedups(rows),
         "results": rows,
     }
 
