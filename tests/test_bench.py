@@ -54,7 +54,7 @@ def _check_bench_json(r, peers_expected=()):
                 assert ratio == pytest.approx(row["runs"][comp]["median_s"] / row["runs"][backend]["median_s"])
         for name in peers_expected:
             assert row["runs"][name]["status"] in ("ok", "not expressible")
-    assert "numpy" in r["summary"] or len(available) > 1
+    assert isinstance(r["summary"], dict)
     if len(available) > 1:
         assert all("numpy" in row["speedups"][b] for row in r["results"] for b in available if b != "numpy")
 
