@@ -88,7 +88,11 @@ def main(args) -> int:
                        "markdown": "## Conformance\n\nconformance: not run (--no-conformance)\n"}
     else:
         conformance = run_conformance_section(quick=True, progress=progress)
-    bench = runner.bench_from_args(args, runner.command_line(args, "report"))
+    try:
+        bench = runner.bench_from_args(args, runner.command_line(args, "report"))
+    except ValueError as exc:  # an unknown suite or peer name
+        print(f"convkit report: error: {exc}", file=sys.stderr)
+        return 2
     bench["report_seconds"] = {"conformance": conformance["seconds"], "total": time.perf_counter() - start}
     paths = write_report(conformance, bench, args.out)
     render.print_summary(bench)

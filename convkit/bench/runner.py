@@ -311,6 +311,8 @@ def command_line(args, command: str) -> list:
         argv += ["--peak-sizes", args.peak_sizes]
     if args.quick:
         argv.append("--quick")
+    if getattr(args, "no_conformance", False):
+        argv.append("--no-conformance")
     return argv + ["--out", str(args.out)]
 
 
@@ -332,7 +334,13 @@ def main(args) -> int:
     if args.suites and "list" in args.suites:
         print("\n".join(list_suites()))
         return 0
-    result = bench_from_args(args, command_line(args, "bench"))
+    try:
+        result = bench_from_args(args, command_line(args, "bench"))
+    except ValueError as exc:  # an unknown suite or peer name
+        print(f"convkit bench: error: {exc}", file=sys.stderr)
+        return 2
+    for name, why in result["backends"]["skipped"].items():
+        print(f"convkit bench: backend {name} not timed: {why}", file=sys.stderr)
     paths = render.write_all(result, args.out)
     render.print_summary(result)
     print(f"wrote {', '.join(str(p) for p in paths)}")
