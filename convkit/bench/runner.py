@@ -165,7 +165,7 @@ def summarize_speedups(rows) -> dict:
 
 def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), threads=None, quick=False,
               budget=None, reference_budget=None, match=None, progress=True, argv=None,
-              peak_sizes=(1024, 2048)) -> dict:
+              peak_sizes=(1024, 2048), retry_budget=None) -> dict:
     """Run the benchmark and return the report as a dict (what ``report.json`` holds).
 
     Parameters
@@ -190,6 +190,9 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
         Keep problems whose name or descriptor matches this glob.
     peak_sizes : tuple of int
         Square matmul sizes tried for the practical peak (the best counts).
+    retry_budget : float, optional
+        Seconds the run may spend measuring busy-machine problems again
+        (default :data:`RETRY_BUDGET_S` scaled down with the budget).
 
     Examples
     --------
@@ -215,7 +218,9 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
     previous = config._num_threads
     config.set_num_threads(threads)
     # Retries get less time with a smaller budget, and next to none with the tiny budgets of tests.
-    rows, retry_left = [], RETRY_BUDGET_S[mode] * min(1.0, budget / BUDGETS[mode][0]) ** 2
+    if retry_budget is None:
+        retry_budget = RETRY_BUDGET_S[mode] * min(1.0, budget / BUDGETS[mode][0]) ** 2
+    rows, retry_left = [], retry_budget
     try:
         with CpuUse() as cpu_use, timing.blas_threads(threads):
             peak_start = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
@@ -248,7 +253,7 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
         "command": (argv if isinstance(argv, str) else " ".join(argv)) if argv else None,
         "mode": mode, "suites": suites, "match": match,
         "budget_s": {"runner": budget, "reference": reference_budget, "rounds": rounds,
-                     "noisy_above": NOISY, "retries": RETRIES},
+                     "noisy_above": NOISY, "retries": RETRIES, "retry_budget": retry_budget},
         "machine": machine,
         "versions": versions({n: infos[n].version for n in measured_backends}),
         "threads": {"requested": threads, "convkit": threads,
@@ -283,6 +288,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--match", help="only problems whose name or descriptor matches this glob")
     parser.add_argument("--peak-sizes", default="1024,2048",
                         help="square float32 matmul sizes tried for the practical peak (default: 1024,2048)")
+    parser.add_argument("--retry-budget", type=float,
+                        help="seconds the run may spend measuring again what ran while the machine was busy "
+                             "(default: 600, 90 with --quick)")
     parser.add_argument("--out", default="bench-report", help="output directory (default: ./bench-report)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -304,7 +312,7 @@ def command_line(args, command: str) -> list:
         argv += ["--backends", *args.backends]
     if args.compare != ",".join(peers_mod.PEERS):
         argv += ["--compare", args.compare]
-    for flag in ("threads", "budget", "reference_budget", "match"):
+    for flag in ("threads", "budget", "reference_budget", "retry_budget", "match"):
         if getattr(args, flag, None) is not None:
             argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.peak_sizes != "1024,2048":
@@ -323,7 +331,8 @@ def bench_from_args(args, argv) -> dict:
                      compare=compare, threads=args.threads, quick=args.quick, budget=args.budget,
                      reference_budget=args.reference_budget, match=args.match,
                      progress=not args.no_progress and sys.stderr.isatty(), argv=argv,
-                     peak_sizes=tuple(int(v) for v in _split_names([args.peak_sizes])))
+                     peak_sizes=tuple(int(v) for v in _split_names([args.peak_sizes])),
+                     retry_budget=args.retry_budget)
 
 
 def main(args) -> int:
