@@ -1,13 +1,15 @@
 """The ``c`` backend: every kernel of the contract in C (cffi + OpenMP).
 
 The compiled module ``convkit_backends.c._ckernels`` is built from ``csrc/``
-at install time (``csrc/build_ffi.py``). Convolutions run on register-blocked
-GEMM micro-kernels (AVX-512, AVX2+FMA or portable, chosen at run time): with
-stride 1 they read the zero-padded input in place (each im2col row is a
-shifted view of it), otherwise they pack im2col tiles per thread; the input
-gradient of a stride-1 conv is a forward conv with flipped weights, the
-weight gradient a blocked dot product. Depthwise and tiny-channel
-convolutions and all pools run as direct loops. Every call runs on
+at install time (``csrc/build_ffi.py``; no BLAS, only the C compiler).
+Convolutions run on register-blocked GEMM micro-kernels (AVX-512, AVX2+FMA or
+portable, chosen at run time) that read the input in place: it is rebuilt
+once per call as "tap planes" (one shifted copy per kernel column and stride
+phase) so that every im2col row is a contiguous slice of it. The input
+gradient is a forward convolution of ``grad_y`` with flipped weights (one per
+stride phase), the weight gradient a blocked dot product of ``grad_y`` rows
+with tap-plane rows. Depthwise and tiny-channel convolutions and all pools
+run as vectorized direct loops. Every call runs on
 ``convkit.config.get_num_threads()`` OpenMP threads with the GIL released.
 
 ``CONVKIT_C_ISA=portable`` or ``avx2`` caps the micro-kernel choice (tests).
