@@ -177,8 +177,8 @@ class CBackend(Backend):
         dilation=True,
         pool_kinds=frozenset({"max", "avg", "lp"}),
         threads=True,
-        algorithm="C/OpenMP: GEMM micro-kernels (AVX-512/AVX2/portable) on the padded input (stride 1) "
-                  "or packed im2col tiles; direct loops for depthwise/tiny channels and pools",
+        algorithm="C/OpenMP: GEMM micro-kernels (AVX-512/AVX2/portable) reading tap planes of the input "
+                  "in place; direct loops for depthwise/tiny channels and pools",
     )
 
     def availability(self) -> str | None:
