@@ -70,8 +70,12 @@ def _header_md(result) -> list:
     missing = "; ".join(f"{n}: {why}" for n, why in result["peers"]["missing"].items()) or "none"
     threads = ", ".join(f"{k} {val}" for k, val in t.items() if k != "requested")
     other = m.get("other_processes_cpu_fraction")
-    quiet = ("unknown" if other is None else f"{100 * other:.0f}% of all CPU time"
-             + (" — **the machine was busy: treat these numbers as noisy**" if other > 0.1 else ""))
+    rows = result["results"]
+    noisy = sum(1 for r in rows if _noisy(r))
+    quiet = ("unknown" if other is None else
+             f"{100 * other:.0f}% of all CPU time over the whole run (waits for quiet included); "
+             f"{noisy} of {len(rows)} problem-directions measured while they took over 10%"
+             + (" — **the machine was busy: treat these numbers as noisy**" if noisy > 0.1 * len(rows) else ""))
     lines = [
         f"- **Command:** `{result['command'] or '(run_bench from Python)'}`",
         f"- **Date:** {result['date']} to {result['finished']} (UTC); mode `{result['mode']}`; suites "
