@@ -330,31 +330,114 @@ static int FN(pool_forward_impl)(const ck_pool_params *p, const ck_pool_dims *d,
     return CK_OK;
 }
 
+/* One (n, c) plane of the avg backward, row by row: each output row's
+ * gradient / divisor (coef) is added to every input row its windows touch,
+ * interior columns as vector loops, edge columns checked. */
+CK_CLONES static void FN(avg_bwd_plane)(const ck_pool_params *p, const T *gyp, T *gxp,
+                                        const T *dtab, T *coef)
+{
+    const int64_t o2 = p->out[2], s2 = p->stride[2], k2 = p->k[2];
+    int64_t A, B, tmp;
+    ck_valid_range(p->in[2], s2, -p->pad_lo[2], o2, &A, &tmp);
+    ck_valid_range(p->in[2], s2, (k2 - 1) * p->dil[2] - p->pad_lo[2], o2, &tmp, &B);
+    if (B < A)
+        B = A;
+    memset(gxp, 0, (size_t)(p->in[0] * p->in[1] * p->in[2]) * sizeof(T));
+    for (int64_t od = 0; od < p->out[0]; od++)
+        for (int64_t oh = 0; oh < p->out[1]; oh++) {
+            const int64_t ro = (od * p->out[1] + oh) * o2;
+            if (dtab)
+                for (int64_t ow = 0; ow < o2; ow++)
+                    coef[ow] = gyp[ro + ow] / dtab[ro + ow];
+            else
+                for (int64_t ow = 0; ow < o2; ow++)
+                    coef[ow] = gyp[ro + ow] / (T)p->divisor_override;
+            for (int64_t kd = 0; kd < p->k[0]; kd++) {
+                const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
+                if (id < 0 || id >= p->in[0])
+                    continue;
+                for (int64_t kh = 0; kh < p->k[1]; kh++) {
+                    const int64_t ih = oh * p->stride[1] + kh * p->dil[1] - p->pad_lo[1];
+                    if (ih < 0 || ih >= p->in[1])
+                        continue;
+                    T *gxrow = gxp + (id * p->in[1] + ih) * p->in[2];
+                    for (int64_t kw = 0; kw < k2; kw++) {
+                        const int64_t off = kw * p->dil[2] - p->pad_lo[2];
+                        for (int64_t ow = 0; ow < A; ow++) {
+                            const int64_t iw = ow * s2 + off;
+                            if (iw >= 0 && iw < p->in[2])
+                                gxrow[iw] += coef[ow];
+                        }
+                        if (s2 == 1)
+                            for (int64_t ow = A; ow < B; ow++)
+                                gxrow[ow + off] += coef[ow];
+                        else if (s2 == 2)
+                            for (int64_t ow = A; ow < B; ow++)
+                                gxrow[ow * 2 + off] += coef[ow];
+                        else
+                            for (int64_t ow = A; ow < B; ow++)
+                                gxrow[ow * s2 + off] += coef[ow];
+                        for (int64_t ow = B; ow < o2; ow++) {
+                            const int64_t iw = ow * s2 + off;
+                            if (iw >= 0 && iw < p->in[2])
+                                gxrow[iw] += coef[ow];
+                        }
+                    }
+                }
+            }
+        }
+}
+
 static int FN(pool_backward_impl)(const ck_pool_params *p, const ck_pool_dims *d, const T *gy,
                                   const T *x, const T *y, const int64_t *ind, T *gx, int nt)
 {
     const int64_t planes = p->n * p->c;
     int err = CK_OK;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(ck_threads(nt, planes))
-    for (int64_t t = 0; t < planes; t++) {
-        T *gxp = gx + t * d->X;
-        if (p->kind != CK_POOL_MAX) {
-            FN(pool_bwd_plane)(p, gy + t * d->P, x ? x + t * d->X : NULL, y ? y + t * d->P : NULL,
-                               gxp, d->div[0], d->div[1], d->div[2]);
-            continue;
-        }
-        const T *gyp = gy + t * d->P;
-        const int64_t *ip = ind + t * d->P;
-        memset(gxp, 0, (size_t)d->X * sizeof(T));
-        for (int64_t o = 0; o < d->P; o++) {
-            const int64_t i = ip[o];
-            if (i < 0 || i >= d->X) {
+    T *dtab = NULL;
+    if (p->kind == CK_POOL_AVG && d->div[0]) { /* avg divisors as T, once for every plane */
+        dtab = (T *)ck_alloc((size_t)d->P * sizeof(T));
+        if (!dtab)
+            return CK_ERR_NOMEM;
+        for (int64_t od = 0, o = 0; od < p->out[0]; od++)
+            for (int64_t oh = 0; oh < p->out[1]; oh++)
+                for (int64_t ow = 0; ow < p->out[2]; ow++, o++)
+                    dtab[o] = (T)(d->div[0][od] * d->div[1][oh] * d->div[2][ow]);
+    }
+#pragma omp parallel num_threads(ck_threads(nt, planes))
+    {
+        T *coef = p->kind == CK_POOL_AVG ? (T *)ck_alloc((size_t)p->out[2] * sizeof(T)) : NULL;
+        if (p->kind == CK_POOL_AVG && !coef) {
 #pragma omp atomic write
-                err = CK_ERR_INDEX;
+            err = CK_ERR_NOMEM;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t t = 0; t < planes; t++) {
+            T *gxp = gx + t * d->X;
+            const T *gyp = gy + t * d->P;
+            if (p->kind == CK_POOL_AVG) {
+                if (coef)
+                    FN(avg_bwd_plane)(p, gyp, gxp, dtab, coef);
                 continue;
             }
-            gxp[i] += gyp[o];
+            if (p->kind == CK_POOL_LP) {
+                FN(pool_bwd_plane)(p, gyp, x + t * d->X, y + t * d->P, gxp, d->div[0], d->div[1],
+                                   d->div[2]);
+                continue;
+            }
+            const int64_t *ip = ind + t * d->P;
+            memset(gxp, 0, (size_t)d->X * sizeof(T));
+            for (int64_t o = 0; o < d->P; o++) {
+                const int64_t i = ip[o];
+                if (i < 0 || i >= d->X) {
+#pragma omp atomic write
+                    err = CK_ERR_INDEX;
+                    continue;
+                }
+                gxp[i] += gyp[o];
+            }
         }
+        ck_free(coef);
     }
+    ck_free(dtab);
     return err;
 }
