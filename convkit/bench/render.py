@@ -213,8 +213,9 @@ def target_table(result, backend="c", peer="torch") -> list:
         met = "" if ratio is None else ("yes" if ratio >= r["target"] else "**no**")
         gf = f"{mine['gflops']:.3g}" if mine and "gflops" in mine else ""
         pk = f"{100 * mine['peak_fraction']:.1f}%" if mine and "gflops" in mine else ""
-        out.append(f"| {r['name']} `{r['descriptor']}` | {r['direction'][:3]}{_noisy(r)} | {_time_cell(mine) or 'not run'} | "
-                   f"{_time_cell(theirs) or 'not run'} | {_ratio(ratio)} | >= {r['target']:g} | {met} | {gf} | {pk} |")
+        out.append(f"| {r['name']} `{r['descriptor']}` | {r['direction'][:3]}{_noisy(r)} | "
+                   f"{_time_cell(mine) or 'not run'} | {_time_cell(theirs) or 'not run'} | {_ratio(ratio)} | "
+                   f">= {r['target']:g} | {met} | {gf} | {pk} |")
     return out
 
 

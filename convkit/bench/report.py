@@ -48,7 +48,8 @@ def write_report(conformance: dict, bench: dict, out_dir) -> list:
     >>> from convkit.bench.runner import run_bench
     >>> b = run_bench(["tiny"], compare=[], budget=0.001, reference_budget=0.001, match="*max*", progress=False,
     ...               peak_sizes=(128,))
-    >>> conf = {"available": False, "ok": None, "result": None, "seconds": 0.0, "markdown": "conformance: not available"}
+    >>> conf = {"available": False, "ok": None, "result": None, "seconds": 0.0,
+    ...         "markdown": "conformance: not available"}
     >>> [p.name for p in write_report(conf, b, tempfile.mkdtemp())][:2]
     ['report.md', 'report.json']
     """
