@@ -271,7 +271,8 @@ CK_CLONES static void FN(pool_bwd_plane)(const ck_pool_params *p, const T *gyp, 
                                          const T *yp, T *gxp, const int64_t *div0,
                                          const int64_t *div1, const int64_t *div2)
 {
-    memset(gxp, 0, (size_t)(p->in[0] * p->in[1] * p->in[2]) * sizeof(T));
+    if (!p->gx_zeroed)
+        memset(gxp, 0, (size_t)(p->in[0] * p->in[1] * p->in[2]) * sizeof(T));
     for (int64_t od = 0; od < p->out[0]; od++)
         for (int64_t oh = 0; oh < p->out[1]; oh++)
             for (int64_t ow = 0; ow < p->out[2]; ow++) {
@@ -342,7 +343,8 @@ CK_CLONES static void FN(avg_bwd_plane)(const ck_pool_params *p, const T *gyp, T
     ck_valid_range(p->in[2], s2, (k2 - 1) * p->dil[2] - p->pad_lo[2], o2, &tmp, &B);
     if (B < A)
         B = A;
-    memset(gxp, 0, (size_t)(p->in[0] * p->in[1] * p->in[2]) * sizeof(T));
+    if (!p->gx_zeroed)
+        memset(gxp, 0, (size_t)(p->in[0] * p->in[1] * p->in[2]) * sizeof(T));
     for (int64_t od = 0; od < p->out[0]; od++)
         for (int64_t oh = 0; oh < p->out[1]; oh++) {
             const int64_t ro = (od * p->out[1] + oh) * o2;
@@ -425,7 +427,8 @@ static int FN(pool_backward_impl)(const ck_pool_params *p, const ck_pool_dims *d
                 continue;
             }
             const int64_t *ip = ind + t * d->P;
-            memset(gxp, 0, (size_t)d->X * sizeof(T));
+            if (!p->gx_zeroed)
+                memset(gxp, 0, (size_t)d->X * sizeof(T));
             for (int64_t o = 0; o < d->P; o++) {
                 const int64_t i = ip[o];
                 if (i < 0 || i >= d->X) {

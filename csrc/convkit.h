@@ -44,6 +44,8 @@ typedef struct {
     int32_t count_include_pad; /* avg: divisor counts pads inside [-lo, n+hi) */
     int64_t divisor_override;  /* avg: > 0 replaces the divisor, 0 = none */
     double p;                  /* lp: the norm's exponent, > 0 */
+    int32_t gx_zeroed;         /* backward: gx arrives zero-filled (e.g. calloc'ed
+                                  pages), so the kernel skips zeroing it */
 } ck_pool_params;
 
 const char *ck_strerror(int code);

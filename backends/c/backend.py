@@ -104,6 +104,9 @@ def pool_params(spec):
         raise SpecError(f"{spec.op}: divisor_override must be a positive int, got {spec.divisor_override!r}")
     p.divisor_override = int(spec.divisor_override or 0)
     p.p = float(spec.p) if spec.p is not None else 2.0
+    # Backward outputs come from np.zeros: large ones are fresh calloc'ed pages
+    # the OS zeroes anyway, so the kernel need not write them twice.
+    p.gx_zeroed = 1
     return p
 
 
@@ -245,7 +248,7 @@ class CBackend(Backend):
             indices = None
         else:
             x = y = indices = None
-        gx = np.empty(spec.x_shape, dtype=spec.dtype)
+        gx = np.zeros(spec.x_shape, dtype=spec.dtype)  # see pool_params: gx_zeroed
         fn = getattr(lib, f"ck_pool_backward_{_SUFFIX[gx.dtype]}")
         rc = fn(_cached_params(spec), *_buf(ffi, grad_y), *_buf(ffi, x), *_buf(ffi, y),
                 *_buf(ffi, indices, "int64_t"), *_buf(ffi, gx), get_num_threads())
