@@ -858,9 +858,35 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
     const int64_t OD = p->out[0];
     if (FN(taps_build)(p, d, x, nt, 64, &tp))
         return CK_ERR_NOMEM;
-    const int64_t Q = tp.Q, OW = p->out[2];
+    const int64_t Q = tp.Q, OW = p->out[2], jobs = p->n * d->G * OD;
+    if (jobs < 2 * (int64_t)nt && d->Kc >= 4 * dk.nj * (int64_t)nt) {
+        /* Few (image, group, slice) jobs: split the weight rows instead, so
+         * every dot product runs over whole rows and each task owns its
+         * slice of gw (no private copies, no reduction). */
+        const int64_t nrb = (d->Kc + dk.nj - 1) / dk.nj, per = (nrb + 4 * nt - 1) / (4 * nt);
+        const int64_t chunks = (nrb + per - 1) / per;
+        memset(gw, 0, (size_t)wlen * sizeof(T));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, d->G * chunks))
+        for (int64_t t = 0; t < d->G * chunks; t++) {
+            const int64_t g = t / chunks, r0 = (t % chunks) * per * dk.nj;
+            const int64_t r1 = ck_min(d->Kc, r0 + per * dk.nj);
+            T *ag = gw + g * d->cog * d->Kc;
+            for (int64_t n = 0; n < p->n; n++)
+                for (int64_t od = 0; od < OD; od++) {
+                    const T *xb = tp.xp + (n * p->c_in + g * d->cig) * tp.cplane + od * tp.Hph * OW;
+                    const T *gyc = gy + (n * p->c_out + g * d->cog) * d->P + od * Q;
+                    for (int64_t r = r0; r < r1; r += dk.nj)
+                        for (int64_t oc = 0; oc < d->cog; oc += dk.mo)
+                            dk.fn(Q, gyc + oc * d->P, d->P, xb, tp.offs + r, ag + oc * d->Kc + r,
+                                  d->Kc, ck_min(dk.mo, d->cog - oc), ck_min(dk.nj, r1 - r));
+                }
+        }
+        ck_free(tp.xp);
+        free(tp.offs);
+        return err;
+    }
     /* Long rows (up to ~4096 columns) amortize the horizontal sums. */
-    ck_tiling tl = ck_tile(Q, CK_PANEL_BYTES / 4096, p->n * d->G * OD, nt);
+    ck_tiling tl = ck_tile(Q, CK_PANEL_BYTES / 4096, jobs, nt);
     if (tl.width < Q) { /* whole vectors per tile, the tail only in the last */
         tl.width = ck_roundup(tl.width, dk.vl);
         tl.ntile = (Q + tl.width - 1) / tl.width;
