@@ -254,6 +254,42 @@ CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv
     enum { B = CK_DIRECT_BLOCK };
     typedef T vb __attribute__((vector_size(CK_DIRECT_BLOCK * sizeof(T)), aligned(sizeof(T))));
     const int64_t OW = p->out[2], s2 = p->stride[2], KK = d->KK, full = OW / B * B;
+    if (KK == 9 && s2 == 1) {
+        /* 3x3 taps, stride 1 (depthwise 3x3): nine accumulators stay in
+         * registers across the whole plane. */
+        int64_t to[9];
+        for (int t = 0; t < 9; t++)
+            to[t] = pg->toff[t];
+        for (int64_t icl = 0; icl < d->cig; icl++) {
+            vb a9[9];
+            T tail[9];
+            for (int t = 0; t < 9; t++) {
+                a9[t] = (vb){0};
+                tail[t] = 0;
+            }
+            for (int64_t od = 0; od < p->out[0]; od++)
+                for (int64_t oh = 0; oh < p->out[1]; oh++) {
+                    const T *gyrow = gyp + (od * p->out[1] + oh) * OW;
+                    const T *xb = xp + icl * pg->plane
+                                  + (od * p->stride[0] * pg->Hp + oh * p->stride[1]) * pg->Wp;
+                    for (int64_t ow0 = 0; ow0 < full; ow0 += B) {
+                        const vb g = *(const vb *)(gyrow + ow0);
+                        for (int t = 0; t < 9; t++)
+                            a9[t] += g * *(const vb *)(xb + to[t] + ow0);
+                    }
+                    for (int64_t ow = full; ow < OW; ow++)
+                        for (int t = 0; t < 9; t++)
+                            tail[t] += gyrow[ow] * xb[to[t] + ow];
+                }
+            for (int t = 0; t < 9; t++) {
+                T sum = tail[t];
+                for (int j = 0; j < B; j++)
+                    sum += a9[t][j];
+                wk[icl * 9 + t] += sum;
+            }
+        }
+        return;
+    }
     for (int64_t icl = 0; icl < d->cig; icl++) {
         memset(acc, 0, (size_t)(KK * B) * sizeof(T));
         for (int64_t od = 0; od < p->out[0]; od++)

@@ -41,6 +41,8 @@ CONV_SPECS = [
     "conv2d_n2_c3_o5_i9x11_k3x3_p1",
     "conv2d_n2_c4_o6_g2_i9x11_k3x2_s2x1_d1x2_p1-2x0-1_f64",
     "conv2d_n2_c6_o6_g6_i12x10_k3x3_p1",
+    "conv2d_n1_c3_o3_g3_i9x37_k3x3_p1_f64",
+    "conv2d_n1_c4_o8_g4_i7x70_k3x3_p1-0x2-1",
     "conv2d_n1_c4_o8_g4_i11x11_k3x3_s2_p0-1",
     "conv2d_n2_c16_o8_i7x7_k1x1",
     "conv2d_n2_c16_o8_i7x7_k1x1_s2",
