@@ -170,6 +170,36 @@ static void FN(pad_group)(const ck_conv_params *p, const ck_conv_dims *d, const 
     }
 }
 
+/* NB consecutive blocks of CK_DIRECT_BLOCK outputs of one row (stride 1),
+ * every tap accumulated in registers; the last block may run past OW (its
+ * extra lanes are computed from in-bounds padding/slack and not stored). */
+CK_INLINE void FN(dw_blocks)(const ck_conv_dims *d, const FN(padgeo) *pg, const T *xp,
+                             const T *wk, T bv, int64_t rowbase, int64_t ow0, int64_t OW,
+                             T *yrow, const int NB)
+{
+    enum { B = CK_DIRECT_BLOCK };
+    typedef T vb __attribute__((vector_size(CK_DIRECT_BLOCK * sizeof(T)), aligned(sizeof(T))));
+    vb a[8];
+    for (int j = 0; j < NB; j++)
+        a[j] = bv - (vb){0};
+    for (int64_t icl = 0; icl < d->cig; icl++) {
+        const T *xb = xp + icl * pg->plane + rowbase + ow0;
+        const T *wr = wk + icl * d->KK;
+        for (int64_t t = 0; t < d->KK; t++) {
+            const T wv = wr[t], *xt = xb + pg->toff[t];
+            for (int j = 0; j < NB; j++)
+                a[j] += wv * *(const vb *)(xt + j * B);
+        }
+    }
+    for (int j = 0; j < NB; j++) {
+        const int64_t o = ow0 + j * B;
+        if (o + B <= OW)
+            *(vb *)(yrow + o) = a[j];
+        else
+            memcpy(yrow + o, &a[j], (size_t)(OW - o) * sizeof(T));
+    }
+}
+
 /* Forward of one output channel from padded planes: blocks of
  * CK_DIRECT_BLOCK outputs accumulate every tap in vector registers. */
 CK_CLONES static void FN(conv_fwd_direct)(const ck_conv_params *p, const ck_conv_dims *d,
@@ -184,39 +214,19 @@ CK_CLONES static void FN(conv_fwd_direct)(const ck_conv_params *p, const ck_conv
             T *yrow = yp + (od * p->out[1] + oh) * OW;
             const int64_t rowbase = (od * p->stride[0] * pg->Hp + oh * p->stride[1]) * pg->Wp;
             int64_t ow0 = 0;
-            if (s2 == 1) /* four independent accumulators hide the FMA latency */
-                for (; ow0 + 4 * B <= OW; ow0 += 4 * B) {
-                    vb a0 = bv - (vb){0}, a1 = a0, a2 = a0, a3 = a0;
-                    for (int64_t icl = 0; icl < d->cig; icl++) {
-                        const T *xb = xp + icl * pg->plane + rowbase + ow0;
-                        const T *wr = wk + icl * KK;
-                        for (int64_t t = 0; t < KK; t++) {
-                            const T wv = wr[t], *xt = xb + pg->toff[t];
-                            a0 += wv * *(const vb *)(xt);
-                            a1 += wv * *(const vb *)(xt + B);
-                            a2 += wv * *(const vb *)(xt + 2 * B);
-                            a3 += wv * *(const vb *)(xt + 3 * B);
-                        }
+            if (s2 == 1) /* up to eight independent accumulators hide the FMA latency */
+                for (; ow0 < OW; ow0 += 8 * B) {
+                    const int64_t nb = ck_min(8, (OW - ow0 + B - 1) / B);
+                    switch (nb) {
+                    case 8: FN(dw_blocks)(d, pg, xp, wk, bv, rowbase, ow0, OW, yrow, 8); break;
+                    case 7: FN(dw_blocks)(d, pg, xp, wk, bv, rowbase, ow0, OW, yrow, 7); break;
+                    case 6: FN(dw_blocks)(d, pg, xp, wk, bv, rowbase, ow0, OW, yrow, 6); break;
+                    case 5: FN(dw_blocks)(d, pg, xp, wk, bv, rowbase, ow0, OW, yrow, 5); break;
+                    case 4: FN(dw_blocks)(d, pg, xp, wk, bv, rowbase, ow0, OW, yrow, 4); break;
+                    case 3: FN(dw_blocks)(d, pg, xp, wk, bv, rowbase, ow0, OW, yrow, 3); break;
+                    case 2: FN(dw_blocks)(d, pg, xp, wk, bv, rowbase, ow0, OW, yrow, 2); break;
+                    default: FN(dw_blocks)(d, pg, xp, wk, bv, rowbase, ow0, OW, yrow, 1); break;
                     }
-                    *(vb *)(yrow + ow0) = a0;
-                    *(vb *)(yrow + ow0 + B) = a1;
-                    *(vb *)(yrow + ow0 + 2 * B) = a2;
-                    *(vb *)(yrow + ow0 + 3 * B) = a3;
-                }
-            if (s2 == 1)
-                for (; ow0 + 2 * B <= OW; ow0 += 2 * B) {
-                    vb a0 = bv - (vb){0}, a1 = a0;
-                    for (int64_t icl = 0; icl < d->cig; icl++) {
-                        const T *xb = xp + icl * pg->plane + rowbase + ow0;
-                        const T *wr = wk + icl * KK;
-                        for (int64_t t = 0; t < KK; t++) {
-                            const T wv = wr[t], *xt = xb + pg->toff[t];
-                            a0 += wv * *(const vb *)(xt);
-                            a1 += wv * *(const vb *)(xt + B);
-                        }
-                    }
-                    *(vb *)(yrow + ow0) = a0;
-                    *(vb *)(yrow + ow0 + B) = a1;
                 }
             for (; ow0 < OW; ow0 += B) {
                 vb acc = bv - (vb){0};
