@@ -137,9 +137,9 @@ def pool_params(spec):
         raise SpecError(f"{spec.op}: divisor_override must be a positive int, got {spec.divisor_override!r}")
     p.divisor_override = int(spec.divisor_override or 0)
     p.p = float(spec.p) if spec.p is not None else 2.0
-    # Backward outputs come from np.zeros: large ones are fresh calloc'ed pages
-    # the OS zeroes anyway, so the kernel need not write them twice.
-    p.gx_zeroed = 1
+    # Backward outputs come from np.empty and are zeroed inside the kernel, by
+    # all threads (np.zeros would zero them on one thread, in calloc).
+    p.gx_zeroed = 0
     return p
 
 
@@ -281,7 +281,7 @@ class CBackend(Backend):
             indices = None
         else:
             x = y = indices = None
-        gx = np.zeros(spec.x_shape, dtype=spec.dtype)  # see pool_params: gx_zeroed
+        gx = np.empty(spec.x_shape, dtype=spec.dtype)  # zeroed by the kernel (gx_zeroed = 0)
         fn = getattr(lib, f"ck_pool_backward_{_SUFFIX[gx.dtype]}")
         rc = fn(_cached_params(spec), *_buf(ffi, grad_y), *_buf(ffi, x), *_buf(ffi, y),
                 *_buf(ffi, indices, "int64_t"), *_buf(ffi, gx), get_num_threads())
