@@ -128,7 +128,8 @@ class Backend:
         """``None`` if this backend runs ``kernel`` on ``spec``, else why not.
 
         The default checks :attr:`capabilities`; override to decline more,
-        and call ``super().supports`` first.
+        and call ``super().supports`` first. The answer must depend only on
+        ``kernel`` and ``spec``: the dispatcher reuses it for equal specs.
         """
         caps = self.capabilities
         if kernel not in caps.kernels:

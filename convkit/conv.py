@@ -19,7 +19,7 @@ from . import canonical as cn
 from . import shapes
 from .dispatch import run
 from .errors import ShapeError, SpecError
-from .spec import LAYOUTS, PADDING_MODES, ConvSpec
+from .spec import LAYOUTS, PADDING_MODES, ConvSpec, memoize_spec
 
 __all__ = ["ConvGrads", "conv", "conv1d", "conv2d", "conv3d", "conv_grad", "conv_transpose",
            "conv_transpose_grad", "conv_spec", "conv_transpose_spec"]
@@ -69,6 +69,7 @@ def _check_bias(bias, channels, op):
                          f"got {bias.shape}")
 
 
+@memoize_spec
 def conv_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
               data_format="channels_first", flip=False, dtype="float32", op="conv") -> ConvSpec:
     """Normalize the arguments of :func:`conv` (by shapes) into a :class:`ConvSpec`.
@@ -266,6 +267,7 @@ def conv_grad(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups
 
 # -- transposed convolution -----------------------------------------------------
 
+@memoize_spec
 def conv_transpose_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, output_padding=0, dilation=1,
                         groups=1, output_shape=None, data_format="channels_first", dtype="float32",
                         op="conv_transpose") -> ConvSpec:

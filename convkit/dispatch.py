@@ -164,9 +164,26 @@ def _verbose() -> None:
         logger.setLevel(logging.DEBUG)
 
 
+# (kernel, spec, requested names, registry generation) -> (backend, skipped). Backends'
+# `supports` depends only on (kernel, spec), so a decision can be reused until plugins change.
+_decisions: dict = {}
+
+
 def select(kernel: str, spec, backend=None):
     """Pick the backend for ``kernel`` on canonical ``spec``; returns ``(backend, source, skipped)``."""
     names, source = _requested(backend)
+    key = (kernel, spec, names, registry.generation())
+    hit = _decisions.get(key)
+    if hit is not None:
+        return hit[0], source, hit[1]
+    chosen, skipped = _select(kernel, spec, names, source)
+    if len(_decisions) > 4096:
+        _decisions.clear()
+    _decisions[key] = (chosen, skipped)
+    return chosen, source, skipped
+
+
+def _select(kernel, spec, names, source):
     strict = names is not None and len(names) == 1
     if names is None:
         names = tuple(registry.default_priority())
@@ -175,7 +192,7 @@ def select(kernel: str, spec, backend=None):
     for name in names:
         chosen, reason, error_cls = _why_not(name, kernel, spec)
         if chosen is not None:
-            return chosen, source, tuple(skipped)
+            return chosen, tuple(skipped)
         skipped.append((name, reason))
     if strict:
         raise error_cls(f"{spec.op}: {skipped[0][1]} (chosen by {source}); choose another backend, "

@@ -16,7 +16,7 @@ from . import canonical as cn
 from . import shapes
 from .dispatch import run
 from .errors import ShapeError, SpecError
-from .spec import LAYOUTS, PoolSpec
+from .spec import LAYOUTS, PoolSpec, memoize_spec
 
 __all__ = ["max_pool", "avg_pool", "lp_pool", "global_avg_pool", "global_max_pool", "max_unpool",
            "max_pool_grad", "avg_pool_grad", "lp_pool_grad", "max_unpool_grad", "pool_spec"]
@@ -33,6 +33,7 @@ def _layout_split(x_shape, data_format, op):
     return x_shape[0], x_shape[-1], tuple(x_shape[1:-1])
 
 
+@memoize_spec
 def pool_spec(kind, x_shape, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
               count_include_pad=True, divisor_override=None, p=None, data_format="channels_first",
               dtype="float32", op=None) -> PoolSpec:
@@ -217,12 +218,15 @@ def _check_indices(indices, spec, op):
     if idx.dtype.kind not in "iu":
         raise SpecError(f"{op}: indices must be integers (as returned by max_pool(..., return_indices=True)), "
                         f"got dtype {idx.dtype}")
-    idx = _check_like_output(idx, spec, "indices", op).astype(np.int64, copy=False)
-    plane = shapes.prod(spec.in_shape)
-    if idx.size and (idx.min() < 0 or idx.max() >= plane):
-        raise SpecError(f"{op}: indices must lie in [0, {plane}) (flattened spatial positions of the input), "
-                        f"got values in [{idx.min()}, {idx.max()}]")
-    return np.ascontiguousarray(idx)
+    idx = np.ascontiguousarray(_check_like_output(idx, spec, "indices", op), dtype=np.int64)
+    _check_index_range(idx, shapes.prod(spec.in_shape), "(flattened spatial positions of the input)", op)
+    return idx
+
+
+def _check_index_range(idx, plane, what, op):
+    # One pass: as unsigned, a negative index is huge, so max() alone catches both ends.
+    if idx.size and idx.view(np.uint64).max() >= plane:
+        raise SpecError(f"{op}: indices must lie in [0, {plane}) {what}, got values in [{idx.min()}, {idx.max()}]")
 
 
 def max_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -290,12 +294,10 @@ def _unpool_setup(x, indices, kernel_size, stride, padding, output_size, data_fo
         raise SpecError(f"{op}: indices must be integers, got dtype {idx.dtype}")
     if idx.shape != x.shape:
         raise ShapeError(f"{op}: indices must have x's shape {x.shape}, got {idx.shape}")
-    plane = shapes.prod(out)
-    if idx.size and (idx.min() < 0 or idx.max() >= plane):
-        raise SpecError(f"{op}: indices must lie in [0, {plane}) for output spatial shape {out}, got values in "
-                        f"[{idx.min()}, {idx.max()}]; pass output_size= matching the pooled input")
     xc = cn.to_channels_first(x, data_format, x.dtype)
     ic = cn.to_channels_first(idx, data_format, np.int64)
+    _check_index_range(ic, shapes.prod(out), f"for output spatial shape {out} (pass output_size= matching the "
+                                             f"pooled input)", op)
     return xc, ic.reshape(n * c, -1), (n, c, *out)
 
 

@@ -64,6 +64,8 @@ class _Registry:
         self._backends: dict[str, Backend] | None = None
         self._availability: dict[str, str | None] = {}
         self._broken: dict[str, Backend] = {}
+        #: Bumped whenever the set of backends may have changed (dispatch caches key on it).
+        self.generation = 0
 
     # -- loading --------------------------------------------------------------
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -134,6 +136,7 @@ class _Registry:
 
     def invalidate(self) -> None:
         with self._lock:
+            self.generation += 1
             self._backends = None
             self._availability.clear()
 
@@ -151,6 +154,7 @@ class _Registry:
 
     def reset(self) -> None:
         with self._lock:
+            self.generation += 1
             self._pm, self._backends = None, None
             self._availability.clear()
             self._broken.clear()
@@ -184,6 +188,11 @@ def unregister_plugin(name: str) -> None:
 def reload() -> None:
     """Forget every plugin and scan the entry points again (honours the environment)."""
     _registry.reset()
+
+
+def generation() -> int:
+    """A number that changes whenever plugins are registered, removed or reloaded."""
+    return _registry.generation
 
 
 def get_backend(name: str) -> Backend | None:

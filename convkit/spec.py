@@ -28,7 +28,8 @@ channels_first).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import cached_property, wraps
 
 from . import shapes
 from .errors import SpecError
@@ -124,7 +125,7 @@ class ConvSpec:
         """Number of spatial dims."""
         return len(self.in_shape)
 
-    @property
+    @cached_property
     def out_shape(self) -> tuple:
         """Output spatial shape."""
         if self.op == "conv_transpose":
@@ -163,6 +164,12 @@ class ConvSpec:
 
     def canonical(self) -> "ConvSpec":
         """The kernel-level spec: channels_first, zero padding, no flip."""
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> "ConvSpec":
+        if (self.layout, self.padding_mode, self.flip) == ("channels_first", "zeros", False):
+            return self
         return replace(self, layout="channels_first", padding_mode="zeros", flip=False)
 
     @property
@@ -253,7 +260,7 @@ class PoolSpec:
     def d(self) -> int:
         return len(self.in_shape)
 
-    @property
+    @cached_property
     def out_shape(self) -> tuple:
         return shapes.pool_output_shape(self.in_shape, self.kernel, self.stride, self.dilation, self.pads,
                                         self.ceil_mode, self.op)
@@ -272,6 +279,11 @@ class PoolSpec:
         return shapes.prod(self.y_shape) * shapes.prod(self.kernel)
 
     def canonical(self) -> "PoolSpec":
+        """The kernel-level spec: channels_first."""
+        return self if self.layout == "channels_first" else self._canonical
+
+    @cached_property
+    def _canonical(self) -> "PoolSpec":
         return replace(self, layout="channels_first")
 
     @property
@@ -400,3 +412,35 @@ def parse_descriptor(desc: str):
     return PoolSpec(kind=name[:-4], n=fields["n"], c=fields["c"], ceil_mode="ceil" in flags,
                     count_include_pad="excl" not in flags, divisor_override=fields.get("div"),
                     p=fields.get("norm"), **common)
+
+
+def _key(value):
+    # Types are part of the key: 1 == 1.0 == True must not share a cache entry,
+    # since only the int is a valid stride.
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_key(v) for v in value))
+    hash(value)  # unhashable arguments are not cached (TypeError)
+    return (type(value), value)
+
+
+def memoize_spec(builder):
+    """Cache a spec builder on its arguments; a spec is a pure function of shapes and options.
+
+    Arguments that cannot be hashed bypass the cache; errors are never cached.
+    """
+    cache: dict = {}
+
+    @wraps(builder)
+    def cached(*args, **kwargs):
+        try:
+            key = (_key(args), _key(tuple(sorted(kwargs.items()))))
+        except TypeError:
+            return builder(*args, **kwargs)
+        spec = cache.get(key)
+        if spec is None:
+            if len(cache) > 4096:  # bounded: long-running processes see many shapes
+                cache.clear()
+            spec = cache[key] = builder(*args, **kwargs)
+        return spec
+
+    return cached
