@@ -61,7 +61,7 @@ def _section(result, chart, backend, peer) -> list:
         lines += [f"![{backend} speed-up over {peer} and the reference, {result['threads']['requested']} "
                   f"thread(s)]({chart})", ""]
     lines += ["Missed: " + ("none." if not missed else "; ".join(
-        f"{name} {direction[:3]} " + (f"{ratio:.2f}x" if ratio is not None else "not measured")
+        f"{name} {direction[:3]} " + (f"{ratio:.3f}x" if ratio is not None else "not measured")
         + f" (>= {target:g})" for name, direction, ratio, target in missed)), ""]
     return lines
 

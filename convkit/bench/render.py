@@ -57,8 +57,8 @@ def _noisy(row) -> str:
     return " ~" if (row.get("other_cpu") or 0.0) > 0.1 else ""
 
 
-def _ratio(v) -> str:
-    return "" if v is None else f"{v:.2f}x"
+def _ratio(v, digits=2) -> str:
+    return "" if v is None else f"{v:.{digits}f}x"
 
 
 def _header_md(result) -> list:
@@ -201,7 +201,7 @@ def target_table(result, backend="c", peer="torch") -> list:
     >>> row = {"name": "a", "descriptor": "d", "direction": "forward", "target": 1.0, "runs": {},
     ...        "speedups": {"c": {"torch": 1.25}}}
     >>> target_table({"results": [row]})[-1]
-    '| a `d` | for | not run | not run | 1.25x | >= 1 | yes |  |  |'
+    '| a `d` | for | not run | not run | 1.250x | >= 1 | yes |  |  |'
     """
     out = [f"| problem | dir | {backend} median | {peer} median | {peer}/{backend} | target | met | "
            f"{backend} GFLOP/s | % peak |", "|---|---|--:|--:|--:|--:|:-:|--:|--:|"]
@@ -214,7 +214,7 @@ def target_table(result, backend="c", peer="torch") -> list:
         gf = f"{mine['gflops']:.3g}" if mine and "gflops" in mine else ""
         pk = f"{100 * mine['peak_fraction']:.1f}%" if mine and "gflops" in mine else ""
         out.append(f"| {r['name']} `{r['descriptor']}` | {r['direction'][:3]}{_noisy(r)} | "
-                   f"{_time_cell(mine) or 'not run'} | {_time_cell(theirs) or 'not run'} | {_ratio(ratio)} | "
+                   f"{_time_cell(mine) or 'not run'} | {_time_cell(theirs) or 'not run'} | {_ratio(ratio, 3)} | "
                    f">= {r['target']:g} | {met} | {gf} | {pk} |")
     return out
 
