@@ -65,6 +65,25 @@ def _version(dist: str):
         return None
 
 
+def _git_commit():
+    """``<short hash>[+dirty]`` of the checkout convkit runs from, or ``None`` (an installed wheel)."""
+    import subprocess
+
+    import convkit
+
+    where = os.path.dirname(os.path.dirname(os.path.abspath(convkit.__file__)))
+    try:
+        head = subprocess.run(["git", "-C", where, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def versions(backends=None) -> dict:
     """Versions of Python, NumPy, convkit, its backends (``{name: version}``) and the peers.
 
@@ -80,7 +99,7 @@ def versions(backends=None) -> dict:
 
     peers = {name: _version(dist) for name, dist in
              (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("onnx", "onnx"), ("scipy", "scipy"))}
-    return {"python": platform.python_version(), "implementation": sys.implementation.name,
+    return {"python": platform.python_version(), "implementation": sys.implementation.name, "git": _git_commit(),
             "numpy": numpy.__version__, "convkit": convkit.__version__, "backends": dict(backends or {}),
             "peers": peers, "matplotlib": _version("matplotlib"), "threadpoolctl": _version("threadpoolctl")}
 

@@ -88,7 +88,8 @@ def _header_md(result) -> list:
         f"{' / '.join(map(str, m.get('loadavg_1_5_15') or ['?']))}",
         f"- **Other processes during the run:** {quiet}",
         f"- **CPU flags:** {flags}",
-        f"- **Versions:** Python {v['python']}, NumPy {v['numpy']}, convkit {v['convkit']}; backends: {backs}; "
+        f"- **Versions:** Python {v['python']}, NumPy {v['numpy']}, convkit {v['convkit']}"
+        f"{' (git ' + v['git'] + ')' if v.get('git') else ''}; backends: {backs}; "
         f"peers: {peers}",
         f"- **Not timed:** backends: {skipped}; peers: {missing}",
         f"- **Threads:** {threads} (scipy.signal has no thread option)",
