@@ -108,12 +108,13 @@ def conv_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, dilation=1, 
     return spec
 
 
-def _conv_prepare(x, weight, bias, kw, op, grad=None):
+def _conv_prepare(x, weight, bias, kw, op, grad=None, builder=conv_spec):
+    """Arrays as floats, their common dtype, and the spec ``builder`` makes of them."""
     x = cn.as_float(x, "x", op)
     weight = cn.as_float(weight, "weight", op)
     bias = None if bias is None else cn.as_float(bias, "bias", op)
     dtype = cn.result_dtype(x, weight, bias, grad)
-    spec = conv_spec(x.shape, weight.shape, bias=bias is not None, dtype=dtype, op=op, **kw)
+    spec = builder(x.shape, weight.shape, bias=bias is not None, dtype=dtype, op=op, **kw)
     _check_bias(bias, spec.c_out, op)
     return x, weight, bias, spec
 
@@ -345,12 +346,7 @@ def _fit(a: np.ndarray, spatial) -> np.ndarray:
 
 
 def _convt_prepare(x, weight, bias, kw, op, grad=None):
-    x = cn.as_float(x, "x", op)
-    weight = cn.as_float(weight, "weight", op)
-    bias = None if bias is None else cn.as_float(bias, "bias", op)
-    dtype = cn.result_dtype(x, weight, bias, grad)
-    spec = conv_transpose_spec(x.shape, weight.shape, bias=bias is not None, dtype=dtype, op=op, **kw)
-    _check_bias(bias, spec.c_out, op)
+    x, weight, bias, spec = _conv_prepare(x, weight, bias, kw, op, grad, builder=conv_transpose_spec)
     fwd = _transpose_forward(spec)
     xc = _fit(cn.to_channels_first(x, spec.layout, spec.dtype), fwd.out_shape)
     wc = cn.weight_to_cf(weight, spec.layout, spec.dtype)
