@@ -12,37 +12,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from dataclasses import replace
 from itertools import product
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import convkit
 from convkit import registry
-
-
-def _builtin_backends_importable():
-    # A source checkout run without PYTHONPATH or pip install: map backends/ as convkit_backends.
-    backend = registry.get_backend("numpy")
-    if backend is not None and registry.availability(backend) is None:
-        return
-    root = Path(__file__).resolve().parents[1] / "backends"
-    spec = importlib.util.spec_from_file_location("convkit_backends", root / "__init__.py",
-                                                  submodule_search_locations=[str(root)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["convkit_backends"] = module
-    spec.loader.exec_module(module)
-    registry.reload()
-
-
-_builtin_backends_importable()
-
 from convkit.conformance import (BUDGET_ENV, assert_conforms, parametrize_backend, run_conformance,  # noqa: E402
                                  select_cases)
 from convkit.conformance.pytest_support import conformance_params  # noqa: E402

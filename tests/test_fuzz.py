@@ -25,7 +25,6 @@ from convkit.conformance.check import check_case  # noqa: E402
 from convkit.conformance.generate import _conv_case, _convt_case, _pool_case  # noqa: E402
 from convkit.errors import ConvkitError, DTypeError, ShapeError, SpecError  # noqa: E402
 
-oracles._builtin_backends_importable()  # a source checkout run without PYTHONPATH
 AVAILABLE = [b.name for b in convkit.backends() if b.available]
 FUZZ = settings(max_examples=100, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])

@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 
 import convkit
-from test_conformance import _builtin_backends_importable
 from convkit.conformance.gradcheck import check_adjoint, check_gradients, max_rel_error
 
-_builtin_backends_importable()  # a source checkout run without PYTHONPATH
 AVAILABLE = [b.name for b in convkit.backends() if b.available]
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +10,7 @@ from convkit.conformance import bruteforce
 from convkit.spec import ConvSpec, PoolSpec
 from convkit.shapes import check_windows_overlap_input, conv_output_shape, pool_output_shape
 
-try:
-    from convkit_backends.numpy.backend import NumpyBackend
-except ImportError:  # a source checkout that is not installed: map backends/ as convkit_backends
-    _root = Path(__file__).resolve().parents[1] / "backends"
-    _spec = importlib.util.spec_from_file_location("convkit_backends", _root / "__init__.py",
-                                                   submodule_search_locations=[str(_root)])
-    _mod = importlib.util.module_from_spec(_spec)
-    sys.modules["convkit_backends"] = _mod
-    _spec.loader.exec_module(_mod)
-    from convkit_backends.numpy.backend import NumpyBackend
+from convkit_backends.numpy.backend import NumpyBackend
 
 B = NumpyBackend()
 TOL = {"float32": dict(rtol=1e-5, atol=1e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
