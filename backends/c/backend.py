@@ -104,11 +104,8 @@ def _cached_params(spec):
     return conv_params(spec) if hasattr(spec, "groups") else pool_params(spec)
 
 
-def conv_params(spec):
-    """The ``ck_conv_params`` of a canonical :class:`~convkit.spec.ConvSpec` (1-D/2-D as 3-D)."""
-    ffi, _ = load()
-    p = ffi.new("ck_conv_params *")
-    p.n, p.c_in, p.c_out, p.groups = spec.n, spec.c_in, spec.c_out, spec.groups
+def _set_geometry(p, spec):
+    """Per-dim sizes, stride, dilation and pads of ``spec`` into params ``p`` (1-D/2-D as 3-D)."""
     fields = {
         "in": _pad3(spec.in_shape, 1), "out": _pad3(spec.out_shape, 1), "k": _pad3(spec.kernel, 1),
         "stride": _pad3(spec.stride, 1), "dil": _pad3(spec.dilation, 1),
@@ -116,6 +113,14 @@ def conv_params(spec):
     }
     for name, vals in fields.items():
         setattr(p, name, list(vals))
+
+
+def conv_params(spec):
+    """The ``ck_conv_params`` of a canonical :class:`~convkit.spec.ConvSpec` (1-D/2-D as 3-D)."""
+    ffi, _ = load()
+    p = ffi.new("ck_conv_params *")
+    p.n, p.c_in, p.c_out, p.groups = spec.n, spec.c_in, spec.c_out, spec.groups
+    _set_geometry(p, spec)
     return p
 
 
@@ -124,13 +129,7 @@ def pool_params(spec):
     ffi, _ = load()
     p = ffi.new("ck_pool_params *")
     p.n, p.c = spec.n, spec.c
-    fields = {
-        "in": _pad3(spec.in_shape, 1), "out": _pad3(spec.out_shape, 1), "k": _pad3(spec.kernel, 1),
-        "stride": _pad3(spec.stride, 1), "dil": _pad3(spec.dilation, 1),
-        "pad_lo": _pad3([lo for lo, _ in spec.pads], 0), "pad_hi": _pad3([hi for _, hi in spec.pads], 0),
-    }
-    for name, vals in fields.items():
-        setattr(p, name, list(vals))
+    _set_geometry(p, spec)
     p.kind = _POOL_KIND[spec.kind]
     p.count_include_pad = 1 if spec.count_include_pad else 0
     if spec.divisor_override is not None and int(spec.divisor_override) < 1:
