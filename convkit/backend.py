@@ -1,58 +1,118 @@
-"""The kernel contract every backend implements.
+"""The kernel contract every backend implements (contract v2).
 
 A backend is a small object with a name, a version, a priority, declared
 :class:`Capabilities` and up to five kernels. The core only ever calls a
-kernel with a *canonical* problem:
+kernel with a *canonical* problem, and does everything else itself:
 
-- arrays are C-contiguous ``float32`` or ``float64`` NumPy arrays, all of the
-  spec's dtype, channels_first (``(N, C, *spatial)``);
-- the spec is ``spec.canonical()``: zero padding given as explicit
-  ``(lo, hi)`` pads per dim, no flip, channels_first;
-- kernels never modify their inputs and return new arrays of the spec's dtype.
+- the spec is ``spec.canonical()``: channels_first, zero padding given as
+  explicit ``(lo, hi)`` pads per dim, no flip, ``op="conv"`` for every
+  convolution kernel (transposed convolution is lowered by the core);
+- input arrays are C-contiguous ``float32`` or ``float64`` arrays of the
+  spec's dtype (indices: int64), channels_first (``(N, C, *spatial)``);
+  kernels never modify them;
+- the core allocates the outputs (C-contiguous, of the spec's dtype,
+  **uninitialized**: a kernel writes every element) and hands them to the
+  kernel in a :class:`KernelContext` with the thread count and the
+  derived window geometry (``ctx.geometry``, see :mod:`convkit.geometry`);
+- empty problems (``N == 0``, zero channels, an empty input) are answered
+  by the core without calling a kernel;
+- every argument was validated by the core before dispatch: kernels check
+  nothing a user could get wrong. Anything a kernel raises is reported as a
+  :class:`~convkit.errors.PluginError` naming the backend, the kernel and
+  the problem.
 
-The kernels (``spec`` is a :class:`~convkit.spec.ConvSpec` with
-``op="conv"`` or a :class:`~convkit.spec.PoolSpec`):
+Kernels are called with keyword arguments and return nothing
+(``ctx.spec`` is a :class:`~convkit.spec.ConvSpec` or a
+:class:`~convkit.spec.PoolSpec`):
 
-``conv_forward(x, w, bias, spec) -> y``
+``conv_forward(ctx, *, x, w, bias)``
     ``x`` ``spec.x_shape``, ``w`` ``spec.w_shape``, ``bias`` ``(C_out,)`` or
-    ``None``; returns ``spec.y_shape``. Cross-correlation with zero pads.
-``conv_backward_input(grad_y, w, spec) -> grad_x``
-    The adjoint of the forward in ``x``; returns ``spec.x_shape``. Input
-    positions no window reaches get zero.
-``conv_backward_weight(grad_y, x, spec) -> grad_w``
-    The adjoint of the forward in ``w``; returns ``spec.w_shape``.
-``pool_forward(x, spec, return_indices) -> (y, indices)``
-    Max, average or Lp pooling by ``spec.kind``; ``indices`` (int64, same
-    shape as ``y``, flattened over the spatial dims of each ``(n, c)``
-    plane, ties to the first maximum in row-major window order) only for
-    max pooling when asked, else ``None``.
-``pool_backward(grad_y, x, y, indices, spec) -> grad_x``
-    The gradient of ``pool_forward``; ``indices`` is given for max pooling,
-    ``y`` for Lp pooling.
+    ``None``; writes ``ctx.out`` (``spec.y_shape``): cross-correlation with
+    zero pads, where pad positions contribute nothing.
+``conv_backward_input(ctx, *, grad_y, w)``
+    The adjoint of the forward in ``x``; writes ``ctx.out``
+    (``spec.x_shape``). Input positions no window reaches get zero.
+``conv_backward_weight(ctx, *, grad_y, x)``
+    The adjoint of the forward in ``w``; writes ``ctx.out`` (``spec.w_shape``).
+``pool_forward(ctx, *, x)``
+    Max, average or Lp pooling by ``spec.kind``; writes ``ctx.out``
+    (``spec.y_shape``) and, when ``ctx.indices`` is not ``None`` (max
+    pooling asked for indices), the int64 index of each window's maximum,
+    flattened over the spatial dims of its ``(n, c)`` plane: the first
+    maximum in row-major window order, or the first NaN.
+``pool_backward(ctx, *, grad_y, x, y, indices)``
+    The gradient of ``pool_forward`` in ``x``; writes ``ctx.out``
+    (``spec.x_shape``). ``indices`` is given for max pooling, ``y`` for Lp
+    pooling, ``None`` otherwise.
 
-Everything else (layouts, padding modes, flip, string paddings, bias
-gradient, transposed convolution, global pools, unpooling) is composed by the
-core from these kernels, so every backend gains every feature.
+A backend implements the kernels it overrides; the dispatcher falls back
+to the next backend of a priority list for the others. Everything else
+(layouts, padding modes, flip, string paddings, bias gradient, transposed
+convolution, global pools, unpooling) is composed by the core from these
+kernels, so every backend gains every feature.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["Backend", "Capabilities", "KERNELS"]
+import numpy as np
 
-#: Names of the kernels of the contract, in the order above.
-KERNELS = ("conv_forward", "conv_backward_input", "conv_backward_weight", "pool_forward", "pool_backward")
+__all__ = ["Backend", "Capabilities", "KernelContext", "KERNELS", "KERNEL_OUTPUTS"]
+
+#: The kernels of the contract, in the order above, and the spec attribute
+#: holding the shape of the array each one writes.
+KERNEL_OUTPUTS = {
+    "conv_forward": "y_shape",
+    "conv_backward_input": "x_shape",
+    "conv_backward_weight": "w_shape",
+    "pool_forward": "y_shape",
+    "pool_backward": "x_shape",
+}
+KERNELS = tuple(KERNEL_OUTPUTS)
+
+
+class KernelContext(NamedTuple):
+    """What the core hands a kernel besides its inputs.
+
+    Attributes
+    ----------
+    kernel : str
+        The kernel being called (a name of :data:`KERNELS`).
+    spec : ConvSpec or PoolSpec
+        The canonical problem.
+    out : ndarray
+        The result to write: C-contiguous, of ``spec.dtype``, uninitialized.
+    indices : ndarray or None
+        ``pool_forward`` of a max pool asked for indices: int64, ``spec.y_shape``,
+        uninitialized. ``None`` otherwise.
+    num_threads : int
+        Threads the kernel may use (``CONVKIT_NUM_THREADS`` /
+        :func:`convkit.set_num_threads`), at least 1.
+    """
+
+    kernel: str
+    spec: object
+    out: np.ndarray
+    indices: np.ndarray | None = None
+    num_threads: int = 1
+
+    @property
+    def geometry(self):
+        """The spec's derived window geometry (:class:`convkit.geometry.Geometry`)."""
+        return self.spec.geometry
 
 
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can run, declared without importing its dependencies.
 
+    The kernels a backend implements are not declared: they are the ones
+    its class overrides (:meth:`Backend.implemented_kernels`).
+
     Parameters
     ----------
-    kernels
-        Kernels implemented natively (a subset of :data:`KERNELS`).
     dims
         Spatial dims supported; ``None`` means any ``d >= 1``.
     dtypes
@@ -71,7 +131,6 @@ class Capabilities:
         One line saying how the kernels compute.
     """
 
-    kernels: frozenset = frozenset(KERNELS)
     dims: frozenset | None = None
     dtypes: frozenset = frozenset({"float32", "float64"})
     groups: bool = True
@@ -83,7 +142,6 @@ class Capabilities:
 
     def as_dict(self) -> dict:
         return {
-            "kernels": sorted(self.kernels),
             "dims": "any" if self.dims is None else sorted(self.dims),
             "dtypes": sorted(self.dtypes),
             "groups": self.groups,
@@ -105,9 +163,11 @@ class Backend:
     --------
     >>> class Mine(Backend):
     ...     name = "mine"
-    ...     capabilities = Capabilities(kernels=frozenset({"conv_forward"}), dims=frozenset({2}))
-    >>> Mine().supports("conv_forward", None) is None
-    True
+    ...     capabilities = Capabilities(dims=frozenset({2}))
+    ...     def conv_forward(self, ctx, *, x, w, bias):
+    ...         ...
+    >>> Mine().implemented_kernels()
+    ('conv_forward',)
     >>> Mine().supports("pool_forward", None)
     "backend 'mine' does not implement pool_forward"
     """
@@ -124,15 +184,21 @@ class Backend:
         """``None`` if the backend can run here, else the reason it cannot."""
         return None
 
+    @classmethod
+    def implemented_kernels(cls) -> tuple:
+        """The kernels of :data:`KERNELS` this class overrides, in contract order."""
+        return tuple(k for k in KERNELS if getattr(cls, k) is not getattr(Backend, k))
+
     def supports(self, kernel: str, spec) -> str | None:
         """``None`` if this backend runs ``kernel`` on ``spec``, else why not.
 
-        The default checks :attr:`capabilities`; override to decline more,
-        and call ``super().supports`` first. The answer must depend only on
-        ``kernel`` and ``spec``: the dispatcher reuses it for equal specs.
+        The default checks the implemented kernels and :attr:`capabilities`;
+        override to decline more, and call ``super().supports`` first. The
+        answer must depend only on ``kernel`` and ``spec``: the dispatcher
+        reuses it for equal specs.
         """
         caps = self.capabilities
-        if kernel not in caps.kernels:
+        if kernel not in self.implemented_kernels():
             return f"backend {self.name!r} does not implement {kernel}"
         if spec is None:
             return None
@@ -149,20 +215,20 @@ class Backend:
             return f"backend {self.name!r} does not support {spec.kind} pooling"
         return None
 
-    # -- the kernels ----------------------------------------------------------
-    def conv_forward(self, x, w, bias, spec):
+    # -- the kernels (see the module docstring); a backend overrides those it has
+    def conv_forward(self, ctx: KernelContext, *, x, w, bias) -> None:
         raise NotImplementedError(f"backend {self.name!r} does not implement conv_forward")
 
-    def conv_backward_input(self, grad_y, w, spec):
+    def conv_backward_input(self, ctx: KernelContext, *, grad_y, w) -> None:
         raise NotImplementedError(f"backend {self.name!r} does not implement conv_backward_input")
 
-    def conv_backward_weight(self, grad_y, x, spec):
+    def conv_backward_weight(self, ctx: KernelContext, *, grad_y, x) -> None:
         raise NotImplementedError(f"backend {self.name!r} does not implement conv_backward_weight")
 
-    def pool_forward(self, x, spec, return_indices):
+    def pool_forward(self, ctx: KernelContext, *, x) -> None:
         raise NotImplementedError(f"backend {self.name!r} does not implement pool_forward")
 
-    def pool_backward(self, grad_y, x, y, indices, spec):
+    def pool_backward(self, ctx: KernelContext, *, grad_y, x, y, indices) -> None:
         raise NotImplementedError(f"backend {self.name!r} does not implement pool_backward")
 
     def __repr__(self) -> str:

@@ -13,9 +13,10 @@ import sys
 
 from . import registry
 from .backend import KERNELS
-from .dispatch import _why_not
+from .dispatch import _why_not, select
 from .errors import ConvkitError
-from .spec import ConvSpec, parse_descriptor
+from .ops import ops_for
+from .spec import parse_descriptor
 
 # name -> (module, help); each module has add_arguments(parser) and main(args) -> int.
 _FEATURE_COMMANDS = {
@@ -44,46 +45,48 @@ def cmd_backends(args) -> int:
         table.add_column(col, overflow="fold")
     for i in infos:
         caps = i.capabilities
-        kernels = "all" if set(caps["kernels"]) == set(KERNELS) else ", ".join(caps["kernels"]) or "-"
+        kernels = "all" if set(i.kernels) == set(KERNELS) else ", ".join(i.kernels) or "-"
         table.add_row(i.name, "yes" if i.available else "no", i.version, str(i.priority), str(caps["dims"]),
                       ", ".join(caps["dtypes"]), kernels, i.reason or caps["algorithm"])
     _console().print(table)
     return 0
 
 
-def _kernels_for(spec) -> tuple:
-    if isinstance(spec, ConvSpec):
-        if spec.op == "conv_transpose":
-            return ("conv_backward_input", "conv_forward", "conv_backward_weight")
-        return ("conv_forward", "conv_backward_input", "conv_backward_weight")
-    return ("pool_forward", "pool_backward")
-
-
 def explain(descriptor: str) -> dict:
     """Everything ``convkit explain`` prints, as a dict.
+
+    For each op of the problem (forward and gradient, from the op table):
+    the kernels it runs on ``spec.canonical()``, which backend dispatch picks
+    for each under the current settings, and per backend whether it runs
+    the op alone (``backend="name"``) or the reason it does not.
 
     Examples
     --------
     >>> e = explain("conv1d_n1_c1_o1_i8_k5_p2")
     >>> e["output_shape"], e["pads"], e["flops"]
     ((1, 1, 8), [[2, 2]], 80)
+    >>> e["ops"]["conv"]["kernels"], e["ops"]["conv"]["backends"]["numpy"]
+    (['conv_forward'], 'yes')
     """
     spec = parse_descriptor(descriptor)
-    if isinstance(spec, ConvSpec) and spec.op == "conv_transpose":
-        kspec = spec  # the fwd conv spec is derived inside conv_transpose; capabilities match
-    else:
-        kspec = spec.canonical()
-    runs = {}
-    for backend in registry.backends():
-        reasons = []
-        for kernel in _kernels_for(spec):
-            _, reason, _ = _why_not(backend.name, kernel, kspec)
-            if reason:
-                reasons.append(reason)
-        runs[backend.name] = reasons[0] if reasons else "yes"
+    kspec = spec.canonical()
+    ops = {}
+    for op in ops_for(spec):
+        chosen = {}
+        for kernel in op.kernels:
+            try:
+                chosen[kernel] = select(kernel, kspec)[0].name
+            except ConvkitError as exc:
+                chosen[kernel] = f"none: {exc}"
+        runs = {}
+        for backend in registry.backends():
+            reasons = [r for r in (_why_not(backend.name, k, kspec)[1] for k in op.kernels) if r]
+            runs[backend.name] = reasons[0] if reasons else "yes"
+        ops[op.name] = {"kernels": list(op.kernels), "dispatch": chosen, "backends": runs}
     return {
         "descriptor": spec.descriptor,
         "op": spec.op,
+        "canonical": kspec.descriptor,
         "input_shape": spec.x_shape,
         "weight_shape": getattr(spec, "w_shape", None),
         "output_shape": spec.y_shape,
@@ -91,7 +94,7 @@ def explain(descriptor: str) -> dict:
         "stride": spec.stride,
         "dilation": spec.dilation,
         "flops": spec.flops,
-        "backends": runs,
+        "ops": ops,
     }
 
 
@@ -106,9 +109,12 @@ def cmd_explain(args) -> int:
         if info[key] is not None:
             console.print(f"  {key:13s} {tuple(map(tuple, info[key])) if key == 'pads' else info[key]}")
     console.print(f"  {'flops':13s} {info['flops']:,} ({info['flops'] / 1e9:.3f} GFLOP)")
-    console.print("  backends:")
-    for name, verdict in info["backends"].items():
-        console.print(f"    {name:10s} {verdict}")
+    console.print(f"  {'kernels see':13s} {info['canonical']}")
+    for name, op in info["ops"].items():
+        runs = ", ".join(f"{k} -> {b}" for k, b in op["dispatch"].items()) or "the core alone"
+        console.print(f"  [bold]{name}[/bold]: {runs}")
+        for backend, verdict in op["backends"].items():
+            console.print(f"    {backend:10s} {verdict}")
     return 0
 
 

@@ -1,23 +1,19 @@
 """Convolution and transposed convolution: the public ops and their gradients.
 
 Each op normalizes its arguments into a :class:`~convkit.spec.ConvSpec`,
-brings the arrays to canonical form, runs backend kernels through
-:mod:`convkit.dispatch` and maps the result back. Transposed convolution is
-the backward-input kernel of the matching forward convolution; padding modes
-are a pre-pad (forward) and its adjoint (gradients); ``flip`` reverses the
-kernel.
+lowers the arrays to the canonical problem (:mod:`convkit.lowering`), runs
+backend kernels through :mod:`convkit.dispatch` and maps the results back.
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
-from dataclasses import replace
 
 import numpy as np
 
-from . import canonical as cn
+from . import lowering as ln
 from . import shapes
-from .dispatch import run
+from .dispatch import accepts_backend, run
 from .errors import ShapeError, SpecError
 from .spec import LAYOUTS, PADDING_MODES, ConvSpec, memoize_spec
 
@@ -98,7 +94,7 @@ def conv_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, dilation=1, 
     if padding_mode not in PADDING_MODES:
         raise SpecError(f"{op}: unknown padding_mode {padding_mode!r}; use one of {', '.join(PADDING_MODES)}")
     if padding_mode != "zeros":
-        cn.check_pad_mode(padding_mode, spatial, pads, op)
+        ln.check_pad_mode(padding_mode, spatial, pads, op)
     if not isinstance(flip, (bool, np.bool_)):
         raise SpecError(f"{op}: flip must be True or False, got {flip!r}")
     spec = ConvSpec(n=n, c_in=c_in, c_out=c_out, in_shape=spatial, kernel=kernel, stride=stride,
@@ -110,30 +106,18 @@ def conv_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, dilation=1, 
 
 def _conv_prepare(x, weight, bias, kw, op, grad=None, builder=conv_spec):
     """Arrays as floats, their common dtype, and the spec ``builder`` makes of them."""
-    x = cn.as_float(x, "x", op)
-    weight = cn.as_float(weight, "weight", op)
-    bias = None if bias is None else cn.as_float(bias, "bias", op)
-    dtype = cn.result_dtype(x, weight, bias, grad)
+    x = ln.as_float(x, "x", op)
+    weight = ln.as_float(weight, "weight", op)
+    bias = None if bias is None else ln.as_float(bias, "bias", op)
+    dtype = ln.result_dtype(x, weight, bias, grad)
     spec = builder(x.shape, weight.shape, bias=bias is not None, dtype=dtype, op=op, **kw)
     _check_bias(bias, spec.c_out, op)
     return x, weight, bias, spec
 
 
-def _canonical_inputs(x, weight, spec):
-    """Canonical x (pre-padded for non-zero modes), weight (flipped if asked) and kernel spec."""
-    xc = cn.to_channels_first(x, spec.layout, spec.dtype)
-    wc = cn.weight_to_cf(weight, spec.layout, spec.dtype)
-    if spec.flip:
-        wc = np.ascontiguousarray(wc[(slice(None), slice(None)) + (slice(None, None, -1),) * spec.d])
-    kspec = spec.canonical()
-    if spec.padding_mode != "zeros":
-        xc = cn.pad_mode(xc, spec.pads, spec.padding_mode)
-        kspec = replace(kspec, in_shape=xc.shape[2:], pads=((0, 0),) * spec.d)
-    return xc, wc, kspec
-
-
+@accepts_backend
 def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
-         data_format="channels_first", flip=False, backend=None):
+         data_format="channels_first", flip=False):
     """N-d convolution (cross-correlation by default) of a batch of multi-channel signals.
 
     Parameters
@@ -155,8 +139,6 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, pad
     data_format : {"channels_first", "channels_last"}
     flip : bool
         ``True`` flips the kernel: true convolution, as ``numpy.convolve``.
-    backend : str or sequence of str, optional
-        Backend name or priority list for this call.
 
     Returns
     -------
@@ -176,10 +158,10 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, pad
     x, weight, bias, spec = _conv_prepare(x, weight, bias, dict(
         stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
         data_format=data_format, flip=flip), "conv")
-    xc, wc, kspec = _canonical_inputs(x, weight, spec)
+    xc, wc = ln.conv_inputs(x, weight, spec)
     b = None if bias is None else np.ascontiguousarray(bias, dtype=spec.dtype)
-    y = run("conv_forward", kspec, xc, wc, b, backend=backend)
-    return cn.from_channels_first(y, spec.layout)
+    y = run("conv_forward", spec.canonical(), x=xc, w=wc, bias=b)
+    return ln.from_channels_first(y, spec.layout)
 
 
 def _fixed_d(d, name):
@@ -209,15 +191,16 @@ def _check_wrt(wrt, op):
 
 
 def _grad_output(grad_output, spec, shape_cf, op):
-    g = cn.as_float(grad_output, "grad_output", op)
+    g = ln.as_float(grad_output, "grad_output", op)
     expected = shape_cf if spec.layout == "channels_first" else (shape_cf[0], *shape_cf[2:], shape_cf[1])
     if g.shape != tuple(expected):
         raise ShapeError(f"{op}: grad_output must have the output's shape {tuple(expected)}, got {g.shape}")
-    return cn.to_channels_first(g, spec.layout, spec.dtype)
+    return ln.to_channels_first(g, spec.layout, spec.dtype)
 
 
+@accepts_backend
 def conv_grad(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
-              data_format="channels_first", flip=False, wrt=_WRT, backend=None) -> ConvGrads:
+              data_format="channels_first", flip=False, wrt=_WRT) -> ConvGrads:
     """Gradients of :func:`conv` with respect to its input, weight and bias.
 
     Parameters
@@ -244,23 +227,24 @@ def conv_grad(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups
     """
     op = "conv_grad"
     wrt = _check_wrt(wrt, op)
-    grad_output = cn.as_float(grad_output, "grad_output", op)
+    grad_output = ln.as_float(grad_output, "grad_output", op)
     x, weight, _, spec = _conv_prepare(x, weight, None, dict(
         stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
         data_format=data_format, flip=flip), op, grad=grad_output)
     g = _grad_output(grad_output, spec, spec.y_shape, op)
-    xc, wc, kspec = _canonical_inputs(x, weight, spec)
+    xc, wc = ln.conv_inputs(x, weight, spec)
+    return _conv_grads(spec, wrt, g, "conv_backward_input", dict(grad_y=g, w=wc),
+                       "conv_backward_weight", dict(grad_y=g, x=xc))
+
+
+def _conv_grads(spec, wrt, g, input_kernel, input_args, weight_kernel, weight_args) -> ConvGrads:
+    """Input, weight and bias gradients of ``spec`` from output gradient ``g`` (canonical)."""
+    kspec = spec.canonical()
     gx = gw = gb = None
     if "input" in wrt:
-        gx = run("conv_backward_input", kspec, g, wc, backend=backend)
-        if spec.padding_mode != "zeros":
-            gx = cn.unpad_mode_adjoint(gx, spec.in_shape, spec.pads, spec.padding_mode)
-        gx = cn.from_channels_first(gx, spec.layout)
+        gx = ln.conv_input_grad(run(input_kernel, kspec, **input_args), spec)
     if "weight" in wrt:
-        gw = run("conv_backward_weight", kspec, g, xc, backend=backend)
-        if spec.flip:
-            gw = np.ascontiguousarray(gw[(slice(None), slice(None)) + (slice(None, None, -1),) * spec.d])
-        gw = cn.weight_from_cf(gw, spec.layout)
+        gw = ln.conv_weight_grad(run(weight_kernel, kspec, **weight_args), spec)
     if "bias" in wrt:
         gb = g.sum(axis=(0, *range(2, g.ndim)), dtype=np.float64).astype(spec.dtype)
     return ConvGrads(gx, gw, gb)
@@ -322,39 +306,9 @@ def conv_transpose_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, ou
     return spec
 
 
-def _transpose_forward(spec: ConvSpec) -> ConvSpec:
-    """The forward conv whose backward-input computes ``spec`` (canonical).
-
-    Window positions do not depend on the high pad, so it is lowered by the
-    output padding; when that would go negative the forward conv has extra
-    trailing windows, which get zero gradient (see :func:`_fit`).
-    """
-    out = spec.out_shape
-    pads = tuple((lo, max(hi - p, 0)) for (lo, hi), p in zip(spec.pads, spec.output_padding))
-    return ConvSpec(n=spec.n, c_in=spec.c_out, c_out=spec.c_in, in_shape=out, kernel=spec.kernel,
-                    stride=spec.stride, dilation=spec.dilation, pads=pads, groups=spec.groups, dtype=spec.dtype)
-
-
-def _fit(a: np.ndarray, spatial) -> np.ndarray:
-    """Zero-extend or crop the spatial dims of channels_first ``a`` to ``spatial``."""
-    if a.shape[2:] == tuple(spatial):
-        return a
-    out = np.zeros(a.shape[:2] + tuple(spatial), dtype=a.dtype)
-    common = tuple(slice(0, min(p, q)) for p, q in zip(a.shape[2:], spatial))
-    out[(slice(None), slice(None)) + common] = a[(slice(None), slice(None)) + common]
-    return out
-
-
-def _convt_prepare(x, weight, bias, kw, op, grad=None):
-    x, weight, bias, spec = _conv_prepare(x, weight, bias, kw, op, grad, builder=conv_transpose_spec)
-    fwd = _transpose_forward(spec)
-    xc = _fit(cn.to_channels_first(x, spec.layout, spec.dtype), fwd.out_shape)
-    wc = cn.weight_to_cf(weight, spec.layout, spec.dtype)
-    return xc, wc, bias, spec, fwd
-
-
+@accepts_backend
 def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
-                   output_shape=None, data_format="channels_first", backend=None):
+                   output_shape=None, data_format="channels_first"):
     """Transposed convolution (the gradient of :func:`conv` with respect to its input).
 
     Parameters
@@ -377,17 +331,19 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     [1.0, 1.0, 3.0, 2.0, 2.0]
     """
     op = "conv_transpose"
-    xc, wc, bias, spec, fwd = _convt_prepare(x, weight, bias, dict(
+    x, weight, bias, spec = _conv_prepare(x, weight, bias, dict(
         stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_shape=output_shape, data_format=data_format), op)
-    y = run("conv_backward_input", fwd, xc, wc, backend=backend)
+        output_shape=output_shape, data_format=data_format), op, builder=conv_transpose_spec)
+    xc, wc = ln.conv_inputs(x, weight, spec)
+    y = run("conv_backward_input", spec.canonical(), grad_y=xc, w=wc)
     if bias is not None:
         y += bias.astype(y.dtype).reshape((1, -1) + (1,) * spec.d)
-    return cn.from_channels_first(y, spec.layout)
+    return ln.from_channels_first(y, spec.layout)
 
 
+@accepts_backend
 def conv_transpose_grad(grad_output, x, weight, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
-                        output_shape=None, data_format="channels_first", wrt=_WRT, backend=None) -> ConvGrads:
+                        output_shape=None, data_format="channels_first", wrt=_WRT) -> ConvGrads:
     """Gradients of :func:`conv_transpose` with respect to its input, weight and bias.
 
     Examples
@@ -399,18 +355,13 @@ def conv_transpose_grad(grad_output, x, weight, *, stride=1, padding=0, output_p
     """
     op = "conv_transpose_grad"
     wrt = _check_wrt(wrt, op)
-    grad_output = cn.as_float(grad_output, "grad_output", op)
-    xc, wc, _, spec, fwd = _convt_prepare(x, weight, None, dict(
+    grad_output = ln.as_float(grad_output, "grad_output", op)
+    x, weight, _, spec = _conv_prepare(x, weight, None, dict(
         stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_shape=output_shape, data_format=data_format), op, grad=grad_output)
+        output_shape=output_shape, data_format=data_format), op, grad=grad_output, builder=conv_transpose_spec)
     g = _grad_output(grad_output, spec, spec.y_shape, op)
-    gx = gw = gb = None
-    if "input" in wrt:
-        gx = run("conv_forward", fwd, g, wc, None, backend=backend)
-        gx = cn.from_channels_first(np.ascontiguousarray(_fit(gx, spec.in_shape)), spec.layout)
-    if "weight" in wrt:
-        gw = run("conv_backward_weight", fwd, xc, g, backend=backend)
-        gw = cn.weight_from_cf(gw, spec.layout)
-    if "bias" in wrt:
-        gb = g.sum(axis=(0, *range(2, g.ndim)), dtype=np.float64).astype(spec.dtype)
-    return ConvGrads(gx, gw, gb)
+    xc, wc = ln.conv_inputs(x, weight, spec)
+    # The transposed conv's input gradient is the forward conv of its output
+    # gradient; its weight gradient that conv's weight gradient, roles swapped.
+    return _conv_grads(spec, wrt, g, "conv_forward", dict(x=g, w=wc, bias=None),
+                       "conv_backward_weight", dict(grad_y=xc, x=g))

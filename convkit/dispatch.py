@@ -2,7 +2,8 @@
 
 Precedence, first match wins:
 
-1. the per-call ``backend=`` argument;
+1. the per-call ``backend=`` argument (every public op takes it, through
+   :func:`accepts_backend`);
 2. the innermost ``with convkit.use_backend(...)`` (context-local: each thread
    and asyncio task sees its own);
 3. ``convkit.set_backend(...)`` (process-wide);
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import inspect
 import logging
 import os
 import threading
@@ -29,13 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import registry
+from .backend import KERNEL_OUTPUTS, KernelContext
+from .config import get_num_threads
 from .errors import (BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError,
-                     ConvkitError, PluginError)
+                     PluginError)
 
-__all__ = ["set_backend", "get_backend_setting", "use_backend", "record", "DispatchEvent", "select", "run"]
+__all__ = ["set_backend", "get_backend_setting", "use_backend", "record", "DispatchEvent", "select", "run",
+           "accepts_backend", "call_kernel"]
 
 logger = logging.getLogger("convkit")
 
+_per_call: contextvars.ContextVar = contextvars.ContextVar("convkit_backend_per_call", default=None)
 _context: contextvars.ContextVar = contextvars.ContextVar("convkit_backend", default=None)
 _recorders: contextvars.ContextVar = contextvars.ContextVar("convkit_recorders", default=())
 _global_lock = threading.Lock()
@@ -127,9 +134,41 @@ def record():
         _recorders.reset(token)
 
 
-def _requested(per_call) -> tuple[tuple | None, str]:
+_BACKEND_DOC = """backend : str or sequence of str, optional
+        Backend name or priority list for this call (see :mod:`convkit.dispatch`)."""
+
+
+def accepts_backend(op):
+    """Give a public op the ``backend=`` keyword: the per-call choice, first in precedence.
+
+    The choice holds for every kernel the op runs, ops it calls included;
+    it is parsed (and a malformed one rejected) even when the op runs no
+    kernel.
+    """
+    @functools.wraps(op)
+    def with_backend(*args, backend=None, **kwargs):
+        if backend is None:
+            return op(*args, **kwargs)
+        token = _per_call.set(_parse(backend, f"{op.__name__}(backend=)"))
+        try:
+            return op(*args, **kwargs)
+        finally:
+            _per_call.reset(token)
+
+    sig = inspect.signature(op)
+    param = inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default=None)
+    with_backend.__signature__ = sig.replace(parameters=[*sig.parameters.values(), param])
+    doc = op.__doc__ or ""
+    if "\n    Returns\n" in doc:
+        doc = doc.replace("\n    Returns\n", "\n    " + _BACKEND_DOC + "\n\n    Returns\n", 1)
+    with_backend.__doc__ = doc
+    return with_backend
+
+
+def _requested() -> tuple[tuple | None, str]:
+    per_call = _per_call.get()
     if per_call is not None:
-        return _parse(per_call, "backend="), "backend= argument"
+        return per_call, "backend= argument"
     ctx = _context.get()
     if ctx is not None:
         return ctx, "use_backend()"
@@ -169,9 +208,9 @@ def _verbose() -> None:
 _decisions: dict = {}
 
 
-def select(kernel: str, spec, backend=None):
+def select(kernel: str, spec):
     """Pick the backend for ``kernel`` on canonical ``spec``; returns ``(backend, source, skipped)``."""
-    names, source = _requested(backend)
+    names, source = _requested()
     key = (kernel, spec, names, registry.generation())
     hit = _decisions.get(key)
     if hit is not None:
@@ -202,52 +241,112 @@ def _select(kernel, spec, names, source):
                        f"{detail}")
 
 
-def _check_array(result, shape, dtype, what: str, backend, kernel: str):
-    if not isinstance(result, np.ndarray) or result.shape != tuple(shape) or result.dtype != dtype:
-        got = (f"{type(result).__name__} shape={getattr(result, 'shape', None)} "
-               f"dtype={getattr(result, 'dtype', None)}")
-        raise PluginError(f"backend {backend.name!r} kernel {kernel} returned {what} {got}; the contract "
-                          f"requires an ndarray of shape {tuple(shape)} and dtype {np.dtype(dtype)}")
+def _answer_empty(kernel, out, indices, bias) -> None:
+    # Sums over empty sets: zero, plus the bias of a forward conv.
+    out.fill(0)
+    if indices is not None:
+        indices.fill(0)
+    if kernel == "conv_forward" and bias is not None and out.size:
+        out += bias.reshape((1, -1) + (1,) * (out.ndim - 2))
 
 
-def _expected(kernel: str, spec):
-    dtype = np.dtype(spec.dtype)
-    if kernel == "conv_forward":
-        return spec.y_shape, dtype
-    if kernel == "conv_backward_weight":
-        return spec.w_shape, dtype
-    if kernel == "pool_forward":
-        return spec.y_shape, dtype
-    return spec.x_shape, dtype  # conv_backward_input, pool_backward
+def run(kernel: str, spec, *, with_indices: bool = False, **inputs):
+    """Run ``kernel`` on canonical ``spec`` with ``inputs`` (the kernel's keyword arguments).
+
+    Allocates the output (and, with ``with_indices=True``, the max-pool
+    indices), picks the backend, calls it and returns the output
+    (``pool_forward``: ``(y, indices or None)``). Empty problems are answered
+    here without a backend. Anything the kernel raises becomes a
+    :class:`PluginError` naming backend, kernel and problem.
+    """
+    return _execute(kernel, spec, with_indices, inputs, None)
 
 
-def run(kernel: str, spec, *args, backend=None):
-    """Dispatch ``kernel`` on canonical ``spec`` and check what the backend returns."""
+def _choose(kernel, spec):
     _verbose()
-    chosen, source, skipped = select(kernel, spec, backend)
+    chosen, source, skipped = select(kernel, spec)
     if logger.isEnabledFor(logging.DEBUG):
         why = "".join(f"; skipped {n}: {r}" for n, r in skipped)
         logger.debug("%s %s -> %s (by %s)%s", kernel, spec, chosen.name, source, why)
     for events in _recorders.get():
         events.append(DispatchEvent(kernel, str(spec), chosen.name, source, skipped))
+    return chosen
+
+
+def _execute(kernel, spec, with_indices, inputs, backend):
+    """Allocate the outputs, answer empty problems, else run ``backend`` (``None``: dispatch's choice)."""
+    out = np.empty(getattr(spec, KERNEL_OUTPUTS[kernel]), dtype=spec.dtype)
+    ind = np.empty(spec.y_shape, dtype=np.int64) if with_indices else None
+    if out.size == 0 or any(a is not None and a.size == 0 for a in inputs.values()):
+        _answer_empty(kernel, out, ind, inputs.get("bias"))
+    else:
+        backend = backend or _choose(kernel, spec)
+        _call(backend, KernelContext(kernel, spec, out, ind, get_num_threads()), inputs)
+    return (out, ind) if kernel == "pool_forward" else out
+
+
+def _call(backend, ctx, inputs) -> None:
     try:
-        if kernel == "pool_forward":  # contract order: (x, spec, return_indices)
-            result = chosen.pool_forward(args[0], spec, *args[1:])
-        else:
-            result = getattr(chosen, kernel)(*args, spec)
-    except (ConvkitError, MemoryError):
+        result = getattr(backend, ctx.kernel)(ctx, **inputs)
+    except MemoryError:
         raise
     except Exception as exc:
-        raise PluginError(f"backend {chosen.name!r} kernel {kernel} failed on {spec}: "
+        raise PluginError(f"backend {backend.name!r} kernel {ctx.kernel} failed on {ctx.spec}: "
                           f"{type(exc).__name__}: {exc}") from exc
-    shape, dtype = _expected(kernel, spec)
-    if kernel == "pool_forward":
-        if not (isinstance(result, tuple) and len(result) == 2):
-            raise PluginError(f"backend {chosen.name!r} kernel pool_forward must return (y, indices), "
-                              f"got {type(result).__name__}")
-        _check_array(result[0], shape, dtype, "y", chosen, kernel)
-        if result[1] is not None:
-            _check_array(result[1], shape, np.int64, "indices", chosen, kernel)
-    else:
-        _check_array(result, shape, dtype, "its result", chosen, kernel)
-    return result
+    if result is not None:
+        raise PluginError(f"backend {backend.name!r} kernel {ctx.kernel} returned {type(result).__name__} on "
+                          f"{ctx.spec}; contract v2 kernels write into ctx.out and return None")
+
+
+#: The arrays each kernel takes, and the spec attribute giving each one's shape.
+_KERNEL_INPUTS = {
+    "conv_forward": {"x": "x_shape", "w": "w_shape", "bias": None},
+    "conv_backward_input": {"grad_y": "y_shape", "w": "w_shape"},
+    "conv_backward_weight": {"grad_y": "y_shape", "x": "x_shape"},
+    "pool_forward": {"x": "x_shape"},
+    "pool_backward": {"grad_y": "y_shape", "x": "x_shape", "y": "y_shape", "indices": "y_shape"},
+}
+
+
+def call_kernel(backend, kernel: str, spec, *, with_indices: bool = False, **inputs):
+    """Run one kernel of one backend directly, as the core would (for backend authors and tests).
+
+    ``backend`` is a backend object or a registered name; ``spec`` a
+    canonical spec; ``inputs`` the kernel's arrays by name (see
+    :mod:`convkit.backend`; omitted optional ones are ``None``). The arrays
+    are checked against the spec and made C-contiguous; the output is
+    allocated here and returned as by :func:`run`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convkit.spec import parse_descriptor
+    >>> spec = parse_descriptor("conv1d_n1_c1_o1_i4_k2_f64")
+    >>> call_kernel("numpy", "conv_forward", spec, x=np.arange(4.0).reshape(1, 1, 4), w=np.ones((1, 1, 2)))
+    array([[[1., 3., 5.]]])
+    """
+    from .errors import DTypeError, ShapeError
+
+    if isinstance(backend, str):
+        name, backend = backend, registry.get_backend(backend)
+        if backend is None:
+            raise BackendNotFoundError(f"call_kernel: unknown backend {name!r}; see `convkit backends`")
+    if spec.canonical() != spec:
+        raise ShapeError(f"call_kernel: kernels take canonical specs; got {spec}, use spec.canonical() "
+                         f"({spec.canonical()})")
+    args = {}
+    for name, shape_attr in _KERNEL_INPUTS[kernel].items():
+        a = inputs.pop(name, None)
+        if a is not None:
+            want = (spec.c_out,) if shape_attr is None else getattr(spec, shape_attr)
+            dtype = np.int64 if name == "indices" else np.dtype(spec.dtype)
+            if not isinstance(a, np.ndarray) or a.dtype != dtype:
+                raise DTypeError(f"{kernel}: {name} must be an ndarray of dtype {np.dtype(dtype)} for {spec}, "
+                                 f"got {type(a).__name__} {getattr(a, 'dtype', '')}")
+            if a.shape != tuple(want):
+                raise ShapeError(f"{kernel}: {name} must have shape {tuple(want)} for {spec}, got {a.shape}")
+            a = np.ascontiguousarray(a)
+        args[name] = a
+    if inputs:
+        raise TypeError(f"{kernel} takes {sorted(_KERNEL_INPUTS[kernel])}, not {sorted(inputs)}")
+    return _execute(kernel, spec, with_indices, args, backend)

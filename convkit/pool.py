@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from . import canonical as cn
+from . import lowering as ln
 from . import shapes
-from .dispatch import run
+from .dispatch import accepts_backend, run
 from .errors import ShapeError, SpecError
 from .spec import LAYOUTS, PoolSpec, memoize_spec
 
@@ -71,23 +71,24 @@ def pool_spec(kind, x_shape, kernel_size, *, stride=None, padding=0, dilation=1,
 
 
 def _prepare(kind, x, kernel_size, kw, op, grad=None):
-    x = cn.as_float(x, "x", op)
-    dtype = cn.result_dtype(x, grad)
+    x = ln.as_float(x, "x", op)
+    dtype = ln.result_dtype(x, grad)
     spec = pool_spec(kind, x.shape, kernel_size, dtype=dtype, op=op, **kw)
-    return cn.to_channels_first(x, spec.layout, spec.dtype), spec
+    return ln.to_channels_first(x, spec.layout, spec.dtype), spec
 
 
-def _forward(kind, x, kernel_size, kw, backend, return_indices=False):
+def _forward(kind, x, kernel_size, kw, return_indices=False):
     xc, spec = _prepare(kind, x, kernel_size, kw, f"{kind}_pool")
-    y, idx = run("pool_forward", spec.canonical(), xc, bool(return_indices), backend=backend)
-    y = cn.from_channels_first(y, spec.layout)
+    y, idx = run("pool_forward", spec.canonical(), x=xc, with_indices=bool(return_indices) and kind == "max")
+    y = ln.from_channels_first(y, spec.layout)
     if return_indices:
-        return y, cn.from_channels_first(idx, spec.layout)
+        return y, ln.from_channels_first(idx, spec.layout)
     return y
 
 
+@accepts_backend
 def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
-             data_format="channels_first", backend=None):
+             data_format="channels_first"):
     """N-d max pooling.
 
     Parameters
@@ -116,11 +117,12 @@ def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
     [[5.0, 8.0], [6.0, 9.0]]
     """
     kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, data_format=data_format)
-    return _forward("max", x, kernel_size, kw, backend, return_indices)
+    return _forward("max", x, kernel_size, kw, return_indices)
 
 
+@accepts_backend
 def avg_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, count_include_pad=True,
-             divisor_override=None, data_format="channels_first", backend=None):
+             divisor_override=None, data_format="channels_first"):
     """N-d average pooling.
 
     ``count_include_pad`` counts padded positions (not the ``ceil_mode``
@@ -136,11 +138,12 @@ def avg_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
     """
     kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode,
               count_include_pad=count_include_pad, divisor_override=divisor_override, data_format=data_format)
-    return _forward("avg", x, kernel_size, kw, backend)
+    return _forward("avg", x, kernel_size, kw)
 
 
+@accepts_backend
 def lp_pool(x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
-            data_format="channels_first", backend=None):
+            data_format="channels_first"):
     """N-d power-average pooling: ``(sum |x|**p) ** (1/p)`` over each window (ONNX ``LpPool``).
 
     Examples
@@ -150,15 +153,16 @@ def lp_pool(x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=
     [[[5.0]]]
     """
     kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, p=p, data_format=data_format)
-    return _forward("lp", x, kernel_size, kw, backend)
+    return _forward("lp", x, kernel_size, kw)
 
 
 def _global_kernel(x, data_format, op):
-    x = cn.as_float(x, "x", op)
+    x = ln.as_float(x, "x", op)
     return x, _layout_split(x.shape, data_format, op)[2]
 
 
-def global_avg_pool(x, *, data_format="channels_first", backend=None):
+@accepts_backend
+def global_avg_pool(x, *, data_format="channels_first"):
     """Mean over all spatial dims, keeping them as size 1.
 
     Examples
@@ -171,10 +175,11 @@ def global_avg_pool(x, *, data_format="channels_first", backend=None):
     [[[[4.3125]]]]
     """
     x, spatial = _global_kernel(x, data_format, "global_avg_pool")
-    return avg_pool(x, spatial, data_format=data_format, backend=backend)
+    return avg_pool(x, spatial, data_format=data_format)
 
 
-def global_max_pool(x, *, data_format="channels_first", backend=None):
+@accepts_backend
+def global_max_pool(x, *, data_format="channels_first"):
     """Maximum over all spatial dims, keeping them as size 1.
 
     Examples
@@ -184,12 +189,12 @@ def global_max_pool(x, *, data_format="channels_first", backend=None):
     [[[2.0], [5.0]]]
     """
     x, spatial = _global_kernel(x, data_format, "global_max_pool")
-    return max_pool(x, spatial, data_format=data_format, backend=backend)
+    return max_pool(x, spatial, data_format=data_format)
 
 
-def _grad(kind, grad_output, x, kernel_size, kw, backend, indices=None):
+def _grad(kind, grad_output, x, kernel_size, kw, indices=None):
     op = f"{kind}_pool_grad"
-    grad_output = cn.as_float(grad_output, "grad_output", op)
+    grad_output = ln.as_float(grad_output, "grad_output", op)
     xc, spec = _prepare(kind, x, kernel_size, kw, op, grad=grad_output)
     g = _check_like_output(grad_output, spec, "grad_output", op).astype(spec.dtype, copy=False)
     g = np.ascontiguousarray(g)
@@ -197,20 +202,20 @@ def _grad(kind, grad_output, x, kernel_size, kw, backend, indices=None):
     y = idx = None
     if kind == "max":
         if indices is None:
-            _, idx = run("pool_forward", kspec, xc, True, backend=backend)
+            _, idx = run("pool_forward", kspec, x=xc, with_indices=True)
         else:
             idx = _check_indices(indices, spec, op)
     elif kind == "lp":
-        y, _ = run("pool_forward", kspec, xc, False, backend=backend)
-    gx = run("pool_backward", kspec, g, xc, y, idx, backend=backend)
-    return cn.from_channels_first(gx, spec.layout)
+        y, _ = run("pool_forward", kspec, x=xc)
+    gx = run("pool_backward", kspec, grad_y=g, x=xc, y=y, indices=idx)
+    return ln.from_channels_first(gx, spec.layout)
 
 
 def _check_like_output(a, spec, name, op):
     shape = spec.y_shape if spec.layout == "channels_first" else (spec.n, *spec.out_shape, spec.c)
     if a.shape != tuple(shape):
         raise ShapeError(f"{op}: {name} must have the pooled output's shape {tuple(shape)}, got {a.shape}")
-    return cn.to_channels_first(a, spec.layout, a.dtype)
+    return ln.to_channels_first(a, spec.layout, a.dtype)
 
 
 def _check_indices(indices, spec, op):
@@ -229,8 +234,9 @@ def _check_index_range(idx, plane, what, op):
         raise SpecError(f"{op}: indices must lie in [0, {plane}) {what}, got values in [{idx.min()}, {idx.max()}]")
 
 
+@accepts_backend
 def max_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
-                  return_indices=False, data_format="channels_first", indices=None, backend=None):
+                  return_indices=False, data_format="channels_first", indices=None):
     """Gradient of :func:`max_pool` with respect to ``x`` (to the first maximum of each window).
 
     ``indices`` from the forward call may be passed to skip recomputing them.
@@ -242,11 +248,12 @@ def max_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilati
     [[[0.0, 1.0, 1.0, 0.0]]]
     """
     kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, data_format=data_format)
-    return _grad("max", grad_output, x, kernel_size, kw, backend, indices)
+    return _grad("max", grad_output, x, kernel_size, kw, indices)
 
 
+@accepts_backend
 def avg_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
-                  count_include_pad=True, divisor_override=None, data_format="channels_first", backend=None):
+                  count_include_pad=True, divisor_override=None, data_format="channels_first"):
     """Gradient of :func:`avg_pool` with respect to ``x``.
 
     Examples
@@ -257,11 +264,12 @@ def avg_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilati
     """
     kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode,
               count_include_pad=count_include_pad, divisor_override=divisor_override, data_format=data_format)
-    return _grad("avg", grad_output, x, kernel_size, kw, backend)
+    return _grad("avg", grad_output, x, kernel_size, kw)
 
 
+@accepts_backend
 def lp_pool_grad(grad_output, x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
-                 data_format="channels_first", backend=None):
+                 data_format="channels_first"):
     """Gradient of :func:`lp_pool` with respect to ``x`` (zero where a window's norm is zero).
 
     Examples
@@ -271,11 +279,11 @@ def lp_pool_grad(grad_output, x, p, kernel_size, *, stride=None, padding=0, dila
     [[[0.6, -0.8]]]
     """
     kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, p=p, data_format=data_format)
-    return _grad("lp", grad_output, x, kernel_size, kw, backend)
+    return _grad("lp", grad_output, x, kernel_size, kw)
 
 
 def _unpool_setup(x, indices, kernel_size, stride, padding, output_size, data_format, op):
-    x = cn.as_float(x, "x", op)
+    x = ln.as_float(x, "x", op)
     n, c, spatial = _layout_split(x.shape, data_format, op)
     d = len(spatial)
     kernel = shapes.normalize_tuple(kernel_size, d, "kernel_size", op)
@@ -294,13 +302,14 @@ def _unpool_setup(x, indices, kernel_size, stride, padding, output_size, data_fo
         raise SpecError(f"{op}: indices must be integers, got dtype {idx.dtype}")
     if idx.shape != x.shape:
         raise ShapeError(f"{op}: indices must have x's shape {x.shape}, got {idx.shape}")
-    xc = cn.to_channels_first(x, data_format, x.dtype)
-    ic = cn.to_channels_first(idx, data_format, np.int64)
+    xc = ln.to_channels_first(x, data_format, x.dtype)
+    ic = ln.to_channels_first(idx, data_format, np.int64)
     _check_index_range(ic, shapes.prod(out), f"for output spatial shape {out} (pass output_size= matching the "
                                              f"pooled input)", op)
     return xc, ic.reshape(n * c, -1), (n, c, *out)
 
 
+@accepts_backend
 def max_unpool(x, indices, kernel_size, *, stride=None, padding=0, output_size=None,
                data_format="channels_first"):
     """Partial inverse of :func:`max_pool`: put each value at its index, zeros elsewhere.
@@ -316,9 +325,10 @@ def max_unpool(x, indices, kernel_size, *, stride=None, padding=0, output_size=N
     xc, idx, shape = _unpool_setup(x, indices, kernel_size, stride, padding, output_size, data_format, op)
     out = np.zeros((shape[0] * shape[1], shapes.prod(shape[2:])), dtype=xc.dtype)
     np.put_along_axis(out, idx, xc.reshape(idx.shape), axis=1)
-    return cn.from_channels_first(out.reshape(shape), data_format)
+    return ln.from_channels_first(out.reshape(shape), data_format)
 
 
+@accepts_backend
 def max_unpool_grad(grad_output, indices, kernel_size, *, stride=None, padding=0, output_size=None,
                     data_format="channels_first"):
     """Gradient of :func:`max_unpool` with respect to its values (a gather at ``indices``).
@@ -331,11 +341,11 @@ def max_unpool_grad(grad_output, indices, kernel_size, *, stride=None, padding=0
     """
     op = "max_unpool_grad"
     idx = np.asarray(indices)
-    g = cn.as_float(grad_output, "grad_output", op)
+    g = ln.as_float(grad_output, "grad_output", op)
     xc, flat, shape = _unpool_setup(np.zeros(idx.shape, dtype=g.dtype), idx, kernel_size, stride, padding,
                                     output_size, data_format, op)
-    gc = cn.to_channels_first(g, data_format, g.dtype)
+    gc = ln.to_channels_first(g, data_format, g.dtype)
     if gc.shape != shape:
         raise ShapeError(f"{op}: grad_output must have the unpooled shape {shape} (channels_first), got {gc.shape}")
     out = np.take_along_axis(gc.reshape(shape[0] * shape[1], -1), flat, axis=1)
-    return cn.from_channels_first(out.reshape(xc.shape), data_format)
+    return ln.from_channels_first(out.reshape(xc.shape), data_format)

@@ -1,12 +1,14 @@
 """Backend discovery through pluggy, and the list users see in ``convkit.backends()``.
 
 Every backend, the built-in ones included, comes from a plugin module named
-by an entry point in the ``convkit.backends`` group. The plugin's
-``convkit_backends`` hook returns backend objects. A plugin that fails to
-import or whose hook raises is listed as an unavailable backend with the
-reason; it never breaks ``import convkit``.
+by an entry point in the ``convkit.backends`` group, loaded by pluggy
+(``load_setuptools_entrypoints``). Each plugin's ``convkit_backends`` hook
+returns backend objects. A plugin that fails to import, whose hookimpl does
+not match the hookspec, or whose hook raises is blocked and listed as an
+unavailable backend with the reason, naming plugin and hook; it never breaks
+``import convkit``.
 
-``CONVKIT_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points of every
+``CONVKIT_DISABLE_PLUGIN_AUTOLOAD=1`` blocks the entry points of every
 distribution but convkit itself (the built-in backends still load).
 """
 
@@ -15,17 +17,16 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from importlib import import_module, metadata
+from importlib import metadata
 
 import pluggy
 
 from . import hookspecs
-from .backend import Backend, Capabilities
+from .backend import Backend
 from .errors import PluginError
 
 __all__ = ["BackendInfo", "backends", "get_backend", "register_plugin", "unregister_plugin", "plugin_manager", "reload"]
 
-_BUILTIN_PLUGINS = {"numpy": "convkit_backends.numpy.plugin", "c": "convkit_backends.c.plugin"}
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -38,6 +39,7 @@ class BackendInfo:
     reason: str | None
     version: str
     priority: int
+    kernels: tuple
     capabilities: dict
     plugin: str
 
@@ -48,13 +50,21 @@ class BackendInfo:
 class _Broken(Backend):
     """Stands in for a plugin that failed, so users see why."""
 
-    capabilities = Capabilities(kernels=frozenset())
-
     def __init__(self, name: str, reason: str, plugin: str):
         self.name, self._reason, self.plugin_name = name, reason, plugin
 
     def availability(self):
         return self._reason
+
+
+def _validate(pm: pluggy.PluginManager, plugin_name: str) -> None:
+    """Raise ``PluginValidationError`` if ``plugin_name`` implements a hook convkit does not define."""
+    plugin = pm.get_plugin(plugin_name)
+    for caller in pm.get_hookcallers(plugin) or ():
+        if caller.spec is None:
+            raise pluggy.PluginValidationError(
+                plugin, f"plugin {plugin_name!r} implements unknown hook {caller.name!r}; "
+                        f"convkit's only hook is 'convkit_backends'")
 
 
 class _Registry:
@@ -76,46 +86,54 @@ class _Registry:
                 self._load_entry_points(pm)
             return self._pm
 
+    def _block(self, pm, name: str, reason: str) -> None:
+        pm.set_blocked(name)  # also unregisters it
+        self._broken[name] = _Broken(name, reason, name)
+
     def _load_entry_points(self, pm: pluggy.PluginManager) -> None:
         autoload = os.environ.get("CONVKIT_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() not in _TRUE
-        found = set()
+        by_module = {}
         for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
-            dist = getattr(ep.dist, "name", None) or ""
-            builtin = dist.lower() == "convkit"
-            if not (builtin or autoload) or ep.name in found:
+            builtin = (getattr(ep.dist, "name", None) or "").lower() == "convkit"
+            if not (builtin or autoload):
+                pm.set_blocked(ep.name)
                 continue
-            found.add(ep.name)
-            self._register_module(pm, ep.name, ep.load, ep.value)
-        # Running from a source tree that was never installed: no entry points
-        # exist for the built-ins, so register them by module name.
-        for name, module in _BUILTIN_PLUGINS.items():
-            if name not in found:
-                self._register_module(pm, name, lambda m=module: import_module(m), module)
-
-    def _register_module(self, pm, name, load, where) -> None:
-        try:
-            pm.register(load(), name=name)
-        except Exception as exc:  # a broken plugin must not break import convkit
-            self._broken[name] = _Broken(name, f"plugin {where!r} failed to load: {type(exc).__name__}: {exc}", name)
+            try:  # pluggy stops at the first plugin that fails to import: find those first
+                by_module[id(ep.load())] = ep.name
+            except Exception as exc:
+                self._block(pm, ep.name, f"plugin {ep.value!r} failed to load: {type(exc).__name__}: {exc}")
+        while True:  # pluggy registers the rest; a malformed hookimpl stops it, so block that one and go on
+            try:
+                pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+                break
+            except pluggy.PluginValidationError as exc:
+                name = by_module.get(id(exc.plugin), str(exc.plugin))
+                self._block(pm, name, f"plugin {name!r} does not match convkit's hookspec: {exc}")
+        for name in [n for n, _ in pm.list_name_plugin()]:
+            try:
+                _validate(pm, name)
+            except pluggy.PluginValidationError as exc:
+                self._block(pm, name, str(exc))
 
     def _collect(self) -> dict[str, Backend]:
         pm = self.plugin_manager()
         found: dict[str, Backend] = {}
-        for impl in pm.hook.convkit_backends.get_hookimpls():
-            plugin = impl.plugin_name
+        names = [n for n, p in pm.list_name_plugin() if p is not None]
+        for plugin in names:
+            others = [pm.get_plugin(n) for n in names if n != plugin]
             try:
-                result = impl.function()
+                result = [b for r in pm.subset_hook_caller("convkit_backends", remove_plugins=others)() for b in
+                          ([r] if isinstance(r, Backend) else (r or ()))]
             except Exception as exc:
                 found.setdefault(plugin, _Broken(plugin, f"plugin {plugin!r} hook convkit_backends raised "
                                                          f"{type(exc).__name__}: {exc}", plugin))
                 continue
-            if isinstance(result, Backend):
-                result = [result]
-            for backend in result or ():
+            for backend in result:
                 if not isinstance(backend, Backend) or not isinstance(backend.name, str) or not backend.name:
-                    raise PluginError(
-                        f"plugin {plugin!r} hook convkit_backends returned {backend!r}; it must return "
-                        f"convkit.Backend instances with a non-empty name")
+                    found.setdefault(plugin, _Broken(
+                        plugin, f"plugin {plugin!r} hook convkit_backends returned {backend!r}; it must return "
+                                f"convkit.Backend instances with a non-empty name", plugin))
+                    continue
                 if backend.name in found:
                     other = getattr(found[backend.name], "plugin_name", "?")
                     found[backend.name + "@" + plugin] = _Broken(
@@ -174,7 +192,16 @@ def register_plugin(plugin, name: str | None = None) -> str:
     Returns the name pluggy registered it under. Useful in tests and for
     backends that are not installed as a distribution.
     """
-    registered = plugin_manager().register(plugin, name=name)
+    pm = plugin_manager()
+    try:
+        registered = pm.register(plugin, name=name)
+        _validate(pm, registered)
+    except pluggy.PluginValidationError as exc:
+        if name is not None and pm.has_plugin(name):
+            pm.unregister(name=name)
+        elif pm.is_registered(plugin):
+            pm.unregister(plugin)
+        raise PluginError(f"plugin {name or plugin!r} cannot be registered: {exc}") from None
     _registry.invalidate()
     return registered
 
@@ -231,6 +258,7 @@ def backends() -> list[BackendInfo]:
         reason = availability(backend)
         out.append(BackendInfo(
             name=backend.name, available=reason is None, reason=reason, version=str(backend.version),
-            priority=backend.priority, capabilities=backend.capabilities.as_dict(),
+            priority=backend.priority, kernels=backend.implemented_kernels(),
+            capabilities=backend.capabilities.as_dict(),
             plugin=getattr(backend, "plugin_name", backend.name)))
     return out

@@ -155,22 +155,30 @@ class ConvSpec:
         cout = self.c_out if self.op == "conv" else self.c_in
         return 2 * self.n * cout * spatial * cpg * shapes.prod(self.kernel)
 
-    def forward_equivalent(self) -> "ConvSpec":
-        """The forward conv whose backward-input is this transposed conv."""
-        if self.op == "conv":
-            return self
-        return replace(self, op="conv", c_in=self.c_out, c_out=self.c_in, in_shape=self.out_shape,
-                       output_padding=(0,) * self.d)
+    @cached_property
+    def geometry(self):
+        """Derived window geometry of a canonical conv (:class:`convkit.geometry.Geometry`)."""
+        from .geometry import Geometry
+
+        return Geometry(self)
 
     def canonical(self) -> "ConvSpec":
-        """The kernel-level spec: channels_first, zero padding, no flip."""
+        """Exactly the problem a kernel receives (:func:`convkit.lowering.canonical_spec`).
+
+        Examples
+        --------
+        >>> parse_descriptor("conv1d_n1_c1_o1_i8_k3_p1_mreflect_flip").canonical().descriptor
+        'conv1d_n1_c1_o1_i10_k3'
+        >>> parse_descriptor("convt1d_n1_c4_o2_i3_k3_s2").canonical().descriptor
+        'conv1d_n1_c2_o4_i7_k3_s2'
+        """
         return self._canonical
 
     @cached_property
     def _canonical(self) -> "ConvSpec":
-        if (self.layout, self.padding_mode, self.flip) == ("channels_first", "zeros", False):
-            return self
-        return replace(self, layout="channels_first", padding_mode="zeros", flip=False)
+        from .lowering import canonical_spec
+
+        return canonical_spec(self)
 
     @property
     def descriptor(self) -> str:
@@ -278,13 +286,22 @@ class PoolSpec:
         """One operation per window element."""
         return shapes.prod(self.y_shape) * shapes.prod(self.kernel)
 
+    @cached_property
+    def geometry(self):
+        """Derived window geometry: tap ranges, avg divisors (:class:`convkit.geometry.Geometry`)."""
+        from .geometry import Geometry
+
+        return Geometry(self)
+
     def canonical(self) -> "PoolSpec":
-        """The kernel-level spec: channels_first."""
+        """Exactly the problem a kernel receives: channels_first."""
         return self if self.layout == "channels_first" else self._canonical
 
     @cached_property
     def _canonical(self) -> "PoolSpec":
-        return replace(self, layout="channels_first")
+        from .lowering import canonical_spec
+
+        return canonical_spec(self)
 
     @property
     def descriptor(self) -> str:

@@ -167,18 +167,16 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
     if ((rc = ck_prod3(p->in, &d->X)) || (rc = ck_prod3(p->out, &d->P)))
         return rc;
     if (p->kind == CK_POOL_AVG && p->divisor_override == 0) {
-        d->store = (int64_t *)malloc((size_t)(p->out[0] + p->out[1] + p->out[2]) * sizeof(int64_t));
-        if (!d->store)
-            return CK_ERR_NOMEM;
-        int64_t *q = d->store;
+        /* The divisors come from the core (one definition for every backend);
+         * only their count and sign are checked here. */
+        const int64_t *q = p->div_factors;
+        if (!q)
+            return CK_ERR_NULL;
         for (int i = 0; i < 3; i++) {
-            d->div[i] = q;
-            for (int64_t o = 0; o < p->out[i]; o++) {
-                const int64_t st = o * p->stride[i] - p->pad_lo[i];
-                q[o] = p->count_include_pad
-                           ? ck_count_taps(st, p->k[i], p->dil[i], -p->pad_lo[i], p->in[i] + p->pad_hi[i])
-                           : ck_count_taps(st, p->k[i], p->dil[i], 0, p->in[i]);
-            }
+            for (int64_t o = 0; o < p->out[i]; o++)
+                if (q[o] < 1)
+                    return CK_ERR_PARAM;
+            d->div[i] = (int64_t *)q;
             q += p->out[i];
         }
     }

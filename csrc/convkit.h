@@ -43,6 +43,9 @@ typedef struct {
     int32_t kind;              /* CK_POOL_* */
     int32_t count_include_pad; /* avg: divisor counts pads inside [-lo, n+hi) */
     int64_t divisor_override;  /* avg: > 0 replaces the divisor, 0 = none */
+    const int64_t *div_factors; /* avg without override: out[0] + out[1] + out[2]
+                                   per-dim divisor factors (the core's geometry;
+                                   each window's divisor is their product) */
     double p;                  /* lp: the norm's exponent, > 0 */
     int32_t gx_zeroed;         /* backward: gx arrives zero-filled (e.g. calloc'ed
                                   pages), so the kernel skips zeroing it */

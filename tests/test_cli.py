@@ -13,7 +13,7 @@ def test_backends_json_lists_numpy_available(capsys):
     assert main(["backends", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["numpy"]["available"] is True and rows["numpy"]["reason"] is None
-    assert set(rows["numpy"]["capabilities"]["kernels"]) == {
+    assert set(rows["numpy"]["kernels"]) == {
         "conv_forward", "conv_backward_input", "conv_backward_weight", "pool_forward", "pool_backward"}
 
 
@@ -30,7 +30,8 @@ def test_explain_reports_shapes_pads_flops_and_backends(capsys):
     assert info["output_shape"] == [2, 8, 8, 7]
     assert info["pads"] == [[2, 1], [1, 1]]
     assert info["flops"] == 2 * 2 * 8 * 8 * 7 * 3 * 25
-    assert info["backends"]["numpy"] == "yes"
+    assert info["ops"]["conv"]["backends"]["numpy"] == "yes"
+    assert info["ops"]["conv_grad"]["kernels"] == ["conv_backward_input", "conv_backward_weight"]
 
 
 def test_explain_text_and_bad_descriptor(capsys):

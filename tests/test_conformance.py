@@ -22,6 +22,7 @@ import pytest
 
 import convkit
 from convkit import registry
+from convkit_backends.numpy import kernels as reference
 from convkit.conformance import (BUDGET_ENV, assert_conforms, parametrize_backend, run_conformance,  # noqa: E402
                                  select_cases)
 from convkit.conformance.pytest_support import conformance_params  # noqa: E402
@@ -43,10 +44,11 @@ class OffByOnePads(NumpyBackend):
     name = "broken-pads"
     priority = -10
 
-    def conv_forward(self, x, w, bias, spec):
+    def conv_forward(self, ctx, *, x, w, bias):
+        spec = ctx.spec
         if any(lo != hi for lo, hi in spec.pads):
             spec = replace(spec, pads=tuple((lo + 1, hi - 1) if hi else (lo - 1, hi + 1) for lo, hi in spec.pads))
-        return super().conv_forward(x, w, bias, spec)
+        ctx.out[...] = reference.conv_forward(x, w, bias, spec)
 
 
 class WrongDilationWeightGrad(NumpyBackend):
@@ -55,9 +57,12 @@ class WrongDilationWeightGrad(NumpyBackend):
     name = "broken-dilation"
     priority = -10
 
-    def conv_backward_weight(self, grad_y, x, spec):
+    def conv_backward_weight(self, ctx, *, grad_y, x):
+        ctx.out[...] = self._wrong(grad_y, x, ctx.spec)
+
+    def _wrong(self, grad_y, x, spec):
         if set(spec.dilation) == {1}:
-            return super().conv_backward_weight(grad_y, x, spec)
+            return reference.conv_backward_weight(grad_y, x, spec)
         wrong = tuple(dl - 1 for dl in spec.dilation)
         xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), *spec.pads))
         g, n = spec.groups, x.shape[0]
@@ -136,7 +141,9 @@ def test_reference_passes_and_broken_backends_fail(test_backends):
 def test_skipped_and_fallback_are_told_apart(test_backends):
     only = run_conformance(["only-2d"], progress=False, match=r"^(conv|maxpool)[13]d", budget=20)
     t = only.backends[0].totals
-    assert t["skipped"] == 20 and t["failed"] == t["fallback"] == 0 and only.ok
+    assert t["skipped"] >= 15 and t["failed"] == t["fallback"] == 0 and only.ok
+    # What passes is what no kernel ran for: empty problems, which the core answers.
+    assert all(o.kernels == () for o in only.backends[0].problems("passed"))
     picky = run_conformance(["declines-dilation"], progress=False, ops=["conv", "conv_grad"])
     t = picky.backends[0].totals
     assert t["fallback"] > 0 and t["failed"] == 0 and t["passed"] > 0
@@ -180,7 +187,7 @@ def test_xfail_list_marks_matching_cases(test_backends):
 
 
 def test_markdown_and_unavailable_backends(test_backends):
-    result = run_conformance(["numpy", "only-2d"], progress=False, match=r"^maxpool1d", budget=4)
+    result = run_conformance(["numpy", "only-2d"], progress=False, match=r"^maxpool1d_n[1-9]", budget=4)
     md = result.to_markdown()
     assert "### `numpy`: 4 passed" in md and "### `only-2d`: 0 passed, 0 failed, 4 skipped" in md
     assert json.loads(json.dumps(result.to_dict()))["backends"]["only-2d"]["totals"]["skipped"] == 4

@@ -8,6 +8,7 @@ import pytest
 
 import convkit
 from convkit import Backend, Capabilities, hookimpl, registry
+from convkit_backends.numpy import kernels as reference
 from convkit.errors import BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError, PluginError
 
 X = np.arange(12.0).reshape(1, 1, 12)
@@ -17,7 +18,7 @@ W = np.array([[[1.0, -1.0, 2.0]]])
 class Tagged(Backend):
     """Delegates to the reference and marks its output, so tests see who ran."""
 
-    capabilities = Capabilities(kernels=frozenset({"conv_forward"}), dims=frozenset({1}))
+    capabilities = Capabilities(dims=frozenset({1}))
 
     def __init__(self, name, priority=50, offset=1000.0, unavailable=None):
         self.name, self.priority, self.offset, self.unavailable = name, priority, offset, unavailable
@@ -25,9 +26,8 @@ class Tagged(Backend):
     def availability(self):
         return self.unavailable
 
-    def conv_forward(self, x, w, bias, spec):
-        ref = registry.get_backend("numpy")
-        return ref.conv_forward(x, w, bias, spec) + self.offset
+    def conv_forward(self, ctx, *, x, w, bias):
+        ctx.out[...] = reference.conv_forward(x, w, bias, ctx.spec) + self.offset
 
 
 class _Plugin:
@@ -162,23 +162,35 @@ def test_convkit_verbose_env_logs_to_stderr(tmp_path):
 
 
 class Liar(Tagged):
-    def conv_forward(self, x, w, bias, spec):
+    """Returns a new array instead of writing the one the core allocated."""
+
+    def conv_forward(self, ctx, *, x, w, bias):
         return np.zeros((1, 2, 3), dtype=x.dtype)
 
 
 class Crasher(Tagged):
-    def conv_forward(self, x, w, bias, spec):
+    def conv_forward(self, ctx, *, x, w, bias):
         raise ZeroDivisionError("oops")
 
 
+class UserErrorRaiser(Tagged):
+    """A kernel raising a user-facing error is still the backend's fault."""
+
+    def conv_forward(self, ctx, *, x, w, bias):
+        raise convkit.ShapeError("x has the wrong shape")
+
+
 def test_plugin_breaking_the_contract_is_named(fresh_registry):
-    convkit.register_plugin(_Plugin(Liar("liar"), Crasher("crasher")), name="bad-plugin")
+    convkit.register_plugin(_Plugin(Liar("liar"), Crasher("crasher"), UserErrorRaiser("raiser")), name="bad-plugin")
     try:
-        with pytest.raises(PluginError, match=r"backend 'liar' kernel conv_forward returned .*shape=\(1, 2, 3\).*"
-                                              r"requires an ndarray of shape \(1, 1, 10\)"):
+        with pytest.raises(PluginError, match=r"backend 'liar' kernel conv_forward returned ndarray on "
+                                              r"conv1d_n1_c1_o1_i12_k3_f64; .* write into ctx.out"):
             convkit.conv(X, W, backend="liar")
         with pytest.raises(PluginError, match="backend 'crasher' kernel conv_forward failed on .*ZeroDivisionError: oops"):
             convkit.conv(X, W, backend="crasher")
+        with pytest.raises(PluginError, match="backend 'raiser' kernel conv_forward failed on "
+                                              "conv1d_n1_c1_o1_i12_k3_f64: ShapeError"):
+            convkit.conv(X, W, backend="raiser")
     finally:
         convkit.unregister_plugin("bad-plugin")
 

@@ -49,8 +49,21 @@ def test_derived_shapes():
     spec = SPECS[3]
     assert spec.w_shape == (8, 4, 3, 3)
     assert spec.out_shape == (14, 13)  # (7-1)*2 - 2 + 3 + output_padding
-    fwd = spec.forward_equivalent()
-    assert (fwd.c_in, fwd.c_out, fwd.in_shape, fwd.out_shape) == (4, 8, (14, 13), (7, 7))
+    # What kernels see: the forward conv whose backward-input is this transposed conv.
+    fwd = spec.canonical()
+    assert (fwd.op, fwd.c_in, fwd.c_out, fwd.in_shape, fwd.out_shape) == ("conv", 4, 8, (14, 13), (7, 7))
+
+
+def test_canonical_is_what_kernels_receive():
+    # A reflect-padded, flipped, channels_last conv: kernels see the pre-padded input with zero pads.
+    spec = parse_descriptor("conv2d_n1_c3_o4_i8x9_k3x3_p1-2x0_mreflect_cl_flip_bias")
+    k = spec.canonical()
+    assert (k.in_shape, k.pads, k.padding_mode, k.layout, k.flip, k.bias) == (
+        (11, 9), ((0, 0), (0, 0)), "zeros", "channels_first", False, True)
+    assert k.out_shape == spec.out_shape and k.canonical() is k
+    # output_padding >= stride: the forward conv gets extra trailing windows, cropped by the core.
+    t = parse_descriptor("convt1d_n1_c2_o3_i4_k3_s1_d3_op2")
+    assert t.canonical().pads == ((0, 0),) and t.canonical().out_shape == (6,) and t.out_shape == (12,)
 
 
 def test_flops_formula():

@@ -21,12 +21,13 @@ import functools
 import importlib
 import os
 import threading
+import weakref
 
 import numpy as np
 
-from convkit.backend import KERNELS, Backend, Capabilities
+from convkit.backend import Backend, Capabilities
 from convkit.config import get_num_threads
-from convkit.errors import DTypeError, PluginError, ShapeError, SpecError
+from convkit.errors import PluginError
 
 __all__ = ["CBackend", "CKernelError", "load", "build_info", "conv_params", "pool_params", "raw_call"]
 
@@ -104,6 +105,10 @@ def _cached_params(spec):
     return conv_params(spec) if hasattr(spec, "groups") else pool_params(spec)
 
 
+#: Buffers a params struct points into, alive exactly as long as the struct.
+_keepalive: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _set_geometry(p, spec):
     """Per-dim sizes, stride, dilation and pads of ``spec`` into params ``p`` (1-D/2-D as 3-D)."""
     fields = {
@@ -132,9 +137,13 @@ def pool_params(spec):
     _set_geometry(p, spec)
     p.kind = _POOL_KIND[spec.kind]
     p.count_include_pad = 1 if spec.count_include_pad else 0
-    if spec.divisor_override is not None and int(spec.divisor_override) < 1:
-        raise SpecError(f"{spec.op}: divisor_override must be a positive int, got {spec.divisor_override!r}")
     p.divisor_override = int(spec.divisor_override or 0)
+    factors = spec.geometry.divisor_factors
+    if factors is not None:
+        # 1-D/2-D run as 3-D: the leading size-1 dims divide by 1.
+        flat = np.concatenate([np.ones(3 - spec.d, dtype=np.int64), *factors])
+        _keepalive[p] = flat
+        p.div_factors = ffi.cast("const int64_t *", ffi.from_buffer("int64_t[]", flat))
     p.p = float(spec.p) if spec.p is not None else 2.0
     # Backward outputs come from np.empty and are zeroed inside the kernel, by
     # all threads (np.zeros would zero them on one thread, in calloc).
@@ -180,17 +189,6 @@ def _raise_for(rc: int, what: str, spec) -> None:
         raise CKernelError(f"c backend: {what}{where} failed: {reason} (error code {rc})")
 
 
-def _arg(a, name: str, shape, spec):
-    """Check an input array against the spec; return it C-contiguous."""
-    if not isinstance(a, np.ndarray):
-        raise DTypeError(f"{spec.op}: {name} must be a NumPy array, got {type(a).__name__}")
-    if a.dtype != np.dtype(spec.dtype):
-        raise DTypeError(f"{spec.op}: {name} has dtype {a.dtype}, the spec says {spec.dtype}")
-    if tuple(a.shape) != tuple(shape):
-        raise ShapeError(f"{spec.op}: {name} has shape {tuple(a.shape)}, expected {tuple(shape)} for {spec}")
-    return np.ascontiguousarray(a)
-
-
 class CBackend(Backend):
     """convkit's compiled backend: C kernels through cffi, OpenMP threads, optional OpenBLAS.
 
@@ -205,7 +203,6 @@ class CBackend(Backend):
     version = "0.1.0"
     priority = 100
     capabilities = Capabilities(
-        kernels=frozenset(KERNELS),
         dims=frozenset({1, 2, 3}),
         dtypes=frozenset({"float32", "float64"}),
         groups=True,
@@ -225,64 +222,40 @@ class CBackend(Backend):
         return None
 
     # -- conv -------------------------------------------------------------
-    def _conv(self, entry: str, spec, out_shape, a, b, bias=None):
+    def _conv(self, ctx, a, b, bias=None):
         ffi, lib = load()
-        out = np.empty(out_shape, dtype=spec.dtype)
-        args = [_cached_params(spec), *_buf(ffi, a), *_buf(ffi, b)]
-        if entry == "conv_forward":
+        args = [_cached_params(ctx.spec), *_buf(ffi, a), *_buf(ffi, b)]
+        if ctx.kernel == "conv_forward":
             args.extend(_buf(ffi, bias))
-        args.extend(_buf(ffi, out))
-        fn = getattr(lib, f"ck_{entry}_{_SUFFIX[out.dtype]}")
-        _raise_for(fn(*args, get_num_threads()), entry, spec)
-        return out
+        args.extend(_buf(ffi, ctx.out))
+        fn = getattr(lib, f"ck_{ctx.kernel}_{_SUFFIX[ctx.out.dtype]}")
+        _raise_for(fn(*args, ctx.num_threads), ctx.kernel, ctx.spec)
 
-    def conv_forward(self, x, w, bias, spec):
-        x = _arg(x, "x", spec.x_shape, spec)
-        w = _arg(w, "w", spec.w_shape, spec)
-        if bias is not None:
-            bias = _arg(bias, "bias", (spec.c_out,), spec)
-        return self._conv("conv_forward", spec, spec.y_shape, x, w, bias)
+    def conv_forward(self, ctx, *, x, w, bias):
+        self._conv(ctx, x, w, bias)
 
-    def conv_backward_input(self, grad_y, w, spec):
-        grad_y = _arg(grad_y, "grad_y", spec.y_shape, spec)
-        w = _arg(w, "w", spec.w_shape, spec)
-        return self._conv("conv_backward_input", spec, spec.x_shape, grad_y, w)
+    def conv_backward_input(self, ctx, *, grad_y, w):
+        self._conv(ctx, grad_y, w)
 
-    def conv_backward_weight(self, grad_y, x, spec):
-        grad_y = _arg(grad_y, "grad_y", spec.y_shape, spec)
-        x = _arg(x, "x", spec.x_shape, spec)
-        return self._conv("conv_backward_weight", spec, spec.w_shape, grad_y, x)
+    def conv_backward_weight(self, ctx, *, grad_y, x):
+        self._conv(ctx, grad_y, x)
 
     # -- pool -------------------------------------------------------------
-    def pool_forward(self, x, spec, return_indices):
+    def pool_forward(self, ctx, *, x):
         ffi, lib = load()
-        x = _arg(x, "x", spec.x_shape, spec)
-        y = np.empty(spec.y_shape, dtype=spec.dtype)
-        ind = np.empty(spec.y_shape, dtype=np.int64) if (return_indices and spec.kind == "max") else None
-        fn = getattr(lib, f"ck_pool_forward_{_SUFFIX[y.dtype]}")
-        rc = fn(_cached_params(spec), *_buf(ffi, x), *_buf(ffi, y), *_buf(ffi, ind, "int64_t"), get_num_threads())
-        _raise_for(rc, "pool_forward", spec)
-        return y, ind
+        fn = getattr(lib, f"ck_pool_forward_{_SUFFIX[ctx.out.dtype]}")
+        rc = fn(_cached_params(ctx.spec), *_buf(ffi, x), *_buf(ffi, ctx.out), *_buf(ffi, ctx.indices, "int64_t"),
+                ctx.num_threads)
+        _raise_for(rc, "pool_forward", ctx.spec)
 
-    def pool_backward(self, grad_y, x, y, indices, spec):
+    def pool_backward(self, ctx, *, grad_y, x, y, indices):
         ffi, lib = load()
-        grad_y = _arg(grad_y, "grad_y", spec.y_shape, spec)
-        if spec.kind == "max":
-            if indices is None:
-                _, indices = self.pool_forward(_arg(x, "x", spec.x_shape, spec), spec, True)
-            if not isinstance(indices, np.ndarray) or tuple(indices.shape) != tuple(spec.y_shape):
-                raise ShapeError(f"{spec.op}: indices must be an int64 array of shape {spec.y_shape}")
-            indices = np.ascontiguousarray(indices, dtype=np.int64)
-            x = y = None
-        elif spec.kind == "lp":
-            x = _arg(x, "x", spec.x_shape, spec)
-            y = self.pool_forward(x, spec, False)[0] if y is None else _arg(y, "y", spec.y_shape, spec)
-            indices = None
-        else:
-            x = y = indices = None
-        gx = np.empty(spec.x_shape, dtype=spec.dtype)  # zeroed by the kernel (gx_zeroed = 0)
-        fn = getattr(lib, f"ck_pool_backward_{_SUFFIX[gx.dtype]}")
-        rc = fn(_cached_params(spec), *_buf(ffi, grad_y), *_buf(ffi, x), *_buf(ffi, y),
-                *_buf(ffi, indices, "int64_t"), *_buf(ffi, gx), get_num_threads())
-        _raise_for(rc, "pool_backward", spec)
-        return gx
+        kind = ctx.spec.kind
+        # The C entry point takes only what the pool kind needs.
+        x = x if kind == "lp" else None
+        y = y if kind == "lp" else None
+        indices = indices if kind == "max" else None
+        fn = getattr(lib, f"ck_pool_backward_{_SUFFIX[ctx.out.dtype]}")
+        rc = fn(_cached_params(ctx.spec), *_buf(ffi, grad_y), *_buf(ffi, x), *_buf(ffi, y),
+                *_buf(ffi, indices, "int64_t"), *_buf(ffi, ctx.out), ctx.num_threads)
+        _raise_for(rc, "pool_backward", ctx.spec)

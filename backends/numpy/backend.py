@@ -11,11 +11,12 @@ lives in :mod:`convkit_backends.numpy.kernels`.
 Examples
 --------
 >>> import numpy as np
+>>> from convkit.backend import KernelContext
 >>> from convkit.spec import ConvSpec
 >>> spec = ConvSpec(n=1, c_in=1, c_out=1, in_shape=(4,), kernel=(2,), dtype="float64")
->>> x = np.arange(4.0).reshape(1, 1, 4)
->>> w = np.ones((1, 1, 2))
->>> NumpyBackend().conv_forward(x, w, None, spec)
+>>> ctx = KernelContext("conv_forward", spec, np.empty(spec.y_shape))
+>>> NumpyBackend().conv_forward(ctx, x=np.arange(4.0).reshape(1, 1, 4), w=np.ones((1, 1, 2)), bias=None)
+>>> ctx.out
 array([[[1., 3., 5.]]])
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convkit.backend import KERNELS, Backend, Capabilities
+from convkit.backend import Backend, Capabilities
 
 from . import kernels
 
@@ -41,7 +42,6 @@ class NumpyBackend(Backend):
     version = np.__version__
     priority = 0
     capabilities = Capabilities(
-        kernels=frozenset(KERNELS),
         dims=None,
         dtypes=frozenset({"float32", "float64"}),
         groups=True,
@@ -52,22 +52,21 @@ class NumpyBackend(Backend):
         algorithm="windowed views + tensordot/einsum per group, float64 accumulation",
     )
 
-    def conv_forward(self, x, w, bias, spec):
-        """Cross-correlation with zero pads; returns ``spec.y_shape``."""
-        return kernels.conv_forward(x, w, bias, spec)
+    # Each kernel computes a new array with the reference maths and writes it out.
+    def conv_forward(self, ctx, *, x, w, bias):
+        ctx.out[...] = kernels.conv_forward(x, w, bias, ctx.spec)
 
-    def conv_backward_input(self, grad_y, w, spec):
-        """Adjoint of the forward in ``x``; returns ``spec.x_shape``."""
-        return kernels.conv_backward_input(grad_y, w, spec)
+    def conv_backward_input(self, ctx, *, grad_y, w):
+        ctx.out[...] = kernels.conv_backward_input(grad_y, w, ctx.spec)
 
-    def conv_backward_weight(self, grad_y, x, spec):
-        """Adjoint of the forward in ``w``; returns ``spec.w_shape``."""
-        return kernels.conv_backward_weight(grad_y, x, spec)
+    def conv_backward_weight(self, ctx, *, grad_y, x):
+        ctx.out[...] = kernels.conv_backward_weight(grad_y, x, ctx.spec)
 
-    def pool_forward(self, x, spec, return_indices):
-        """Max, average or Lp pooling; returns ``(y, indices or None)``."""
-        return kernels.pool_forward(x, spec, return_indices)
+    def pool_forward(self, ctx, *, x):
+        y, idx = kernels.pool_forward(x, ctx.spec, ctx.indices is not None)
+        ctx.out[...] = y
+        if idx is not None:
+            ctx.indices[...] = idx
 
-    def pool_backward(self, grad_y, x, y, indices, spec):
-        """Gradient of :meth:`pool_forward` with respect to ``x``."""
-        return kernels.pool_backward(grad_y, x, y, indices, spec)
+    def pool_backward(self, ctx, *, grad_y, x, y, indices):
+        ctx.out[...] = kernels.pool_backward(grad_y, x, y, indices, ctx.spec)

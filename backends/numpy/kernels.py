@@ -139,31 +139,9 @@ def _lp_p(spec) -> float:
     return 2.0 if spec.p is None else float(spec.p)
 
 
-def _window_counts(spec, lo_bound, hi_bound) -> np.ndarray:
-    """Taps per window whose position lies in ``[lo_bound[i], hi_bound[i])`` in every dim.
-
-    Positions are input coordinates (``0`` is the first input element). The
-    window is a product of per-dim sets, so the count is a product of per-dim
-    counts; returned with shape ``(1, 1, *out)``.
-    """
-    d = spec.d
-    total = np.ones((1, 1) + (1,) * d, dtype=np.float64)
-    for i, (k, s, dl, (lo, _), o) in enumerate(zip(spec.kernel, spec.stride, spec.dilation, spec.pads,
-                                                   spec.out_shape)):
-        pos = np.arange(o)[:, None] * s - lo + np.arange(k)[None, :] * dl
-        count = ((pos >= lo_bound[i]) & (pos < hi_bound[i])).sum(axis=1)
-        total = total * _along(count, 2 + i, 2 + d)
-    return total
-
-
 def _avg_divisor(spec) -> np.ndarray:
-    if spec.divisor_override is not None:
-        return np.full((1, 1) + (1,) * spec.d, float(spec.divisor_override))
-    if spec.count_include_pad:
-        # Pads count, but not the ceil_mode overhang past the right pad.
-        return _window_counts(spec, [-lo for lo, _ in spec.pads], [n + hi for n, (_, hi) in zip(spec.in_shape,
-                                                                                                  spec.pads)])
-    return _window_counts(spec, [0] * spec.d, spec.in_shape)
+    """Every window's divisor, broadcastable to ``(N, C, *out)`` (from the core's geometry)."""
+    return spec.geometry.divisor.reshape((1, 1) + spec.out_shape)
 
 
 def _max_argmax(x, spec):

@@ -39,6 +39,23 @@ class NotExpressible(Exception):
     """The peer cannot state this problem (the message says why)."""
 
 
+def _require_plain(spec) -> None:
+    """Peers are stated for channels_first, zero-padded, unflipped, bias-free forward convs and pools."""
+    extras = []
+    if getattr(spec, "op", "") == "conv_transpose":
+        extras.append("transposed convolution")
+    if getattr(spec, "padding_mode", "zeros") != "zeros":
+        extras.append(f"padding_mode={spec.padding_mode}")
+    if spec.layout != "channels_first":
+        extras.append(spec.layout)
+    if getattr(spec, "flip", False):
+        extras.append("flip")
+    if getattr(spec, "bias", False):
+        extras.append("bias")
+    if extras:
+        raise NotExpressible(f"this peer's runner states only plain problems, not {', '.join(extras)}")
+
+
 def _symmetric_pads(spec) -> list:
     if any(lo != hi for lo, hi in spec.pads):
         raise NotExpressible(f"asymmetric padding {spec.pads}")
@@ -58,6 +75,7 @@ class TorchPeer:
 
     def callable(self, spec, direction: str, inputs: dict):
         """A no-argument function running ``direction`` of ``spec`` on ``inputs`` (see the module docstring)."""
+        _require_plain(spec)
         torch, F = self.torch, self.torch.nn.functional
         torch.set_num_threads(self.threads)
         d, pads = spec.d, _symmetric_pads(spec)
@@ -136,6 +154,7 @@ class OrtPeer:
 
         if direction != "forward":
             raise NotExpressible("ONNX Runtime's inference build has no gradient kernels")
+        _require_plain(spec)
         pads = [lo for lo, _ in spec.pads] + [hi for _, hi in spec.pads]
         attrs = dict(kernel_shape=list(spec.kernel), strides=list(spec.stride), pads=pads)
         x, w = inputs["x"], None
@@ -182,6 +201,7 @@ class ScipyPeer:
         (2, 3, 8)
         """
         sig = self.signal
+        _require_plain(spec)
         if not isinstance(spec, ConvSpec):
             raise NotExpressible("scipy.signal has no pooling")
         if spec.c_in // spec.groups != 1:

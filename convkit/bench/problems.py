@@ -19,6 +19,8 @@ from importlib import resources
 
 import numpy as np
 
+from .. import lowering
+from ..ops import backward_op, forward_op
 from ..spec import ConvSpec, parse_descriptor
 
 __all__ = ["Problem", "DIRECTIONS", "DEFAULT_SUITES", "list_suites", "load_suite", "load_suites", "make_inputs",
@@ -133,7 +135,7 @@ def load_suites(names=None, quick: bool = False) -> list:
 
 
 def make_inputs(spec, seed: int = 0) -> dict:
-    """Random inputs of a problem: ``x``, ``grad_y`` and (conv) ``w``, in the spec's dtype.
+    """Random inputs of a problem, channels_first: ``x``, ``grad_y``, (conv) ``w`` and (``bias``) ``b``.
 
     Examples
     --------
@@ -146,14 +148,18 @@ def make_inputs(spec, seed: int = 0) -> dict:
     out = {"x": rng.standard_normal(spec.x_shape).astype(dt), "grad_y": rng.standard_normal(spec.y_shape).astype(dt)}
     if isinstance(spec, ConvSpec):
         out["w"] = (rng.standard_normal(spec.w_shape) / np.sqrt(np.prod(spec.w_shape[1:]))).astype(dt)
+        if spec.bias:
+            out["b"] = rng.standard_normal(spec.c_out).astype(dt)
     return out
 
 
 def convkit_callable(spec, direction: str, backend: str, inputs: dict):
     """A no-argument function running ``direction`` of ``spec`` on a convkit backend, through the public API.
 
-    Backward of a convolution computes the input and weight gradients; backward
-    of a max pool is given the forward's indices (as a training step would).
+    Any descriptor runs (transposed convs, padding modes, channels_last,
+    flip, bias): the op table gives the op and its arguments. Backward of a
+    convolution computes the input and weight gradients; backward of a max
+    pool is given the forward's indices (as a training step would).
 
     Examples
     --------
@@ -161,29 +167,23 @@ def convkit_callable(spec, direction: str, backend: str, inputs: dict):
     >>> spec = parse_descriptor("maxpool1d_n1_c1_i4_k2")
     >>> convkit_callable(spec, "forward", "numpy", make_inputs(spec))().shape
     (1, 1, 2)
+    >>> spec = parse_descriptor("conv2d_n1_c3_o4_i8x8_k3x3_p1_mreflect_cl")
+    >>> convkit_callable(spec, "forward", "numpy", make_inputs(spec))().shape
+    (1, 8, 8, 4)
     """
-    import convkit
-
-    x, g = inputs["x"], inputs["grad_y"]
-    if isinstance(spec, ConvSpec):
-        kw = dict(stride=spec.stride, padding=spec.pads, dilation=spec.dilation, groups=spec.groups,
-                  backend=backend)
-        w = inputs["w"]
-        if direction == "forward":
-            return lambda: convkit.conv(x, w, **kw)
-        return lambda: convkit.conv_grad(g, x, w, wrt=("input", "weight"), **kw)
-    kw = dict(stride=spec.stride, padding=spec.pads, dilation=spec.dilation, ceil_mode=spec.ceil_mode,
-              backend=backend)
-    if spec.kind == "max":
-        if direction == "forward":
-            return lambda: convkit.max_pool(x, spec.kernel, **kw)
-        _, idx = convkit.max_pool(x, spec.kernel, return_indices=True, **kw)
-        return lambda: convkit.max_pool_grad(g, x, spec.kernel, indices=idx, **kw)
-    if spec.kind == "avg":
-        kw.update(count_include_pad=spec.count_include_pad, divisor_override=spec.divisor_override)
-        if direction == "forward":
-            return lambda: convkit.avg_pool(x, spec.kernel, **kw)
-        return lambda: convkit.avg_pool_grad(g, x, spec.kernel, **kw)
-    if direction == "forward":
-        return lambda: convkit.lp_pool(x, spec.p, spec.kernel, **kw)
-    return lambda: convkit.lp_pool_grad(g, x, spec.p, spec.kernel, **kw)
+    op = forward_op(spec) if direction == "forward" else backward_op(spec)
+    _, kwargs = op.arguments(spec)
+    arrays = {"x": lowering.from_channels_first(inputs["x"], spec.layout),
+              "grad_output": lowering.from_channels_first(inputs["grad_y"], spec.layout)}
+    if "w" in inputs:
+        arrays["weight"] = lowering.weight_from_cf(inputs["w"], spec.layout)
+    if "b" in inputs and not op.grad:
+        arrays["bias"] = inputs["b"]
+    kwargs["backend"] = backend
+    if op.family in ("conv", "conv_transpose") and op.grad:
+        kwargs["wrt"] = ("input", "weight")
+    if op.name == "max_pool_grad":
+        forward_kw = {**kwargs, "return_indices": True}
+        kwargs["indices"] = forward_op(spec).call(arrays, forward_kw)["indices"]
+    fn, args, kw = op.bind(arrays, kwargs)
+    return lambda: fn(*args, **kw)

@@ -32,15 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ops import OPS as _OP_TABLE
+
 __all__ = ["Case", "BUDGET_ENV", "quick_cases", "full_cases", "select_cases", "make_case", "OPS"]
 
 #: Environment variable holding the default case budget.
 BUDGET_ENV = "CONVKIT_CONFORMANCE_BUDGET"
 
-#: Public ops the suite calls, by family.
-OPS = ("conv", "conv1d", "conv2d", "conv3d", "conv_grad", "conv_transpose", "conv_transpose_grad",
-       "max_pool", "avg_pool", "lp_pool", "max_pool_grad", "avg_pool_grad", "lp_pool_grad",
-       "global_avg_pool", "global_max_pool", "max_unpool", "max_unpool_grad")
+#: Public ops the suite calls: every row of the op table.
+OPS = tuple(_OP_TABLE)
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import convkit as _api
-
 from .. import registry
 from ..backend import Backend
 from ..dispatch import record
+from ..ops import OPS
 from ..spec import parse_descriptor
 from . import tolerance
 
@@ -39,8 +38,6 @@ __all__ = ["Outcome", "check_case", "execute", "STATUSES"]
 
 #: Case outcomes; ``error`` is a failure raised as an exception.
 STATUSES = ("passed", "failed", "skipped", "fallback")
-
-_POOL_KW = ("stride", "padding", "dilation", "ceil_mode", "data_format")
 
 
 @dataclass
@@ -80,7 +77,10 @@ def _spatial(shape, layout):
 
 
 def execute(case, arrays: dict, backend) -> dict:
-    """Call the case's public op on ``arrays`` with ``backend=``; returns named outputs.
+    """Call the case's public op (a row of :data:`convkit.ops.OPS`) on ``arrays`` with ``backend=``.
+
+    Returns the op's outputs by name. Unpooling cases first max-pool ``x``
+    for the values and indices they scatter.
 
     Examples
     --------
@@ -89,32 +89,15 @@ def execute(case, arrays: dict, backend) -> dict:
     >>> execute(c, {"x": np.array([[[1.0, 3.0, 2.0, 0.0]]])}, "numpy")["y"].tolist()
     [[[3.0, 2.0]]]
     """
-    op, kw = case.op, case.kw
-    if op in ("conv_grad", "conv_transpose_grad"):
-        g = getattr(_api, op)(arrays["grad_output"], arrays["x"], arrays["weight"], backend=backend, **kw)
-        return {"input": g.input, "weight": g.weight, "bias": g.bias}
-    if op in ("conv", "conv1d", "conv2d", "conv3d", "conv_transpose"):
-        return {"y": getattr(_api, op)(arrays["x"], arrays["weight"], arrays.get("bias"), backend=backend, **kw)}
-    if op.startswith("global_"):
-        return {"y": getattr(_api, op)(arrays["x"], backend=backend, **kw)}
-    if op in ("max_unpool", "max_unpool_grad"):
-        x = arrays["x"]
-        k = kw.pop("kernel_size")
-        y, idx = _api.max_pool(x, k, return_indices=True, backend=backend, **kw)
-        ukw = dict(stride=kw["stride"], padding=kw["padding"], data_format=kw["data_format"],
-                   output_size=_spatial(x.shape, kw["data_format"]))
-        if op == "max_unpool":
-            return {"y": _api.max_unpool(y, idx, k, **ukw), "indices": idx}
-        return {"input": _api.max_unpool_grad(arrays["grad_output"], idx, k, **ukw)}
-    lead = [arrays["grad_output"], arrays["x"]] if op.endswith("_grad") else [arrays["x"]]
-    if op.startswith("lp_pool"):
-        lead.append(kw.pop("p"))
-    result = getattr(_api, op)(*lead, kw.pop("kernel_size"), backend=backend, **kw)
-    if op.endswith("_grad"):
-        return {"input": result}
-    if isinstance(result, tuple):
-        return {"y": result[0], "indices": result[1]}
-    return {"y": result}
+    op, kw = OPS[case.op], case.kw
+    if op.family != "unpool":
+        return op.call(arrays, {**kw, "backend": backend})
+    pooled = OPS["max_pool"].call(arrays, {**kw, "return_indices": True, "backend": backend})
+    ukw = dict(kernel_size=kw["kernel_size"], stride=kw["stride"], padding=kw["padding"],
+               data_format=kw["data_format"], output_size=_spatial(arrays["x"].shape, kw["data_format"]),
+               backend=backend)
+    got = op.call({"x": pooled["y"], "indices": pooled["indices"], "grad_output": arrays.get("grad_output")}, ukw)
+    return {**got, "indices": pooled["indices"]} if not op.grad else got
 
 
 def _classify(backend: Backend, events) -> tuple[str | None, str]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import convkit as _api
+from ..ops import OPS
 
 __all__ = ["GRADIENT_OPS", "forward", "gradients", "check_gradients", "check_adjoint", "max_rel_error"]
 
@@ -49,35 +49,24 @@ def _spatial(x, kw):
 
 def forward(op, arrays, backend="numpy", **kw):
     """``op`` applied to ``arrays`` (``x``, ``weight``, ``bias``, ``indices``) with keywords ``kw``."""
-    x = arrays["x"]
-    if op in ("conv", "conv_transpose"):
-        return getattr(_api, op)(x, arrays["weight"], arrays.get("bias"), backend=backend, **kw)
-    if op.startswith("global_"):
-        return getattr(_api, op)(x, backend=backend, **kw)
-    if op == "max_unpool":
-        return _api.max_unpool(x, arrays["indices"], **kw)
-    kw = dict(kw)
-    lead = [x, kw.pop("p")] if op == "lp_pool" else [x]
-    return getattr(_api, op)(*lead, kw.pop("kernel_size"), backend=backend, **kw)
+    out = OPS[op].call(arrays, {**kw, "backend": backend})
+    return out.get("y")
 
 
 def gradients(op, arrays, gy, backend="numpy", **kw) -> dict:
     """``{input name: dL/dinput}`` for ``L = <op(arrays), gy>``, from the gradient ops."""
-    x = arrays["x"]
-    if op in ("conv", "conv_transpose"):
-        g = getattr(_api, f"{op}_grad")(gy, x, arrays["weight"], backend=backend, **kw)
-        out = {"x": g.input, "weight": g.weight}
+    row = OPS[op]
+    if row.family == "global_pool":  # a pool whose window is the whole input
+        grad, kw = OPS[f"{row.kind}_pool_grad"], {**kw, "kernel_size": _spatial(arrays["x"], kw)}
+    else:
+        grad = OPS[f"{op}_grad"]
+    got = grad.call({**arrays, "grad_output": gy}, {**kw, "backend": backend})
+    out = {"x": got["input"]}
+    if "weight" in got:
+        out["weight"] = got["weight"]
         if arrays.get("bias") is not None:
-            out["bias"] = g.bias
-        return out
-    if op.startswith("global_"):
-        kind = op.split("_")[1]
-        return {"x": getattr(_api, f"{kind}_pool_grad")(gy, x, _spatial(x, kw), backend=backend, **kw)}
-    if op == "max_unpool":
-        return {"x": _api.max_unpool_grad(gy, arrays["indices"], **kw)}
-    kw = dict(kw)
-    lead = [gy, x, kw.pop("p")] if op == "lp_pool" else [gy, x]
-    return {"x": getattr(_api, f"{op}_grad")(*lead, kw.pop("kernel_size"), backend=backend, **kw)}
+            out["bias"] = got["bias"]
+    return out
 
 
 def check_gradients(op, arrays, gy=None, backend="numpy", h=1e-6, seed=0, directions=None, **kw) -> dict:

@@ -39,17 +39,10 @@ import math
 
 import numpy as np
 
-from ..conv import conv_spec, conv_transpose_spec
-from ..pool import pool_spec
+from ..ops import OPS
 
 __all__ = ["case_spec", "accumulation_length", "rule", "abs_inputs", "allowed_error", "compare", "eps"]
 
-_CONV = ("conv", "conv1d", "conv2d", "conv3d", "conv_grad")
-_CONVT = ("conv_transpose", "conv_transpose_grad")
-_CONV_KW = ("stride", "padding", "dilation", "groups", "padding_mode", "data_format", "flip")
-_CONVT_KW = ("stride", "padding", "output_padding", "dilation", "groups", "output_shape", "data_format")
-_POOL_KW = ("stride", "padding", "dilation", "ceil_mode", "count_include_pad", "divisor_override", "p",
-            "data_format")
 
 
 def eps(dtype) -> float:
@@ -57,32 +50,19 @@ def eps(dtype) -> float:
     return float(np.finfo(dtype).eps)
 
 
-def _kind(op):
-    return op.split("_")[1] if op.startswith("global_") else op.split("_")[0]
-
-
 def case_spec(case):
-    """The :class:`~convkit.spec.ConvSpec` or :class:`~convkit.spec.PoolSpec` of a case."""
-    kw, shapes = case.kw, dict(case.shapes)
-    if case.op in _CONV:
-        return conv_spec(shapes["x"], shapes["weight"], dtype=case.dtype,
-                         **{k: v for k, v in kw.items() if k in _CONV_KW})
-    if case.op in _CONVT:
-        return conv_transpose_spec(shapes["x"], shapes["weight"], dtype=case.dtype,
-                                   **{k: v for k, v in kw.items() if k in _CONVT_KW})
-    x = shapes["x"]
-    if case.op.startswith("global_"):
-        spatial = x[2:] if case.layout == "channels_first" else x[1:-1]
-        return pool_spec(_kind(case.op), x, spatial, data_format=case.layout, dtype=case.dtype)
-    return pool_spec(_kind(case.op), x, kw["kernel_size"], dtype=case.dtype,
-                     **{k: v for k, v in kw.items() if k in _POOL_KW})
+    """The :class:`~convkit.spec.ConvSpec` or :class:`~convkit.spec.PoolSpec` of a case (from the op table)."""
+    op = OPS[case.op]
+    if op.family == "unpool":  # the values come from a max pool of x
+        op = OPS["max_pool"]
+    return op.spec(dict(case.shapes), case.kw, case.dtype)
 
 
 def rule(case, output: str) -> str:
     """``"select"`` (always exact), ``"exact"`` (exact for integer inputs) or ``"bound"``."""
     if case.op in ("max_pool", "global_max_pool", "max_unpool", "max_unpool_grad") or output == "indices":
         return "select"
-    if case.op in _CONV + _CONVT or case.op == "max_pool_grad":
+    if OPS[case.op].family in ("conv", "conv_transpose") or case.op == "max_pool_grad":
         return "exact" if case.values == "int" else "bound"
     if case.op in ("avg_pool", "global_avg_pool") and case.values == "int":
         return "rounded"
@@ -101,15 +81,15 @@ def accumulation_length(case, output: str, spec=None) -> int:
     """
     spec = spec or case_spec(case)
     taps = math.prod(spec.kernel)
-    op = case.op
-    if op in _CONV:
+    op, family = case.op, OPS[case.op].family
+    if family == "conv":
         cpg, opg = spec.c_in // spec.groups, spec.c_out // spec.groups
         if op != "conv_grad":
             return cpg * taps + 1
         if output == "input":  # non-zero padding modes fold up to 3 copies per dim back
             return opg * taps * (3 ** spec.d if spec.padding_mode != "zeros" else 1)
         return max(spec.n * math.prod(spec.out_shape), 1)
-    if op in _CONVT:
+    if family == "conv_transpose":
         if op == "conv_transpose":
             return spec.c_in // spec.groups * taps + 1
         if output == "input":

@@ -16,8 +16,7 @@ class ScipyBackend(convkit.Backend):
     name = "scipy"
     priority = 10  # above the numpy reference (0), below compiled backends
     capabilities = convkit.Capabilities(
-        kernels=frozenset({"conv_forward"}), groups=False, dilation=False,
-        algorithm="scipy.signal.correlate per (image, out channel, in channel)")
+        groups=False, dilation=False, algorithm="scipy.signal.correlate per (image, out channel, in channel)")
 
     @property
     def version(self):
@@ -29,19 +28,18 @@ class ScipyBackend(convkit.Backend):
         # Say why instead of failing: scipy is only imported when a kernel runs.
         return None if importlib.util.find_spec("scipy") else "scipy is not installed (pip install scipy)"
 
-    def conv_forward(self, x, w, bias, spec):
+    def conv_forward(self, ctx, *, x, w, bias):
         from scipy.signal import correlate
 
+        spec, y = ctx.spec, ctx.out  # y: allocated by convkit, ours to fill
         xp = np.pad(x, ((0, 0), (0, 0), *spec.pads))  # explicit zero pads from the spec
-        y = np.zeros(spec.y_shape, dtype=np.float64)
         step = tuple(slice(None, None, s) for s in spec.stride)
         for n in range(spec.n):
             for o in range(spec.c_out):
                 full = sum(correlate(xp[n, c], w[o, c], mode="valid") for c in range(spec.c_in))
-                y[(n, o)] = full[step][tuple(slice(0, m) for m in spec.out_shape)]
+                y[n, o] = full[step][tuple(slice(0, m) for m in spec.out_shape)]
         if bias is not None:
             y += bias.reshape((1, -1) + (1,) * spec.d)
-        return y.astype(spec.dtype)
 
 
 @convkit.hookimpl

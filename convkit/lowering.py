@@ -1,18 +1,30 @@
-"""Moving user arrays to and from the canonical form backends see.
+"""Lowering: from the user's problem to the canonical one kernels see, and back.
 
-Canonical: channels_first, C-contiguous, float32 or float64, zero padding.
-The functions here are the only place that converts layouts, promotes dtypes
-and applies non-zero padding modes (and their adjoints for gradients).
+Canonical: channels_first, C-contiguous, float32 or float64, explicit zero
+pads, no flip, and every convolution a forward ``op="conv"`` problem. This
+module is the only place that
+
+- promotes dtypes and converts layouts (arrays and weights);
+- applies non-zero padding modes as a pre-pad, and folds gradients back
+  through it (its adjoint);
+- flips kernels (true convolution);
+- lowers transposed convolution to the backward-input kernel of the
+  forward convolution it is the adjoint of;
+- computes the canonical spec itself (:func:`canonical_spec`, which
+  ``spec.canonical()`` returns): exactly the problem a kernel receives.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
 from .errors import DTypeError, ShapeError, SpecError
 
 __all__ = ["as_float", "result_dtype", "to_channels_first", "from_channels_first", "weight_to_cf",
-           "weight_from_cf", "pad_mode", "unpad_mode_adjoint", "check_pad_mode"]
+           "weight_from_cf", "flip_kernel", "pad_mode", "unpad_mode_adjoint", "check_pad_mode",
+           "canonical_spec", "fit_spatial", "conv_inputs", "conv_input_grad", "conv_weight_grad"]
 
 # numpy.pad's names for convkit's padding modes.
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -121,3 +133,79 @@ def unpad_mode_adjoint(g: np.ndarray, in_shape, pads, mode: str) -> np.ndarray:
             out[source[j]] += moved[j]
         g = np.moveaxis(out, 0, axis)
     return np.ascontiguousarray(g)
+
+
+def flip_kernel(w: np.ndarray) -> np.ndarray:
+    """Channels_first weight with every spatial axis reversed (contiguous)."""
+    return np.ascontiguousarray(w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)])
+
+
+def canonical_spec(spec):
+    """The problem a kernel receives for ``spec`` (see the module docstring).
+
+    - pools: channels_first;
+    - convolutions: channels_first, no flip, and a non-zero padding mode
+      becomes an input already padded by that mode, with zero pads;
+    - transposed convolutions: the forward convolution whose backward-input
+      kernel computes them. Window positions do not depend on the high pad,
+      so it is lowered by the output padding; where that would go negative
+      the forward conv has extra trailing windows, whose gradient is zero
+      (:func:`fit_spatial` crops them away).
+    """
+    if not hasattr(spec, "groups"):
+        return spec if spec.layout == "channels_first" else replace(spec, layout="channels_first")
+    if spec.op == "conv_transpose":
+        pads = tuple((lo, max(hi - p, 0)) for (lo, hi), p in zip(spec.pads, spec.output_padding))
+        return replace(spec, op="conv", c_in=spec.c_out, c_out=spec.c_in, in_shape=spec.out_shape, pads=pads,
+                       output_padding=(0,) * spec.d, layout="channels_first", bias=False)
+    if spec.padding_mode != "zeros":
+        padded = tuple(n + lo + hi for n, (lo, hi) in zip(spec.in_shape, spec.pads))
+        return replace(spec, in_shape=padded, pads=((0, 0),) * spec.d, padding_mode="zeros",
+                       layout="channels_first", flip=False)
+    if (spec.layout, spec.flip) == ("channels_first", False):
+        return spec
+    return replace(spec, layout="channels_first", flip=False)
+
+
+def fit_spatial(a: np.ndarray, spatial) -> np.ndarray:
+    """Zero-extend or crop the spatial dims of channels_first ``a`` to ``spatial``."""
+    if a.shape[2:] == tuple(spatial):
+        return a
+    out = np.zeros(a.shape[:2] + tuple(spatial), dtype=a.dtype)
+    common = tuple(slice(0, min(p, q)) for p, q in zip(a.shape[2:], spatial))
+    out[(slice(None), slice(None)) + common] = a[(slice(None), slice(None)) + common]
+    return out
+
+
+def conv_inputs(x: np.ndarray, w: np.ndarray, spec):
+    """Canonical ``x`` and weight of a convolution ``spec`` (user layout in, kernel form out).
+
+    ``x`` is pre-padded for non-zero padding modes, the weight flipped for
+    ``flip=True``; for a transposed convolution ``x`` is the forward conv's
+    output gradient (zero-extended to the forward's output shape).
+    """
+    xc = to_channels_first(x, spec.layout, spec.dtype)
+    wc = weight_to_cf(w, spec.layout, spec.dtype)
+    if spec.op == "conv_transpose":
+        return fit_spatial(xc, spec.canonical().out_shape), wc
+    if spec.flip:
+        wc = flip_kernel(wc)
+    if spec.padding_mode != "zeros":
+        xc = pad_mode(xc, spec.pads, spec.padding_mode)
+    return xc, wc
+
+
+def conv_input_grad(gx: np.ndarray, spec) -> np.ndarray:
+    """A kernel's input gradient (canonical) back in the user's form: fold pads back, user layout."""
+    if spec.op == "conv_transpose":
+        gx = np.ascontiguousarray(fit_spatial(gx, spec.in_shape))
+    elif spec.padding_mode != "zeros":
+        gx = unpad_mode_adjoint(gx, spec.in_shape, spec.pads, spec.padding_mode)
+    return from_channels_first(gx, spec.layout)
+
+
+def conv_weight_grad(gw: np.ndarray, spec) -> np.ndarray:
+    """A kernel's weight gradient (canonical) back in the user's form: unflip, user layout."""
+    if spec.op == "conv" and spec.flip:
+        gw = flip_kernel(gw)
+    return weight_from_cf(gw, spec.layout)

@@ -1,0 +1,43 @@
+"""Per-call overhead of convkit: a 1x1x8x8 conv through the public API, against the kernel alone.
+
+Usage: ``python scripts/call_overhead.py [--backend c] [--repeats 20000]``.
+Prints the median over rounds of the mean time per call, in microseconds.
+Run it under two checkouts alternately (same machine, same minute) to
+compare them; see docs/performance.md.
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import convkit
+
+
+def per_call(fn, repeats: int, rounds: int) -> float:
+    for _ in range(repeats // 10):  # warm: caches, first-call imports
+        fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        times.append((time.perf_counter() - t0) / repeats)
+    return statistics.median(times) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="c")
+    parser.add_argument("--repeats", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    w = np.random.default_rng(1).random((1, 1, 3, 3), dtype=np.float32)
+    us = per_call(lambda: convkit.conv(x, w, backend=args.backend), args.repeats, args.rounds)
+    print(f"{convkit.__file__}: conv 1x1x8x8 k3x3 on {args.backend!r}: {us:.1f} us/call")
+
+
+if __name__ == "__main__":
+    main()
