@@ -174,7 +174,7 @@ def _fixed_d(d, name):
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = f"""{d}-D :func:`conv`: ``x`` must have rank {d + 2}. Same keywords as :func:`conv`."""
-    return op
+    return accepts_backend(op)
 
 
 conv1d = _fixed_d(1, "conv1d")

@@ -26,6 +26,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 
@@ -156,13 +157,22 @@ def accepts_backend(op):
             _per_call.reset(token)
 
     sig = inspect.signature(op)
-    param = inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default=None)
-    with_backend.__signature__ = sig.replace(parameters=[*sig.parameters.values(), param])
-    doc = op.__doc__ or ""
-    if "\n    Returns\n" in doc:
-        doc = doc.replace("\n    Returns\n", "\n    " + _BACKEND_DOC + "\n\n    Returns\n", 1)
-    with_backend.__doc__ = doc
+    params = list(sig.parameters.values())
+    at = len(params) - (params and params[-1].kind == inspect.Parameter.VAR_KEYWORD)  # before a **kwargs
+    params.insert(at, inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default=None))
+    with_backend.__signature__ = sig.replace(parameters=params)
+    with_backend.__doc__ = _document_backend(op.__doc__ or "")
     return with_backend
+
+
+def _document_backend(doc: str) -> str:
+    """``doc`` with the ``backend`` parameter at the end of its numpydoc Parameters section."""
+    start = doc.find("\n    Parameters\n    ----------\n")
+    if start < 0:
+        return doc
+    nxt = re.search(r"\n\n    \w[\w ]*\n    -{3,}\n", doc[start + 1:])
+    at = start + 1 + nxt.start() if nxt else len(doc.rstrip())
+    return doc[:at] + "\n    " + _BACKEND_DOC + doc[at:]
 
 
 def _requested() -> tuple[tuple | None, str]:

@@ -28,7 +28,7 @@ channels_first).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property, wraps
 
 from . import shapes

@@ -186,3 +186,35 @@ def test_pools_match_torch(ceil_mode):
                                    rtol=1e-12)
     np.testing.assert_allclose(convkit.avg_pool(x, 2, divisor_override=3),
                                F.avg_pool2d(tx, 2, divisor_override=3).numpy(), rtol=1e-12)
+
+
+def test_every_public_op_is_a_row_of_the_op_table_and_takes_backend():
+    import inspect
+
+    from convkit.ops import OPS
+
+    functions = [n for n in convkit.__all__ if inspect.isfunction(getattr(convkit, n))]
+    public = {n for n in functions if "backend" in inspect.signature(getattr(convkit, n)).parameters}
+    assert public == set(OPS)
+    for op in OPS.values():
+        assert op.params[0] in inspect.signature(op.function).parameters, op.name
+
+
+def test_max_unpool_takes_backend_like_every_op():
+    x = np.array([[[1.0, 3.0, 2.0, 0.0]]])
+    y, idx = convkit.max_pool(x, 2, return_indices=True, backend="c")
+    np.testing.assert_array_equal(convkit.max_unpool(y, idx, 2, backend="c"), [[[0.0, 3.0, 2.0, 0.0]]])
+    np.testing.assert_array_equal(convkit.max_unpool_grad(np.arange(4.0)[None, None], idx, 2, backend="c"),
+                                  [[[1.0, 2.0]]])
+    with pytest.raises(convkit.BackendError, match="max_unpool"):
+        convkit.max_unpool(y, idx, 2, backend=3)
+
+
+def test_empty_problems_are_answered_by_the_core():
+    # No kernel runs, so even a backend that cannot run the problem is never asked.
+    with convkit.record() as events:
+        y = convkit.conv(np.zeros((0, 2, 5)), np.ones((3, 2, 3)), np.arange(3.0), backend="c")
+        z = convkit.conv(np.zeros((1, 0, 5)), np.ones((3, 0, 3)), np.arange(3.0), backend="c")
+        e = convkit.conv(np.zeros((1, 1, 0)), np.ones((1, 1, 1)), padding=1, backend="c")
+    assert events == [] and y.shape == (0, 3, 3) and e.tolist() == [[[0.0, 0.0]]]
+    np.testing.assert_array_equal(z, np.broadcast_to(np.arange(3.0)[None, :, None], (1, 3, 3)))

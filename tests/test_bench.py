@@ -73,6 +73,40 @@ def test_bench_tiny_without_peers(tmp_path):
         assert f"]({chart})" in md
 
 
+def test_bench_times_every_feature_the_grammar_expresses(tmp_path):
+    # Transposed convs, padding modes, channels_last, flip and bias: every convkit backend times them.
+    args = ["bench", *FAST, "--compare", "torch", "--out", str(tmp_path)]
+    args[args.index("tiny")] = "features"
+    assert cli(args) == 0
+    rows = json.loads((tmp_path / "report.json").read_text())["results"]
+    names = {r["name"] for r in rows}
+    assert {"features.convt2d", "features.reflect_cl"} <= names
+    available = [b.name for b in convkit.backends() if b.available]
+    for r in rows:
+        for backend in available:
+            assert r["runs"][backend]["status"] == "ok", (r["descriptor"], r["direction"], r["runs"][backend])
+        if r["name"] == "features.reflect_cl":  # torch's runner here states plain problems only
+            assert r["runs"]["torch"]["status"] == "not expressible"
+
+
+def test_bench_callable_computes_what_the_api_computes():
+    from convkit.spec import parse_descriptor
+
+    for desc in ("convt1d_n2_c4_o6_g2_i16_k4_s2_p1_bias", "conv2d_n1_c3_o4_i8x8_k3x3_p1_mreflect_cl_flip"):
+        spec = parse_descriptor(desc)
+        inputs = make_inputs(spec)
+        got = convkit_callable(spec, "forward", "c", inputs)()
+        x = np.moveaxis(inputs["x"], 1, -1) if spec.layout == "channels_last" else inputs["x"]
+        if spec.op == "conv_transpose":
+            want = convkit.conv_transpose(x, inputs["w"], inputs["b"], stride=2, padding=1, groups=2,
+                                          backend="numpy")
+        else:
+            w = inputs["w"].transpose(2, 3, 1, 0)
+            want = convkit.conv(x, w, padding=1, padding_mode="reflect", data_format="channels_last", flip=True,
+                                backend="numpy")
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_bench_tiny_with_installed_peers(tmp_path):
     installed = list(peers.detect(PEERS, 1)[0])
     if not installed:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import convkit
-from convkit import Backend, Capabilities, hookimpl, registry
+from convkit import Backend, Capabilities, hookimpl
 from convkit_backends.numpy import kernels as reference
 from convkit.errors import BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError, PluginError
 
