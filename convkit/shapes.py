@@ -316,11 +316,6 @@ def unpool_output_shape(in_shape, kernel, stride, pads, op: str = "max_unpool") 
     return tuple((n - 1) * s - lo - hi + k for n, k, s, (lo, hi) in zip(in_shape, kernel, stride, pads))
 
 
-def ceil_div(a: int, b: int) -> int:
-    """``ceil(a / b)`` for ints without floating point."""
-    return -(-a // b)
-
-
 def prod(values) -> int:
     """Product of ints (1 for an empty tuple)."""
     return math.prod(values)
