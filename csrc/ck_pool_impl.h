@@ -2,7 +2,10 @@
  *
  * One task per (n, c) plane.  Forward passes work on output rows: columns
  * whose whole window lies inside the input ("interior") run as vector loops
- * over the output row, the few edge columns take the checked scalar path. */
+ * over the output row, the few edge columns take the checked scalar path.
+ * Average and Lp sums accumulate in double whatever T is: a float running
+ * sum stops growing at 2^24 times its terms, and |x|^p overflows or
+ * underflows float long before the p-th root brings it back. */
 
 /* Max-pool update: strictly greater wins (ties keep the first); the first
  * NaN wins and then holds, so NaN propagates with the index of the first. */
@@ -32,26 +35,27 @@ CK_INLINE void FN(max_row)(T *y, int64_t *ix, const T *xrow, int64_t base, int64
     }
 }
 
-/* Sum of f(x) over a row segment into y: f = identity, |x|, x^2 or |x|^p. */
-CK_INLINE T FN(lp_term)(T v, int mode, T pw)
+/* Sum of f(x) over a row segment into the double row y: f = identity, |x|, x^2 or |x|^p. */
+CK_INLINE double FN(lp_term)(T v, int mode, double pw)
 {
+    const double u = (double)v;
     switch (mode) {
-    case 0: return v;
-    case 1: return v < 0 ? -v : v;
-    case 2: return v * v;
-    default: return (T)pow(v < 0 ? -v : v, pw);
+    case 0: return u;
+    case 1: return u < 0 ? -u : u;
+    case 2: return u * u;
+    default: return pow(u < 0 ? -u : u, pw);
     }
 }
 
-CK_INLINE void FN(sum_row)(T *y, const T *xrow, int64_t a, int64_t b, int64_t s, int64_t off,
-                           int mode, T pw)
+CK_INLINE void FN(sum_row)(double *y, const T *xrow, int64_t a, int64_t b, int64_t s, int64_t off,
+                           int mode, double pw)
 {
     if (mode == 0)
         for (int64_t o = a; o < b; o++)
-            y[o] += xrow[o * s + off];
+            y[o] += (double)xrow[o * s + off];
     else if (mode == 2)
         for (int64_t o = a; o < b; o++)
-            y[o] += xrow[o * s + off] * xrow[o * s + off];
+            y[o] += (double)xrow[o * s + off] * (double)xrow[o * s + off];
     else
         for (int64_t o = a; o < b; o++)
             y[o] += FN(lp_term)(xrow[o * s + off], mode, pw);
@@ -59,13 +63,13 @@ CK_INLINE void FN(sum_row)(T *y, const T *xrow, int64_t a, int64_t b, int64_t s,
 
 /* All KW taps of one input row per output in registers: the same order as
  * tap by tap, one pass over y instead of KW (KW is 2 or 3 after inlining). */
-CK_INLINE void FN(sum_row_fused)(T *y, const T *xrow, int64_t a, int64_t b, int64_t s, int64_t off,
+CK_INLINE void FN(sum_row_fused)(double *y, const T *xrow, int64_t a, int64_t b, int64_t s, int64_t off,
                                  int64_t dl, const int KW)
 {
     for (int64_t o = a; o < b; o++) {
-        T acc = y[o];
+        double acc = y[o];
         for (int kw = 0; kw < KW; kw++)
-            acc += xrow[o * s + off + kw * dl];
+            acc += (double)xrow[o * s + off + kw * dl];
         y[o] = acc;
     }
 }
@@ -126,11 +130,13 @@ CK_INLINE void FN(max_row_fused)(T *y, int64_t *ix, const T *xrow, int64_t base,
         }                         \
     } while (0)
 
-/* Reduce one output position's whole window with bounds checks (edges). */
+/* Reduce one output position's whole window with bounds checks (edges):
+ * max into out (and out_ix), sums into acc_out. */
 static void FN(pool_window)(const ck_pool_params *p, const T *xp, int64_t od, int64_t oh, int64_t ow,
-                            int mode, T pw, T *out, int64_t *out_ix)
+                            int mode, double pw, T *out, double *acc_out, int64_t *out_ix)
 {
-    T m = 0, acc = 0;
+    T m = 0;
+    double acc = 0;
     int64_t mi = -1;
     for (int64_t kd = 0; kd < p->k[0]; kd++) {
         const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
@@ -162,18 +168,19 @@ static void FN(pool_window)(const ck_pool_params *p, const T *xp, int64_t od, in
         if (out_ix)
             *out_ix = mi;
     } else {
-        *out = acc;
+        *acc_out = acc;
     }
 }
 
 /* One (n, c) plane of any pool forward.  dtab: the avg divisor of every
- * output position (NULL with divisor_override). */
+ * output position (NULL with divisor_override); acc: a row of out[2]
+ * doubles for the sums (avg, Lp), NULL for max. */
 CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T *yp, int64_t *ip,
-                                         const T *dtab)
+                                         const double *dtab, double *acc)
 {
     const int64_t o2 = p->out[2], s2 = p->stride[2];
     const int mode = p->kind == CK_POOL_AVG ? 0 : (p->p == 1.0 ? 1 : (p->p == 2.0 ? 2 : 3));
-    const T pw = (T)p->p;
+    const double pw = p->p;
     int64_t A, B, tmp;
     /* Interior: the first and the last tap of the window both inside. */
     ck_valid_range(p->in[2], s2, -p->pad_lo[2], o2, &A, &tmp);
@@ -186,12 +193,12 @@ CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T
             T *y = yp + ro;
             int64_t *ix = ip ? ip + ro : NULL;
             for (int64_t ow = 0; ow < A; ow++)
-                FN(pool_window)(p, xp, od, oh, ow, mode, pw, y + ow, ix ? ix + ow : NULL);
+                FN(pool_window)(p, xp, od, oh, ow, mode, pw, y + ow, acc + ow, ix ? ix + ow : NULL);
             for (int64_t ow = B; ow < o2; ow++)
-                FN(pool_window)(p, xp, od, oh, ow, mode, pw, y + ow, ix ? ix + ow : NULL);
+                FN(pool_window)(p, xp, od, oh, ow, mode, pw, y + ow, acc + ow, ix ? ix + ow : NULL);
             if (p->kind != CK_POOL_MAX)
                 for (int64_t ow = A; ow < B; ow++)
-                    y[ow] = 0;
+                    acc[ow] = 0;
             int first = 1;
             for (int64_t kd = 0; kd < p->k[0]; kd++) {
                 const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
@@ -213,8 +220,8 @@ CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T
 #undef CK_BODY
                         } else {
 #define CK_BODY(S)                                                          \
-    (p->k[2] == 2 ? FN(sum_row_fused)(y, xrow, A, B, S, off0, dl, 2)        \
-                  : FN(sum_row_fused)(y, xrow, A, B, S, off0, dl, 3))
+    (p->k[2] == 2 ? FN(sum_row_fused)(acc, xrow, A, B, S, off0, dl, 2)      \
+                  : FN(sum_row_fused)(acc, xrow, A, B, S, off0, dl, 3))
                             CK_STRIDE_SWITCH(s2, CK_BODY);
 #undef CK_BODY
                         }
@@ -228,7 +235,7 @@ CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T
                             CK_STRIDE_SWITCH(s2, CK_BODY);
 #undef CK_BODY
                         } else {
-#define CK_BODY(S) FN(sum_row)(y, xrow, A, B, S, off, mode, pw)
+#define CK_BODY(S) FN(sum_row)(acc, xrow, A, B, S, off, mode, pw)
                             CK_STRIDE_SWITCH(s2, CK_BODY);
 #undef CK_BODY
                         }
@@ -238,31 +245,32 @@ CK_CLONES static void FN(pool_fwd_plane)(const ck_pool_params *p, const T *xp, T
             }
             if (p->kind == CK_POOL_AVG) {
                 if (dtab) {
-                    const T *dv = dtab + ro;
+                    const double *dv = dtab + ro;
                     for (int64_t ow = 0; ow < o2; ow++)
-                        y[ow] = y[ow] / dv[ow];
+                        y[ow] = (T)(acc[ow] / dv[ow]);
                 } else {
-                    const T dv = (T)p->divisor_override;
+                    const double dv = (double)p->divisor_override;
                     for (int64_t ow = 0; ow < o2; ow++)
-                        y[ow] = y[ow] / dv;
+                        y[ow] = (T)(acc[ow] / dv);
                 }
             } else if (p->kind == CK_POOL_LP) {
                 for (int64_t ow = 0; ow < o2; ow++)
-                    y[ow] = mode == 1 ? y[ow] : mode == 2 ? (T)sqrt(y[ow]) : (T)pow(y[ow], 1.0 / p->p);
+                    y[ow] = (T)(mode == 1 ? acc[ow] : mode == 2 ? sqrt(acc[ow]) : pow(acc[ow], 1.0 / p->p));
             }
         }
 }
 
-/* d/dx of one window term for Lp: sign(x) |x|^(p-1) (0 at x = 0). */
-CK_INLINE T FN(lp_grad_term)(T v, double pp)
+/* d/dx of one window term for Lp: sign(x) |x|^(p-1) (0 at x = 0), in double. */
+CK_INLINE double FN(lp_grad_term)(T v, double pp)
 {
+    const double u = (double)v;
     if (pp == 2.0)
-        return v;
-    if (v == 0)
+        return u;
+    if (u == 0)
         return 0;
     if (pp == 1.0)
-        return v > 0 ? (T)1 : (T)-1;
-    return (T)(v > 0 ? pow(v, pp - 1.0) : -pow(-v, pp - 1.0));
+        return u > 0 ? 1.0 : u < 0 ? -1.0 : u; /* NaN stays NaN */
+    return u > 0 ? pow(u, pp - 1.0) : u < 0 ? -pow(-u, pp - 1.0) : u;
 }
 
 /* One (n, c) plane of the avg or Lp backward: spread each output's gradient
@@ -277,17 +285,19 @@ CK_CLONES static void FN(pool_bwd_plane)(const ck_pool_params *p, const T *gyp, 
         for (int64_t oh = 0; oh < p->out[1]; oh++)
             for (int64_t ow = 0; ow < p->out[2]; ow++) {
                 const int64_t o = (od * p->out[1] + oh) * p->out[2] + ow;
-                T coef;
+                double coef;
                 if (p->kind == CK_POOL_AVG) {
                     const int64_t dv = p->divisor_override > 0 ? p->divisor_override
                                                                : div0[od] * div1[oh] * div2[ow];
-                    coef = gyp[o] / (T)dv;
+                    coef = (double)gyp[o] / (double)dv;
+                    if (coef == 0)
+                        continue;
                 } else {
-                    const T out = yp[o];
-                    coef = out == 0 ? (T)0 : (T)(gyp[o] * pow(out, 1.0 - p->p));
+                    /* y^(1-p) in double: for float it overflows or underflows
+                     * (y = 5e-25, p = 3) where the product with x's term does not. */
+                    const double out = (double)yp[o];
+                    coef = out == 0 ? 0.0 : (double)gyp[o] * pow(out, 1.0 - p->p);
                 }
-                if (coef == 0 && coef == coef)
-                    continue;
                 for (int64_t kd = 0; kd < p->k[0]; kd++) {
                     const int64_t id = od * p->stride[0] + kd * p->dil[0] - p->pad_lo[0];
                     if (id < 0 || id >= p->in[0])
@@ -301,9 +311,9 @@ CK_CLONES static void FN(pool_bwd_plane)(const ck_pool_params *p, const T *gyp, 
                             if (iw < 0 || iw >= p->in[2])
                                 continue;
                             const int64_t pos = (id * p->in[1] + ih) * p->in[2] + iw;
-                            gxp[pos] += p->kind == CK_POOL_AVG
-                                            ? coef
-                                            : coef * FN(lp_grad_term)(xp[pos], p->p);
+                            gxp[pos] += (T)(p->kind == CK_POOL_AVG
+                                                ? coef
+                                                : coef * FN(lp_grad_term)(xp[pos], p->p));
                         }
                     }
                 }
@@ -314,21 +324,32 @@ static int FN(pool_forward_impl)(const ck_pool_params *p, const ck_pool_dims *d,
                                  T *y, int64_t *ind, int nt)
 {
     const int64_t planes = p->n * p->c;
-    T *dtab = NULL;
-    if (d->div[0]) { /* avg divisors as T, once for every plane */
-        dtab = (T *)ck_alloc((size_t)d->P * sizeof(T));
+    int err = CK_OK;
+    double *dtab = NULL;
+    if (d->div[0]) { /* avg divisors, once for every plane */
+        dtab = (double *)ck_alloc((size_t)d->P * sizeof(double));
         if (!dtab)
             return CK_ERR_NOMEM;
         for (int64_t od = 0, o = 0; od < p->out[0]; od++)
             for (int64_t oh = 0; oh < p->out[1]; oh++)
                 for (int64_t ow = 0; ow < p->out[2]; ow++, o++)
-                    dtab[o] = (T)(d->div[0][od] * d->div[1][oh] * d->div[2][ow]);
+                    dtab[o] = (double)(d->div[0][od] * d->div[1][oh] * d->div[2][ow]);
     }
-#pragma omp parallel for schedule(dynamic, 4) num_threads(ck_threads(nt, planes))
-    for (int64_t t = 0; t < planes; t++)
-        FN(pool_fwd_plane)(p, x + t * d->X, y + t * d->P, ind ? ind + t * d->P : NULL, dtab);
+#pragma omp parallel num_threads(ck_threads(nt, planes))
+    {
+        double *acc = NULL;
+        if (p->kind != CK_POOL_MAX && !(acc = (double *)ck_alloc((size_t)p->out[2] * sizeof(double)))) {
+#pragma omp atomic write
+            err = CK_ERR_NOMEM;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t t = 0; t < planes; t++)
+            if (p->kind == CK_POOL_MAX || acc)
+                FN(pool_fwd_plane)(p, x + t * d->X, y + t * d->P, ind ? ind + t * d->P : NULL, dtab, acc);
+        ck_free(acc);
+    }
     ck_free(dtab);
-    return CK_OK;
+    return err;
 }
 
 /* One (n, c) plane of the avg backward, row by row: each output row's

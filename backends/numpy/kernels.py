@@ -218,7 +218,8 @@ def pool_backward(grad_y, x, y, indices, spec) -> np.ndarray:
     # d out / d x_i = sign(x_i) |x_i|^(p-1) out^(1-p): the out factor is per
     # window (scattered), the x factor per input element (applied after).
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(out > 0, gy * out ** (1.0 - p), 0.0)
+        # Zero only where the norm is zero: a NaN norm sends NaN back (IEEE semantics).
+        scale = np.where(out == 0, 0.0, gy * out ** (1.0 - p))
         x64 = x.astype(np.float64)
         local = np.where(x64 != 0, np.sign(x64) * np.abs(x64) ** (p - 1.0), 0.0)
-    return (_scatter_taps(scale, spec) * local).astype(spec.dtype)
+        return (_scatter_taps(scale, spec) * local).astype(spec.dtype)
