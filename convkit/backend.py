@@ -123,8 +123,14 @@ class Capabilities:
         Subset of ``{"max", "avg", "lp"}``.
     error_bound_factor
         Multiplier on the conformance suite's derived error bound; direct
-        algorithms use 1, an FFT or Winograd backend declares more (and says
-        so in ``algorithm``).
+        algorithms use 1. The suite refuses a factor above its cap
+        (:data:`convkit.conformance.tolerance.DIRECT_FACTOR_CAP`) unless
+        ``nondirect`` names the algorithm that needs it.
+    nondirect
+        ``(kernel, algorithm)`` pairs of kernels that compute with a
+        non-direct algorithm (``("conv_forward", "winograd F(4x4,3x3)")``,
+        FFT): only their results get ``error_bound_factor`` beyond the cap
+        and lose the exactness check on integer inputs.
     threads
         Whether kernels run on several threads (``CONVKIT_NUM_THREADS``).
     algorithm
@@ -137,6 +143,7 @@ class Capabilities:
     dilation: bool = True
     pool_kinds: frozenset = frozenset({"max", "avg", "lp"})
     error_bound_factor: float = 1.0
+    nondirect: tuple = ()
     threads: bool = False
     algorithm: str = ""
 
@@ -148,6 +155,7 @@ class Capabilities:
             "dilation": self.dilation,
             "pool_kinds": sorted(self.pool_kinds),
             "error_bound_factor": self.error_bound_factor,
+            "nondirect": dict(self.nondirect),
             "threads": self.threads,
             "algorithm": self.algorithm,
         }

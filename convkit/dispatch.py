@@ -39,11 +39,12 @@ from .errors import (BackendDeclinedError, BackendError, BackendNotFoundError, B
                      PluginError)
 
 __all__ = ["set_backend", "get_backend_setting", "use_backend", "record", "DispatchEvent", "select", "run",
-           "accepts_backend", "call_kernel"]
+           "accepts_backend", "call_kernel", "strict_kernels"]
 
 logger = logging.getLogger("convkit")
 
 _per_call: contextvars.ContextVar = contextvars.ContextVar("convkit_backend_per_call", default=None)
+_strict: contextvars.ContextVar = contextvars.ContextVar("convkit_strict_kernels", default=False)
 _context: contextvars.ContextVar = contextvars.ContextVar("convkit_backend", default=None)
 _recorders: contextvars.ContextVar = contextvars.ContextVar("convkit_recorders", default=())
 _global_lock = threading.Lock()
@@ -175,6 +176,22 @@ def _document_backend(doc: str) -> str:
     return doc[:at] + "\n    " + _BACKEND_DOC + doc[at:]
 
 
+@contextlib.contextmanager
+def strict_kernels():
+    """Check the memory contract of every kernel called in the block (the conformance suite's mode).
+
+    Outputs are filled with NaN (indices with -1) before the kernel runs, so
+    an element it does not write shows; every input is compared byte for
+    byte afterwards, and a kernel that changed one raises
+    :class:`PluginError`. Costs a copy of every input: a test mode.
+    """
+    token = _strict.set(True)
+    try:
+        yield
+    finally:
+        _strict.reset(token)
+
+
 def _requested() -> tuple[tuple | None, str]:
     per_call = _per_call.get()
     if per_call is not None:
@@ -291,7 +308,11 @@ def _execute(kernel, spec, with_indices, inputs, backend):
         _answer_empty(kernel, out, ind, inputs.get("bias"))
     else:
         backend = backend or _choose(kernel, spec)
-        _call(backend, KernelContext(kernel, spec, out, ind, get_num_threads()), inputs)
+        ctx = KernelContext(kernel, spec, out, ind, get_num_threads())
+        if _strict.get():
+            _call_strict(backend, ctx, inputs)
+        else:
+            _call(backend, ctx, inputs)
     return (out, ind) if kernel == "pool_forward" else out
 
 
@@ -306,6 +327,18 @@ def _call(backend, ctx, inputs) -> None:
     if result is not None:
         raise PluginError(f"backend {backend.name!r} kernel {ctx.kernel} returned {type(result).__name__} on "
                           f"{ctx.spec}; contract v2 kernels write into ctx.out and return None")
+
+
+def _call_strict(backend, ctx, inputs) -> None:
+    ctx.out.fill(np.nan)
+    if ctx.indices is not None:
+        ctx.indices.fill(-1)
+    before = {k: v.copy() for k, v in inputs.items() if v is not None}
+    _call(backend, ctx, inputs)
+    for name, old in before.items():
+        if inputs[name].tobytes() != old.tobytes():
+            raise PluginError(f"backend {backend.name!r} kernel {ctx.kernel} modified its input {name} on "
+                              f"{ctx.spec}; kernels must leave their inputs untouched")
 
 
 #: The arrays each kernel takes, and the spec attribute giving each one's shape.

@@ -222,4 +222,6 @@ def pool_backward(grad_y, x, y, indices, spec) -> np.ndarray:
         scale = np.where(out == 0, 0.0, gy * out ** (1.0 - p))
         x64 = x.astype(np.float64)
         local = np.where(x64 != 0, np.sign(x64) * np.abs(x64) ** (p - 1.0), 0.0)
-        return (_scatter_taps(scale, spec) * local).astype(spec.dtype)
+        # Inputs no window reads get an empty sum (0), even where x is NaN or inf.
+        covered = _scatter_taps(np.ones_like(scale), spec) > 0
+        return np.where(covered, _scatter_taps(scale, spec) * local, 0.0).astype(spec.dtype)

@@ -61,13 +61,19 @@ class Case:
         ``"op/feature"``: the row of the runner's table the case counts in.
     id : str
         Descriptor plus suffixes; unique within a case set.
-    values : {"rand", "int", "ties"}
+    values : {"rand", "int", "ties", "positive", "nonfinite"}
         Standard normal values; small integers (results exact in float32,
-        see :mod:`convkit.conformance.tolerance`); or only 0 and 1 (ties).
+        see :mod:`convkit.conformance.tolerance`); only 0 and 1 (ties);
+        uniform in [0, 1) (long sums whose partial sums only grow); or
+        standard normal with NaN, +Inf and -Inf sprinkled into the data
+        inputs (``x``, ``grad_output``; weights stay finite).
     memory : {"contiguous", "noncontiguous", "negstride"}
         How every array argument is laid out in memory.
     seed : int
         Seed of the case's input values.
+    check : {"reference", "gradients"}
+        Compare with the reference, or check the backend's gradients against
+        finite differences of its own forward op and the adjoint identities.
     """
 
     op: str
@@ -80,6 +86,7 @@ class Case:
     values: str = "rand"
     memory: str = "contiguous"
     seed: int = 0
+    check: str = "reference"
 
     @property
     def kw(self) -> dict:
@@ -117,7 +124,15 @@ def _values(rng, kind, name, shape):
         return rng.integers(-r, r + 1, size=shape).astype(np.float64)
     if kind == "ties" and name == "x":
         return rng.integers(0, 2, size=shape).astype(np.float64)
-    return rng.standard_normal(shape)
+    if kind == "positive":
+        return rng.random(shape)
+    a = rng.standard_normal(shape)
+    if kind == "nonfinite" and name in ("x", "grad_output") and a.size:
+        # About one element in eight, and at least one of each kind.
+        hits = rng.random(shape) < 0.125
+        a[hits] = rng.choice([np.nan, np.inf, -np.inf], size=int(hits.sum()))
+        a.flat[rng.permutation(a.size)[:3]] = [np.nan, np.inf, -np.inf][:min(3, a.size)]
+    return a
 
 
 def _memory(a, memory):
@@ -131,7 +146,8 @@ def _memory(a, memory):
     return a
 
 
-_SUFFIX = {"int": "int", "ties": "ties", "noncontiguous": "nc", "negstride": "neg"}
+_SUFFIX = {"int": "int", "ties": "ties", "positive": "pos", "nonfinite": "nonfinite", "noncontiguous": "nc",
+           "negstride": "neg", "gradients": "fd"}
 
 
 def case_seed(case_id: str, seed: int) -> int:
@@ -140,7 +156,7 @@ def case_seed(case_id: str, seed: int) -> int:
 
 
 def make_case(op, kwargs: dict, shapes: dict, dtype, group, descriptor, suffixes=(), values="rand",
-              memory="contiguous", seed=0) -> Case:
+              memory="contiguous", seed=0, check="reference") -> Case:
     """Build a :class:`Case` (the id gets the suffixes, values and memory tags).
 
     Examples
@@ -150,12 +166,12 @@ def make_case(op, kwargs: dict, shapes: dict, dtype, group, descriptor, suffixes
     >>> c.id, c.arrays()["x"].dtype
     ('conv1d_n1_c1_o1_i4_k3_p1:int', dtype('float32'))
     """
-    tags = [s for s in suffixes if s] + [_SUFFIX[t] for t in (values, memory) if t in _SUFFIX]
+    tags = [s for s in suffixes if s] + [_SUFFIX[t] for t in (values, memory, check) if t in _SUFFIX]
     case_id = ":".join([descriptor, *tags])
     kwargs = tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))
     return Case(op=op, kwargs=kwargs, shapes=tuple((k, tuple(int(v) for v in s)) for k, s in shapes.items()),
                 dtype=dtype, layout=dict(kwargs).get("data_format", "channels_first"), group=group, id=case_id,
-                values=values, memory=memory, seed=case_seed(case_id, seed))
+                values=values, memory=memory, seed=case_seed(case_id, seed), check=check)
 
 
 def _hashable(v):

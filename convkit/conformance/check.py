@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import registry
 from ..backend import Backend
-from ..dispatch import record
+from ..dispatch import record, strict_kernels
 from ..ops import OPS
 from ..spec import parse_descriptor
 from . import tolerance
@@ -125,15 +125,54 @@ def reference(case, cache: dict | None = None) -> tuple[dict, dict]:
     if cache is not None and key in cache:
         return cache[key]
     arrays = case.arrays()
-    ref = execute(case, arrays, "numpy")
-    terms = execute(case, tolerance.abs_inputs(case, arrays), "numpy")
+    with np.errstate(all="ignore"):  # NaN/Inf cases: IEEE results are the point, not warnings
+        ref = execute(case, arrays, "numpy")
+        terms = execute(case, tolerance.abs_inputs(case, arrays), "numpy")
     if cache is not None:
         cache[key] = (ref, terms)
     return ref, terms
 
 
+def _snapshot(arrays: dict) -> dict:
+    """Bytes of every input, and of the buffer a view sits in (its gaps included)."""
+    out = {}
+    for k, v in arrays.items():
+        base = v.base if isinstance(v.base, np.ndarray) else None
+        out[k] = (v.tobytes(), None if base is None else base.tobytes())
+    return out
+
+
+def _memory_problem(got: dict, arrays: dict) -> str | None:
+    """Why the results break the memory contract, or ``None``."""
+    outs = {k: v for k, v in got.items() if isinstance(v, np.ndarray)}
+    for k, v in outs.items():
+        if not v.flags.c_contiguous:
+            return f"result {k} is not C-contiguous (strides {v.strides})"
+        for name, a in arrays.items():
+            if np.shares_memory(v, a):
+                return f"result {k} shares memory with the input {name}"
+    names = list(outs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.shares_memory(outs[a], outs[b]):
+                return f"results {a} and {b} share memory"
+    return None
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
 def check_case(name: str, case, cache: dict | None = None) -> Outcome:
     """Run ``case`` on backend ``name`` and judge it against the reference.
+
+    Besides the values: the memory contract (results C-contiguous, owning
+    their memory, not overwritten by a second call that must give the same
+    bits; inputs byte-identical afterwards; every kernel in
+    :func:`~convkit.dispatch.strict_kernels` mode) and the declared error
+    bound factor (:func:`~convkit.conformance.tolerance.effective_factor`).
+    Gradient cases (``case.check == "gradients"``) check the backend's
+    gradients against finite differences of its own forward op instead.
 
     Returns an :class:`Outcome` whose ``status`` is one of :data:`STATUSES`;
     an exception raised by the backend is a failure with the message as
@@ -145,22 +184,38 @@ def check_case(name: str, case, cache: dict | None = None) -> Outcome:
     reason = registry.availability(backend)
     if reason is not None:
         return Outcome(case, name, "skipped", f"backend {name!r} is unavailable: {reason}")
+    if case.check == "gradients":
+        return _check_gradients(backend, case)
     arrays = case.arrays()
-    before = {k: v.copy() for k, v in arrays.items()}
+    before = _snapshot(arrays)
     try:
-        with record() as events:
+        with record() as events, strict_kernels(), np.errstate(all="ignore"):
             got = execute(case, arrays, [name, "numpy"])
+            first = {k: v.copy() for k, v in got.items() if isinstance(v, np.ndarray)}
+            again = execute(case, arrays, [name, "numpy"])
     except Exception as exc:  # the backend broke the case: report, never crash the run
         return Outcome(case, name, "failed", f"raised {type(exc).__name__}: {exc}")
-    kernels = tuple((ev.kernel, ev.backend) for ev in events)
+    kernels = tuple(dict.fromkeys((ev.kernel, ev.backend) for ev in events))
     status, why = _classify(backend, events)
     if status is not None:
         return Outcome(case, name, status, why, kernels=kernels)
-    for key, value in arrays.items():
-        if not np.array_equal(value, before[key], equal_nan=True):
+    after = _snapshot(arrays)
+    for key in arrays:
+        if after[key] != before[key]:
             return Outcome(case, name, "failed", f"modified its input {key}", kernels=kernels)
+    problem = _memory_problem(got, arrays)
+    for key, value in first.items():
+        if problem is None and not _same_bits(got[key], value):
+            problem = f"result {key} changed when the op was called again (a reused output buffer?)"
+        if problem is None and not _same_bits(again[key], value):
+            problem = f"a second call gave another {key} (results must be bit-identical at a fixed thread count)"
+    if problem:
+        return Outcome(case, name, "failed", problem, kernels=kernels)
+    factor, exact, refusal = tolerance.effective_factor(backend.capabilities,
+                                                        {k for k, b in kernels if b == name})
+    if refusal:
+        return Outcome(case, name, "failed", refusal, kernels=kernels)
     ref, terms = reference(case, cache)
-    factor = float(backend.capabilities.error_bound_factor or 1.0)
     spec = tolerance.case_spec(case)
     for out, want in ref.items():
         have = got.get(out)
@@ -171,9 +226,41 @@ def check_case(name: str, case, cache: dict | None = None) -> Outcome:
         if have.shape != want.shape or have.dtype != want.dtype:
             return Outcome(case, name, "failed", f"{out}: got shape {have.shape} dtype {have.dtype}, expected "
                                                  f"{want.shape} {want.dtype}", output=out, kernels=kernels)
-        allowed = tolerance.allowed_error(case, out, want, terms.get(out), factor, spec)
+        allowed = tolerance.allowed_error(case, out, want, terms.get(out), factor, spec, exact)
         ok, err, allow = tolerance.compare(have, want, allowed)
         if not ok:
             return Outcome(case, name, "failed", f"{out} differs from the reference ({tolerance.rule(case, out)})",
                            err, allow, out, kernels)
     return Outcome(case, name, "passed", kernels=kernels)
+
+
+#: Allowed ``max_rel_error`` of a gradient against central differences (float64, h = 1e-6).
+GRADIENT_TOLERANCE = 1e-5
+
+
+def _check_gradients(backend, case) -> Outcome:
+    """Finite differences and adjoint identities of ``case.op`` on ``backend`` (float64)."""
+    from . import gradcheck
+
+    arrays = case.arrays()
+    kw = {k: v for k, v in case.kw.items() if k != "return_indices"}
+    try:
+        with record() as events, np.errstate(all="ignore"):
+            pairs = gradcheck.check_gradients(case.op, arrays, backend=[backend.name, "numpy"], seed=case.seed % 2 ** 31,
+                                              directions=3, **kw)
+            adjoint = ({} if case.op == "lp_pool" else
+                       gradcheck.check_adjoint(case.op, arrays, backend=[backend.name, "numpy"],
+                                               seed=case.seed % 2 ** 31, **kw))
+    except Exception as exc:
+        return Outcome(case, backend.name, "failed", f"raised {type(exc).__name__}: {exc}")
+    kernels = tuple(dict.fromkeys((ev.kernel, ev.backend) for ev in events))
+    status, why = _classify(backend, events)
+    if status is not None:
+        return Outcome(case, backend.name, status, why, kernels=kernels)
+    for label, checks in (("finite differences", pairs), ("adjoint identity", adjoint)):
+        for name, (a, b) in checks.items():
+            err = gradcheck.max_rel_error(a, b)
+            if not err <= GRADIENT_TOLERANCE:
+                return Outcome(case, backend.name, "failed", f"gradient of {name} fails the {label} check",
+                               err, GRADIENT_TOLERANCE, f"grad_{name}", kernels)
+    return Outcome(case, backend.name, "passed", kernels=kernels)

@@ -6,6 +6,19 @@ runner's table holds cases that exercise that feature; the ``mixed`` feature
 turns everything on at random. A draw the core rejects (kernel larger than
 the padded input, a window of padding only, ...) is drawn again. The quick
 set takes a few cases per group, the full set ten times as many.
+
+Features that reach what small problems cannot:
+
+- ``large``: a size class past every blocking width a fast kernel uses
+  (output rows and channels over 33 with odd remainders, batches over 8 and
+  16, long 1-D rows, 3-D volumes), so a kernel that drops a tile or block
+  remainder fails;
+- ``nonfinite``: NaN, +Inf and -Inf in the data inputs (the propagation
+  and index rules of docs/spec.md);
+- ``long``: reductions over 2**20 elements (2**24 in the full set) of
+  positive values, which a float32 running sum gets visibly wrong;
+- ``gradients``: small float64 problems whose gradients are checked against
+  finite differences of the backend's own forward op.
 """
 
 from __future__ import annotations
@@ -107,7 +120,42 @@ def _shared(rng, cfg, feature, i):
     if feature == "ints":
         cfg["values"] = "int"
         return ""
+    if feature == "nonfinite":
+        cfg["values"] = "nonfinite"
+        return ""
     return None
+
+
+# Output rows over 33 with odd remainders (vector widths 8/16, tiles of 32), and blocks
+# of channels and batch over 8, 16 and 32.
+_WIDE, _BLOCKS, _BATCHES = (37, 53, 71), (17, 35, 40), (9, 17)
+
+
+def _large(rng, cfg, i, channels: str):
+    """Turn ``cfg`` into the ``i``-th size class (see the module docstring)."""
+    variant = i % 4
+    if variant == 0:  # 2-D, wide rows
+        cfg.update(d=2, in_shape=(int(rng.integers(3, 6)), _pick(rng, _WIDE) + 2))
+    elif variant == 1:  # long 1-D rows
+        cfg.update(d=1, in_shape=(int(rng.integers(1000, 2100)),))
+    elif variant == 2:  # 3-D, a wide last dim
+        cfg.update(d=3, in_shape=(3, 4, _pick(rng, _WIDE) + 2))
+    else:  # many channels, batch over a block
+        cfg.update(d=2, in_shape=(int(rng.integers(6, 10)), int(rng.integers(6, 12))), n=_pick(rng, _BATCHES))
+    d = cfg["d"]
+    cfg["kernel"] = _pick(rng, ((3,) * d, (3,) * d, (1,) * d, (2,) * d))
+    cfg["padding"] = _pick(rng, (0, 1))
+    cfg["stride"] = _pick(rng, (1, 1, 2))
+    cfg["dilation"] = 1
+    many = variant == 3
+    if channels == "conv":
+        cfg.update(groups=1, cpg=_pick(rng, _BLOCKS) if many else int(rng.integers(3, 9)),
+                   opg=_pick(rng, _BLOCKS + (65,)) if many else int(rng.integers(3, 19)))
+    elif channels == "pool":
+        cfg["c"] = _pick(rng, _BLOCKS) if many else int(rng.integers(1, 5))
+        cfg["kernel"] = tuple(min(k, n) for k, n in zip(cfg["kernel"], cfg["in_shape"]))
+        cfg["stride"] = None if rng.random() < 0.5 else cfg["stride"]
+    return "large"
 
 
 def _suffix_padding(cfg):
@@ -116,7 +164,8 @@ def _suffix_padding(cfg):
 
 # -- convolution -------------------------------------------------------------------
 _CONV_FEATURES = ("basic", "dims", "dtype", "batch", "groups", "depthwise", "kernel", "stride", "dilation",
-                  "padding", "padding_str", "padding_mode", "layout", "flip", "bias", "memory", "mixed")
+                  "padding", "padding_str", "padding_mode", "layout", "flip", "bias", "memory", "mixed", "large",
+                  "nonfinite")
 
 
 def _conv_cfg(rng):
@@ -131,6 +180,11 @@ def _conv_feature(rng, cfg, feature, i):
     shared = _shared(rng, cfg, feature, i)
     if shared is not None:
         return shared
+    if feature == "large":
+        _large(rng, cfg, i, "conv")
+        if i % 8 == 7:  # a depthwise layer over a channel block
+            cfg.update(groups=cfg["cpg"], opg=1, cpg=1)
+        return "large"
     if feature == "groups":
         cfg.update(groups=_pick(rng, (2, 3)), cpg=int(rng.integers(1, 3)), opg=int(rng.integers(1, 3)))
     elif feature == "depthwise":
@@ -160,7 +214,7 @@ def _conv_feature(rng, cfg, feature, i):
     return ""
 
 
-def _conv_case(op, cfg, feature, seed, tag):
+def _conv_case(op, cfg, feature, seed, tag, check="reference"):
     d, g = cfg["d"], cfg["groups"]
     c_in, c_out = g * cfg["cpg"], g * cfg["opg"]
     cl = cfg["data_format"] == "channels_last"
@@ -177,12 +231,12 @@ def _conv_case(op, cfg, feature, seed, tag):
         shapes = {"x": x, "weight": w, **({"bias": (c_out,)} if cfg["bias"] else {})}
     suffixes = [("grad" if op == "conv_grad" else op if op != "conv" else ""), _suffix_padding(cfg), tag]
     return make_case(op, kw, shapes, cfg["dtype"], f"{op}/{feature}", spec.descriptor, suffixes,
-                     cfg["values"], cfg["memory"], seed)
+                     cfg["values"], cfg["memory"], seed, check)
 
 
 # -- transposed convolution ------------------------------------------------------
 _CONVT_FEATURES = ("basic", "dims", "dtype", "batch", "groups", "stride", "dilation", "padding", "padding_str",
-                   "output_padding", "output_shape", "layout", "bias", "memory", "mixed")
+                   "output_padding", "output_shape", "layout", "bias", "memory", "mixed", "large", "nonfinite")
 
 
 def _convt_cfg(rng):
@@ -198,6 +252,14 @@ def _convt_feature(rng, cfg, feature, i):
     shared = _shared(rng, cfg, feature, i)
     if shared is not None:
         return shared
+    if feature == "large":
+        _large(rng, cfg, i, "conv")
+        # Its input is the small side: keep the output (about in * stride) near the same size class.
+        cfg["in_shape"] = tuple(max(2, (n + 1) // s) for n, s in
+                                zip(cfg["in_shape"], _ints(rng, 1, 2, cfg["d"]) if cfg["stride"] == 1 else
+                                    (cfg["stride"],) * cfg["d"]))
+        cfg["padding"] = 0
+        return "large"
     if feature == "groups":
         cfg.update(groups=_pick(rng, (2, 3)), cpg=int(rng.integers(1, 3)), opg=int(rng.integers(1, 3)))
     elif feature == "padding_str":
@@ -226,7 +288,7 @@ def _convt_feature(rng, cfg, feature, i):
     return ""
 
 
-def _convt_case(op, cfg, feature, seed, tag):
+def _convt_case(op, cfg, feature, seed, tag, check="reference"):
     g = cfg["groups"]
     c_in, c_out = g * cfg["cpg"], g * cfg["opg"]
     cl = cfg["data_format"] == "channels_last"
@@ -243,16 +305,17 @@ def _convt_case(op, cfg, feature, seed, tag):
         shapes = {"x": x, "weight": w, **({"bias": (c_out,)} if cfg["bias"] else {})}
     suffixes = ["grad" if op.endswith("grad") else "", _suffix_padding(cfg), tag]
     return make_case(op, kw, shapes, cfg["dtype"], f"{op}/{feature}", spec.descriptor, suffixes,
-                     cfg["values"], cfg["memory"], seed)
+                     cfg["values"], cfg["memory"], seed, check)
 
 
 # -- pooling ---------------------------------------------------------------------
 _POOL_FEATURES = {
-    "max": ("basic", "dims", "dtype", "batch", "stride", "padding", "padding_str", "dilation", "ceil", "indices",
-            "ties", "layout", "memory", "mixed"),
-    "avg": ("basic", "dims", "dtype", "batch", "stride", "padding", "dilation", "ceil", "exclude_pad",
-            "divisor", "layout", "memory", "ints", "mixed"),
-    "lp": ("basic", "dims", "norm", "stride", "padding", "dilation", "ceil", "layout", "memory"),
+    "max": ("basic", "dims", "dtype", "batch", "stride", "padding", "padding_str", "dilation", "ceil", "ceil_pad",
+            "indices", "ties", "layout", "memory", "mixed", "large", "nonfinite"),
+    "avg": ("basic", "dims", "dtype", "batch", "stride", "padding", "dilation", "ceil", "ceil_pad", "exclude_pad",
+            "divisor", "layout", "memory", "ints", "mixed", "large", "nonfinite"),
+    "lp": ("basic", "dims", "norm", "stride", "padding", "dilation", "ceil", "layout", "memory", "large",
+           "nonfinite"),
 }
 
 
@@ -277,6 +340,10 @@ def _pool_feature(rng, cfg, feature, i, kind):
     shared = _shared(rng, cfg, feature, i)
     if shared is not None:
         return shared
+    if feature == "large":
+        if kind == "max":
+            cfg["return_indices"] = True
+        return _large(rng, cfg, i, "pool")
     if feature == "padding_str":
         cfg["padding"] = ("same", "same_lower", "valid")[i % 3]
         cfg["stride"] = _pick(rng, (1, 2))
@@ -297,9 +364,25 @@ def _pool_feature(rng, cfg, feature, i, kind):
         cfg.update(count_include_pad=False, kernel=_ints(rng, 2, 4, d), ceil_mode=bool(i % 2), stride=1)
         cfg["in_shape"] = tuple(max(n, k) for n, k in zip(cfg["in_shape"], cfg["kernel"]))
         cfg["padding"] = tuple((k // 2, (k - 1) // 2) for k in cfg["kernel"])
+    elif feature == "ceil_pad":
+        # ceil_mode windows that start in the padding; for avg every divisor path in turn.
+        cfg["ceil_mode"] = True
+        cfg["kernel"] = _ints(rng, 2, 5, d)
+        cfg["stride"] = _ints(rng, 2, 4, d)
+        cfg["in_shape"] = tuple(max(n, k) for n, k in zip(cfg["in_shape"], cfg["kernel"]))
+        cfg["padding"] = tuple((k // 2, k // 2) for k in cfg["kernel"])
+        if kind == "avg":
+            cfg["count_include_pad"] = (True, False)[i % 2]
+            cfg["divisor_override"] = None if (i // 2) % 3 else int(rng.integers(1, 8))
+        return "tail" if _drops_tail(cfg) else ""
     elif feature == "divisor":
-        cfg["divisor_override"] = int(rng.integers(1, 7))
-        cfg["padding"] = _ints(rng, 0, 2, d)
+        # Several override values, with and without ceil_mode, padding and count_include_pad.
+        cfg["divisor_override"] = int(rng.integers(1, 8))
+        cfg["kernel"] = _ints(rng, 2, 4, d)
+        cfg["in_shape"] = tuple(max(n, k) for n, k in zip(cfg["in_shape"], cfg["kernel"]))
+        cfg["padding"] = tuple((int(rng.integers(0, k // 2 + 1)),) * 2 for k in cfg["kernel"])
+        cfg.update(ceil_mode=bool(i % 2), count_include_pad=bool((i // 2) % 2),
+                   stride=_ints(rng, 1, 4, d) if i % 2 else None)
     elif feature == "norm":
         cfg["p"] = (1.0, 1.5, 2.0, 3.0)[i % 4]
     elif feature == "mixed":
@@ -322,7 +405,7 @@ def _drops_tail(cfg):
     return False
 
 
-def _pool_case(op, cfg, feature, seed, tag, kind):
+def _pool_case(op, cfg, feature, seed, tag, kind, check="reference"):
     cl = cfg["data_format"] == "channels_last"
     x = (cfg["n"], *cfg["in_shape"], cfg["c"]) if cl else (cfg["n"], cfg["c"], *cfg["in_shape"])
     kw = {k: cfg[k] for k in ("stride", "padding", "dilation", "ceil_mode", "data_format")}
@@ -347,24 +430,27 @@ def _pool_case(op, cfg, feature, seed, tag, kind):
             kw["return_indices"] = True
             suffixes.append("idx")
     return make_case(op, kw, shapes, cfg["dtype"], f"{op}/{feature}", spec.descriptor, suffixes,
-                     cfg["values"], cfg["memory"], seed)
+                     cfg["values"], cfg["memory"], seed, check)
 
 
-def _global_case(op, rng, seed, i):
+def _global_case(op, rng, seed, i, values=None, feature="basic", check="reference"):
     cfg = _common(rng, 1 + i % 3)
     cfg["data_format"] = ("channels_first", "channels_last")[(i // 3) % 2]
     c = int(rng.integers(1, 4))
     cl = cfg["data_format"] == "channels_last"
     x = (cfg["n"], *cfg["in_shape"], c) if cl else (cfg["n"], c, *cfg["in_shape"])
     kind = "avg" if "avg" in op else "max"
+    if check == "gradients":
+        cfg.update(dtype="float64", values="rand")
     spec = pool_spec(kind, x, cfg["in_shape"], data_format=cfg["data_format"], dtype=cfg["dtype"])
-    return make_case(op, {"data_format": cfg["data_format"]}, {"x": x}, cfg["dtype"], f"{op}/basic",
-                     spec.descriptor, ["global"], cfg["values"], "contiguous", seed)
+    return make_case(op, {"data_format": cfg["data_format"]}, {"x": x}, cfg["dtype"], f"{op}/{feature}",
+                     spec.descriptor, ["global"], values or cfg["values"], "contiguous", seed, check)
 
 
 # -- the draw ----------------------------------------------------------------------
 # Features with a fixed list of variants get at least one case per variant.
-_VARIANTS = {"padding_str": 5, "kernel": 4, "padding_mode": 3, "norm": 4, "batch": 3, "dims": 3, "padding": 3}
+_VARIANTS = {"padding_str": 5, "kernel": 4, "padding_mode": 3, "norm": 4, "batch": 3, "dims": 3, "padding": 3,
+             "large": 4, "ceil": 4, "ceil_pad": 6, "divisor": 6, "exclude_pad": 6}
 
 
 def _draw(rng, make_cfg, mutate, build, features, per_feature, tries=60):
@@ -407,3 +493,59 @@ def generate(full: bool = False, seed: int = 0):
     for op in ("global_avg_pool", "global_max_pool"):
         for i in range(3 * scale):
             yield _global_case(op, rng, seed, i)
+        yield _global_case(op, rng, seed, 0, values="nonfinite", feature="nonfinite")
+    yield from _long_reductions(full, seed)
+    yield from _gradient_cases(rng, seed, 2 * scale)
+
+
+def _long_reductions(full: bool, seed: int):
+    """Pools over 2**20 (full set: 2**24) positive float32 values: float32 running sums fail them."""
+    side = 4096 if full else 1024
+    x = (1, 1, side, side)
+    spec = pool_spec("avg", x, (side, side))
+    yield make_case("global_avg_pool", {"data_format": "channels_first"}, {"x": x}, "float32",
+                    "global_avg_pool/long", spec.descriptor, ["global"], "positive", "contiguous", seed)
+    k = side // 2
+    spec = pool_spec("lp", (1, 2, side // 2, side), (k, k), p=2.0)
+    yield make_case("lp_pool", {"kernel_size": (k, k), "p": 2.0, "stride": None, "padding": 0, "dilation": 1,
+                                "ceil_mode": False, "data_format": "channels_first"},
+                    {"x": spec.x_shape}, "float32", "lp_pool/long", spec.descriptor, [], "positive", "contiguous",
+                    seed)
+    spec = pool_spec("avg", (1, 1, 2 ** 20 if not full else 2 ** 24), 2 ** 16, stride=2 ** 16)
+    yield make_case("avg_pool", {"kernel_size": 2 ** 16, "stride": 2 ** 16, "padding": 0, "dilation": 1,
+                                 "ceil_mode": False, "count_include_pad": True, "divisor_override": None,
+                                 "data_format": "channels_first"},
+                    {"x": spec.x_shape}, "float32", "avg_pool/long", spec.descriptor, [], "positive", "contiguous",
+                    seed)
+
+
+#: Ops whose gradients ``gradients`` cases check, and the family that draws their problems.
+_GRADIENT_OPS = (("conv", "conv"), ("conv_transpose", "convt"), ("max_pool", "max"), ("avg_pool", "avg"),
+                 ("lp_pool", "lp"), ("global_avg_pool", "global"), ("global_max_pool", "global"))
+
+
+def _gradient_cases(rng, seed, per_op):
+    """Small float64 problems (every feature mixed in) for the finite-difference checks."""
+    for op, family in _GRADIENT_OPS:
+        made = 0
+        for _ in range(60 * per_op):
+            if made == per_op:
+                break
+            try:
+                if family == "global":
+                    case = _global_case(op, rng, seed, made, feature="gradients", check="gradients")
+                elif family in ("conv", "convt"):
+                    cfg = _conv_cfg(rng) if family == "conv" else _convt_cfg(rng)
+                    (_conv_feature if family == "conv" else _convt_feature)(rng, cfg, "mixed", made)
+                    cfg.update(dtype="float64", values="rand", in_shape=tuple(min(n, 5) for n in cfg["in_shape"]))
+                    build = _conv_case if family == "conv" else _convt_case
+                    case = build(op, cfg, "gradients", seed, "", check="gradients")
+                else:
+                    cfg = _pool_cfg(rng, family)
+                    _pool_feature(rng, cfg, "mixed", made, family)
+                    cfg.update(dtype="float64", values="rand", return_indices=False)
+                    case = _pool_case(op, cfg, "gradients", seed, "", family, check="gradients")
+            except (ConvkitError, ValueError):
+                continue
+            made += 1
+            yield case

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from .. import registry
 from .cases import OPS, select_cases
 from .check import STATUSES, Outcome, check_case
+from .tolerance import DIRECT_FACTOR_CAP
 
 __all__ = ["ConformanceResult", "BackendResult", "run_conformance", "add_arguments", "main"]
 
@@ -44,6 +45,16 @@ class BackendResult:
     reason: str | None = None
     outcomes: list = field(default_factory=list)
     requested: bool = False
+    error_bound_factor: float = 1.0
+    nondirect: dict = field(default_factory=dict)
+
+    @property
+    def bound_note(self) -> str:
+        """The declared error bound factor, the cap, and the kernels it applies to beyond the cap."""
+        note = f"error_bound_factor {self.error_bound_factor:g} (cap {DIRECT_FACTOR_CAP:g} for direct algorithms)"
+        if self.nondirect:
+            note += "; non-direct: " + ", ".join(f"{k} {a}" for k, a in self.nondirect.items())
+        return note
 
     def counts(self, by: str = "group") -> dict:
         """``{group or op: {status: count}}`` in case order."""
@@ -98,6 +109,8 @@ class ConformanceResult:
         for b in self.backends:
             out["backends"][b.name] = {
                 "available": b.available, "reason": b.reason, "totals": b.totals if b.available else None,
+                "error_bound_factor": b.error_bound_factor, "error_bound_cap": DIRECT_FACTOR_CAP,
+                "nondirect": b.nondirect,
                 "groups": b.counts() if b.available else {},
                 "failures": [{**o.to_dict(), "repro": self.repro(o)} for o in b.problems("failed")],
                 "fallbacks": [o.to_dict() for o in b.problems("fallback")],
@@ -115,7 +128,7 @@ class ConformanceResult:
                 lines += [f"### `{b.name}`: unavailable", "", f"{b.reason}", ""]
                 continue
             t = b.totals
-            lines += [f"### `{b.name}`: " + ", ".join(f"{t[s]} {s}" for s in STATUSES), "",
+            lines += [f"### `{b.name}`: " + ", ".join(f"{t[s]} {s}" for s in STATUSES), "", b.bound_note, "",
                       f"| {by} | " + " | ".join(STATUSES) + " |", "|---|" + "---:|" * len(STATUSES)]
             for key, c in b.counts(by).items():
                 lines.append(f"| {key} | " + " | ".join(str(c[s]) for s in STATUSES) + " |")
@@ -171,8 +184,12 @@ def run_conformance(backends=None, quick: bool = True, budget: int | None = None
     cases = select_cases(quick=quick, budget=budget, seed=seed, ops=ops, match=match)
     results = []
     for name in names:
-        reason = registry.availability(registry.get_backend(name))
-        results.append(BackendResult(name, reason is None, reason, requested=explicit))
+        backend = registry.get_backend(name)
+        reason = registry.availability(backend)
+        caps = backend.capabilities
+        results.append(BackendResult(name, reason is None, reason, requested=explicit,
+                                     error_bound_factor=float(caps.error_bound_factor or 1.0),
+                                     nondirect=dict(caps.nondirect)))
     runnable = [r for r in results if r.available]
     cache: dict = {}
     bar = _progress(progress, len(cases) * len(runnable))
@@ -284,13 +301,18 @@ def print_result(result: ConformanceResult, console, by: str = "group") -> None:
             console.print(Text(f"backend {b.name}: unavailable ({b.reason})", style="yellow"))
             continue
         t = b.totals
-        table = Table(title=f"backend {b.name!r}", caption=", ".join(f"{t[s]} {s}" for s in STATUSES))
+        table = Table(title=f"backend {b.name!r}: {b.bound_note}",
+                      caption=", ".join(f"{t[s]} {s}" for s in STATUSES))
         table.add_column(by)
         for s in STATUSES:
             table.add_column(s, justify="right", style=colors[s])
         for key, c in b.counts(by).items():
             table.add_row(key, *(str(c[s]) if c[s] else "" for s in STATUSES))
         console.print(table)
+        if b.nondirect and b.error_bound_factor > DIRECT_FACTOR_CAP:
+            console.print(Text(f"warning: backend {b.name!r} is checked at error_bound_factor "
+                               f"{b.error_bound_factor:g} (above the cap {DIRECT_FACTOR_CAP:g}) where its non-direct "
+                               f"kernels ran: {', '.join(b.nondirect)}", style="yellow"))
         for o in b.problems("fallback"):
             console.print(Text(f"FALLBACK {b.name} {o.case.id}: {o.detail}", style="magenta"))
         for o in b.problems("failed"):

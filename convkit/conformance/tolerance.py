@@ -41,7 +41,34 @@ import numpy as np
 
 from ..ops import OPS
 
-__all__ = ["case_spec", "accumulation_length", "rule", "abs_inputs", "allowed_error", "compare", "eps"]
+__all__ = ["case_spec", "accumulation_length", "rule", "abs_inputs", "allowed_error", "compare", "eps",
+           "DIRECT_FACTOR_CAP", "effective_factor"]
+
+#: The largest ``error_bound_factor`` a direct algorithm may declare. The
+#: derived bound already holds for any summation order and blocking, so a
+#: direct kernel needs at most a small constant for fused multiply-adds and
+#: reassociation; a larger factor hides real errors (a factor of 1000 lets a
+#: 1e-4 relative error through in float32) and is accepted only for kernels
+#: the backend names as non-direct (Winograd, FFT) in ``Capabilities.nondirect``.
+DIRECT_FACTOR_CAP = 4.0
+
+
+def effective_factor(capabilities, kernels_run) -> tuple[float, bool, str | None]:
+    """``(factor, exact_on_ints, refusal)`` for a case whose kernels ``kernels_run`` ran on the backend.
+
+    A factor above the cap with no non-direct kernel declared is refused
+    (``refusal`` says why); otherwise kernels not named non-direct are held
+    to at most the cap and stay exact on integer inputs.
+    """
+    declared = float(capabilities.error_bound_factor or 1.0)
+    nondirect = dict(capabilities.nondirect)
+    if declared > DIRECT_FACTOR_CAP and not nondirect:
+        return declared, True, (f"declares error_bound_factor {declared:g} above the cap {DIRECT_FACTOR_CAP:g} "
+                                f"for direct algorithms without naming a non-direct one "
+                                f"(Capabilities.nondirect); see docs/conformance.md")
+    if any(k in nondirect for k in kernels_run):
+        return declared, False, None
+    return min(declared, DIRECT_FACTOR_CAP), True, None
 
 
 
@@ -98,11 +125,24 @@ def accumulation_length(case, output: str, spec=None) -> int:
             return max(spec.n * math.prod(spec.in_shape), 1)
         return max(spec.n * math.prod(spec.out_shape), 1)
     if op == "lp_pool":
-        return taps + 2  # |x|**p, the sum, the root
+        return _accurate_sum(taps) + 2  # |x|**p, the sum, the root
     if op == "lp_pool_grad":
         # out**(1-p) amplifies out's relative error by |1-p|; then powers, products and the sum.
         return int(math.ceil(abs(1.0 - spec.p) * (taps + 2))) + taps + 4
-    return taps + 1  # avg pools (sum and divide), max pool gradient (sum over windows)
+    if op in ("avg_pool", "global_avg_pool"):
+        return _accurate_sum(taps) + 1  # the sum and the division
+    return taps + 1  # avg pool gradient, max pool gradient (sums over the windows covering an input)
+
+
+def _accurate_sum(k: int) -> int:
+    """The length a pool's sum of ``k`` terms counts for: pools must sum in float64 or pairwise.
+
+    Recursive summation in the working precision has the bound ``k u``; a
+    float64 (or pairwise) sum has about ``log2(k) u`` once rounded back, so
+    a long float32 running sum (a global pool over 2**24 elements stalls at
+    half its value) fails the check.
+    """
+    return min(k, 2 * (math.ceil(math.log2(max(k, 2))) + 1))
 
 
 def abs_inputs(case, arrays: dict) -> dict:
@@ -115,28 +155,33 @@ def abs_inputs(case, arrays: dict) -> dict:
 
 
 def allowed_error(case, output: str, ref: np.ndarray, terms: np.ndarray | None, factor: float = 1.0,
-                  spec=None) -> np.ndarray:
-    """Per-element allowed ``|got - ref|`` for ``output`` (see the module docstring)."""
+                  spec=None, exact: bool = True) -> np.ndarray:
+    """Per-element allowed ``|got - ref|`` for ``output`` (see the module docstring).
+
+    ``exact=False`` (a non-direct kernel ran) sends integer cases to the bound too.
+    """
     kind = rule(case, output)
     e = eps(case.dtype)
-    if kind == "select" or (kind == "exact" and factor <= 1.0):
+    if kind == "select" or (kind == "exact" and exact):
         return np.zeros(ref.shape)
-    if kind == "rounded" and factor <= 1.0:
+    if kind == "rounded" and exact:
         return 2.0 * e * np.abs(ref.astype(np.float64))
     k = accumulation_length(case, output, spec)
-    return factor * 2.0 * k * e * np.abs(terms.astype(np.float64))
+    with np.errstate(invalid="ignore"):  # inf terms: the bound is inf, NaN/inf positions compare by identity
+        return factor * 2.0 * k * e * np.abs(terms.astype(np.float64))
 
 
 def compare(got, ref, allowed):
-    """``(ok, max_error, allowed_at_worst)`` of ``got`` against ``ref``; NaN must match NaN."""
+    """``(ok, max_error, allowed_at_worst)`` of ``got`` against ``ref``; NaN must match NaN, inf the same inf."""
     got64, ref64 = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if got64.size == 0:
         return True, 0.0, 0.0
-    both_nan = np.isnan(got64) & np.isnan(ref64)
+    same = (got64 == ref64) | (np.isnan(got64) & np.isnan(ref64))  # equal infinities too
     with np.errstate(invalid="ignore"):
-        err = np.where(both_nan, 0.0, np.abs(got64 - ref64))
+        err = np.where(same, 0.0, np.abs(got64 - ref64))
     err = np.where(np.isnan(err), np.inf, err)
-    excess = err - allowed
+    with np.errstate(invalid="ignore"):
+        excess = np.where(same, -np.inf, err - allowed)  # NaN/inf bounds only stand where results differ
     worst = int(np.argmax(excess))
     ok = bool(excess.flat[worst] <= 0)
     return ok, float(err.max()), float(np.asarray(allowed).flat[worst])
