@@ -489,7 +489,7 @@ def generate(full: bool = False, seed: int = 0):
     for op in ("max_unpool", "max_unpool_grad"):
         yield from _draw(rng, lambda: _pool_cfg(rng, "max"), lambda c, f, i: _pool_feature(rng, c, f, i, "max"),
                          lambda c, f, t, op=op: _pool_case(op, c, f, seed, t, "max"),
-                         ("basic", "stride", "padding", "ceil", "ties", "layout"), 2 * scale)
+                         ("basic", "stride", "padding", "ceil", "ties", "layout", "nonfinite"), 2 * scale)
     for op in ("global_avg_pool", "global_max_pool"):
         for i in range(3 * scale):
             yield _global_case(op, rng, seed, i)
