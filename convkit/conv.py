@@ -100,7 +100,8 @@ def conv_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, dilation=1, 
     spec = ConvSpec(n=n, c_in=c_in, c_out=c_out, in_shape=spatial, kernel=kernel, stride=stride,
                     dilation=dilation, pads=pads, groups=groups, dtype=str(np.dtype(dtype)),
                     padding_mode=padding_mode, layout=data_format, flip=bool(flip), bias=bool(bias))
-    spec.out_shape  # raises ShapeError when the kernel does not fit
+    shapes.check_elements(spec.y_shape, "output", op)  # also raises ShapeError when the kernel does not fit
+    shapes.check_elements(spec.canonical().x_shape, "padded input", op)
     return spec
 
 
@@ -183,8 +184,13 @@ conv3d = _fixed_d(3, "conv3d")
 
 
 def _check_wrt(wrt, op):
-    wrt = (wrt,) if isinstance(wrt, str) else tuple(wrt)
-    bad = [w for w in wrt if w not in _WRT]
+    if isinstance(wrt, str):
+        wrt = (wrt,)
+    elif not isinstance(wrt, (list, tuple, set, frozenset)):
+        raise SpecError(f"{op}: wrt must be a name or a sequence of names among {_WRT}, got {wrt!r}; "
+                        f"e.g. wrt=('input', 'weight')")
+    wrt = tuple(wrt)
+    bad = [w for w in wrt if not isinstance(w, str) or w not in _WRT]
     if bad:
         raise SpecError(f"{op}: wrt entries must be among {_WRT}, got {bad}")
     return set(wrt)
@@ -302,7 +308,8 @@ def conv_transpose_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, ou
     spec = ConvSpec(n=n, c_in=c_in, c_out=c_out, in_shape=spatial, kernel=kernel, stride=stride,
                     dilation=dilation, pads=pads, groups=groups, dtype=str(np.dtype(dtype)), layout=data_format,
                     bias=bool(bias), op="conv_transpose", output_padding=output_padding)
-    spec.out_shape
+    shapes.check_elements(spec.y_shape, "output", op)
+    shapes.check_elements(spec.canonical().y_shape, "lowered input", op)
     return spec
 
 

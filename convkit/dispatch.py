@@ -36,7 +36,7 @@ from . import registry
 from .backend import KERNEL_OUTPUTS, KernelContext
 from .config import get_num_threads
 from .errors import (BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError,
-                     PluginError)
+                     OutOfMemoryError, PluginError)
 
 __all__ = ["set_backend", "get_backend_setting", "use_backend", "record", "DispatchEvent", "select", "run",
            "accepts_backend", "call_kernel", "strict_kernels"]
@@ -149,13 +149,17 @@ def accepts_backend(op):
     """
     @functools.wraps(op)
     def with_backend(*args, backend=None, **kwargs):
-        if backend is None:
-            return op(*args, **kwargs)
-        token = _per_call.set(_parse(backend, f"{op.__name__}(backend=)"))
+        token = None if backend is None else _per_call.set(_parse(backend, f"{op.__name__}(backend=)"))
         try:
             return op(*args, **kwargs)
+        except MemoryError as exc:
+            if isinstance(exc, OutOfMemoryError):
+                raise
+            raise OutOfMemoryError(f"{op.__name__}: {exc or 'out of memory'}; the problem does not fit in this "
+                                   f"machine's memory: use smaller sizes, less padding or a smaller batch") from None
         finally:
-            _per_call.reset(token)
+            if token is not None:
+                _per_call.reset(token)
 
     sig = inspect.signature(op)
     params = list(sig.parameters.values())

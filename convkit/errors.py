@@ -18,6 +18,7 @@ __all__ = [
     "BackendUnavailableError",
     "BackendDeclinedError",
     "PluginError",
+    "OutOfMemoryError",
 ]
 
 
@@ -55,3 +56,7 @@ class BackendDeclinedError(BackendError, NotImplementedError):
 
 class PluginError(ConvkitError, RuntimeError):
     """A backend plugin broke the kernel contract (wrong shape, dtype, ...)."""
+
+
+class OutOfMemoryError(ConvkitError, MemoryError):
+    """A problem needs more memory than this machine has (the message says how much was asked for)."""

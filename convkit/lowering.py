@@ -153,18 +153,35 @@ def canonical_spec(spec):
       (:func:`fit_spatial` crops them away).
     """
     if not hasattr(spec, "groups"):
-        return spec if spec.layout == "channels_first" else replace(spec, layout="channels_first")
-    if spec.op == "conv_transpose":
+        canon = spec if spec.layout == "channels_first" else replace(spec, layout="channels_first")
+    elif spec.op == "conv_transpose":
         pads = tuple((lo, max(hi - p, 0)) for (lo, hi), p in zip(spec.pads, spec.output_padding))
-        return replace(spec, op="conv", c_in=spec.c_out, c_out=spec.c_in, in_shape=spec.out_shape, pads=pads,
-                       output_padding=(0,) * spec.d, layout="channels_first", bias=False)
-    if spec.padding_mode != "zeros":
+        canon = replace(spec, op="conv", c_in=spec.c_out, c_out=spec.c_in, in_shape=spec.out_shape, pads=pads,
+                        output_padding=(0,) * spec.d, layout="channels_first", bias=False)
+    elif spec.padding_mode != "zeros":
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(spec.in_shape, spec.pads))
-        return replace(spec, in_shape=padded, pads=((0, 0),) * spec.d, padding_mode="zeros",
-                       layout="channels_first", flip=False)
-    if (spec.layout, spec.flip) == ("channels_first", False):
+        canon = replace(spec, in_shape=padded, pads=((0, 0),) * spec.d, padding_mode="zeros",
+                        layout="channels_first", flip=False)
+    elif (spec.layout, spec.flip) == ("channels_first", False):
+        canon = spec
+    else:
+        canon = replace(spec, layout="channels_first", flip=False)
+    return _clamp_stride(canon)
+
+
+def _clamp_stride(spec):
+    """A stride beyond the padded extent of its dim as that extent: the same single window.
+
+    Kernels then never size scratch by a stride of 2**31 for a 5-wide input;
+    the output shape is unchanged (one window either way, with or without
+    ``ceil_mode``).
+    """
+    extent = tuple(n + lo + hi for n, (lo, hi) in zip(spec.in_shape, spec.pads))
+    if all(s <= max(e, 1) for s, e in zip(spec.stride, extent)):
         return spec
-    return replace(spec, layout="channels_first", flip=False)
+    clamped = replace(spec, stride=tuple(min(s, max(e, 1)) for s, e in zip(spec.stride, extent)))
+    assert clamped.out_shape == spec.out_shape  # an invariant of the maths, not a check of user input
+    return clamped
 
 
 def fit_spatial(a: np.ndarray, spatial) -> np.ndarray:

@@ -58,6 +58,8 @@ def pool_spec(kind, x_shape, kernel_size, *, stride=None, padding=0, dilation=1,
         raise SpecError(f"{op}: ceil_mode must be True or False, got {ceil_mode!r}")
     if divisor_override is not None and (not shapes._is_int(divisor_override) or int(divisor_override) < 1):
         raise SpecError(f"{op}: divisor_override must be a positive int or None, got {divisor_override!r}")
+    if divisor_override is not None:
+        shapes.check_extent(int(divisor_override), "divisor_override", op)
     if kind == "lp":
         if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not (
                 math.isfinite(p) and p > 0):
@@ -66,6 +68,7 @@ def pool_spec(kind, x_shape, kernel_size, *, stride=None, padding=0, dilation=1,
                     pads=pads, ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad),
                     divisor_override=None if divisor_override is None else int(divisor_override),
                     p=p if kind == "lp" else None, dtype=str(np.dtype(dtype)), layout=data_format)
+    shapes.check_elements(spec.y_shape, "output", op)
     shapes.check_windows_overlap_input(spatial, kernel, stride, dilation, pads, spec.out_shape, op)
     return spec
 
@@ -218,11 +221,21 @@ def _check_like_output(a, spec, name, op):
     return ln.to_channels_first(a, spec.layout, a.dtype)
 
 
-def _check_indices(indices, spec, op):
-    idx = np.asarray(indices)
+def _as_indices(indices, op) -> np.ndarray:
+    """``indices`` as an integer array, or a convkit error saying why not."""
+    try:
+        idx = np.asarray(indices)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise SpecError(f"{op}: indices cannot be read as an integer array: {exc}; pass the indices "
+                        f"max_pool(..., return_indices=True) returned") from None
     if idx.dtype.kind not in "iu":
         raise SpecError(f"{op}: indices must be integers (as returned by max_pool(..., return_indices=True)), "
                         f"got dtype {idx.dtype}")
+    return idx
+
+
+def _check_indices(indices, spec, op):
+    idx = _as_indices(indices, op)
     idx = np.ascontiguousarray(_check_like_output(idx, spec, "indices", op), dtype=np.int64)
     _check_index_range(idx, shapes.prod(spec.in_shape), "(flattened spatial positions of the input)", op)
     return idx
@@ -291,22 +304,23 @@ def _unpool_setup(x, indices, kernel_size, stride, padding, output_size, data_fo
     pads = shapes.normalize_pads(padding, d, op)
     if output_size is None:
         out = shapes.unpool_output_shape(spatial, kernel, stride, pads, op)
+    elif shapes._is_int(output_size):  # one size for every spatial dim, as elsewhere
+        out = shapes.normalize_tuple(output_size, d, "output_size", op)
     else:
-        out = tuple(output_size)[-d:] if len(tuple(output_size)) in (d, d + 2) else None
-        if out is None:
+        sizes = tuple(output_size) if isinstance(output_size, (list, tuple)) else None
+        if sizes is None or len(sizes) not in (d, d + 2):
             raise SpecError(f"{op}: output_size must give the {d} spatial sizes (or the full shape), "
                             f"got {output_size!r}")
-        out = shapes.normalize_tuple(out, d, "output_size", op)
-    idx = np.asarray(indices)
-    if idx.dtype.kind not in "iu":
-        raise SpecError(f"{op}: indices must be integers, got dtype {idx.dtype}")
+        out = shapes.normalize_tuple(sizes[-d:], d, "output_size", op)
+    shapes.check_elements((n, c, *out), "output", op)
+    idx = _as_indices(indices, op)
     if idx.shape != x.shape:
         raise ShapeError(f"{op}: indices must have x's shape {x.shape}, got {idx.shape}")
     xc = ln.to_channels_first(x, data_format, x.dtype)
     ic = ln.to_channels_first(idx, data_format, np.int64)
     _check_index_range(ic, shapes.prod(out), f"for output spatial shape {out} (pass output_size= matching the "
                                              f"pooled input)", op)
-    return xc, ic.reshape(n * c, -1), (n, c, *out)
+    return xc, ic.reshape(n * c, shapes.prod(spatial)), (n, c, *out)
 
 
 @accepts_backend
@@ -340,12 +354,13 @@ def max_unpool_grad(grad_output, indices, kernel_size, *, stride=None, padding=0
     [[[6.0, 7.0]]]
     """
     op = "max_unpool_grad"
-    idx = np.asarray(indices)
+    idx = _as_indices(indices, op)
     g = ln.as_float(grad_output, "grad_output", op)
     xc, flat, shape = _unpool_setup(np.zeros(idx.shape, dtype=g.dtype), idx, kernel_size, stride, padding,
                                     output_size, data_format, op)
+    user = shape if data_format == "channels_first" else (shape[0], *shape[2:], shape[1])
+    if g.shape != user:
+        raise ShapeError(f"{op}: grad_output must have the unpooled shape {user} ({data_format}), got {g.shape}")
     gc = ln.to_channels_first(g, data_format, g.dtype)
-    if gc.shape != shape:
-        raise ShapeError(f"{op}: grad_output must have the unpooled shape {shape} (channels_first), got {gc.shape}")
-    out = np.take_along_axis(gc.reshape(shape[0] * shape[1], -1), flat, axis=1)
+    out = np.take_along_axis(gc.reshape(shape[0] * shape[1], shapes.prod(shape[2:])), flat, axis=1)
     return ln.from_channels_first(out.reshape(xc.shape), data_format)

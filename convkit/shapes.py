@@ -37,6 +37,29 @@ __all__ = [
 #: Padding strings accepted by every op (see docs/spec.md).
 PADDING_STRINGS = ("valid", "same", "same_lower", "full", "causal")
 
+#: The largest size, stride, dilation, padding or count any op accepts: far
+#: beyond any array that fits in memory, and small enough that every index
+#: computation of every backend stays inside int64.
+MAX_EXTENT = 2 ** 40
+#: The largest number of elements of any array of a problem.
+MAX_ELEMENTS = 2 ** 50
+
+
+def check_extent(value: int, name: str, op: str) -> int:
+    """``value`` if it is at most :data:`MAX_EXTENT`, else a :class:`SpecError` saying so."""
+    if value > MAX_EXTENT:
+        raise SpecError(f"{op}: {name} must be at most 2**40 ({MAX_EXTENT}), got {value}; no array that fits in "
+                        f"memory needs more")
+    return value
+
+
+def check_elements(shape, what: str, op: str) -> None:
+    """Raise if an array of ``shape`` would hold more than :data:`MAX_ELEMENTS` elements."""
+    n = math.prod(shape)
+    if n > MAX_ELEMENTS:
+        raise ShapeError(f"{op}: the {what} would have shape {tuple(shape)}, {n:.3g} elements; that does not fit "
+                         f"in memory (at most 2**50 elements); use smaller sizes or padding")
+
 
 def _is_int(v) -> bool:
     # Python and NumPy integers; bool is an int subclass but never a sensible size.
@@ -77,6 +100,7 @@ def normalize_tuple(value, d: int, name: str, op: str, *, minimum: int = 1) -> t
         if v < minimum:
             rule = "positive" if minimum == 1 else f">= {minimum}"
             raise SpecError(f"{op}: {name} must be {rule} in every dim, got {values}; use values >= {minimum}")
+        check_extent(v, name, op)
     return values
 
 
@@ -117,6 +141,9 @@ def normalize_pads(padding, d: int, op: str) -> tuple[tuple[int, int], ...]:
         raise bad(f"got {padding!r}")
     if any(v < 0 for pair in pads for v in pair):
         raise SpecError(f"{op}: padding must be non-negative, got {pads}; use 0 or more on each side")
+    for pair in pads:
+        for v in pair:
+            check_extent(v, "padding", op)
     return pads
 
 
@@ -234,21 +261,77 @@ def pool_output_shape(in_shape, kernel, stride, dilation, pads, ceil_mode: bool,
     return tuple(out)
 
 
+def _floor_sum(n: int, m: int, a: int, b: int) -> int:
+    """``sum(floor((a * i + b) / m) for i in range(n))`` in O(log) steps (any sign of ``a``, ``b``)."""
+    total = 0
+    if a < 0 or a >= m:
+        total += (a // m) * n * (n - 1) // 2
+        a %= m
+    if b < 0 or b >= m:
+        total += (b // m) * n
+        b %= m
+    while n > 0:  # the classic reduction: swap the roles of the axes
+        if a >= m:
+            total += (a // m) * n * (n - 1) // 2
+            a %= m
+        if b >= m:
+            total += (b // m) * n
+            b %= m
+        top = a * n + b
+        if top < m:
+            break
+        n, b, m, a = top // m, top % m, a, m
+    return total
+
+
+def windows_covering_only_padding(n: int, k: int, stride: int, dilation: int, lo: int, out: int) -> int:
+    """How many of ``out`` windows of one dim read no input element at all; closed form.
+
+    Window ``j`` reads positions ``j * stride - lo + t * dilation`` (``t < k``).
+    It misses the input ``[0, n)`` when it ends before it, starts after it,
+    or (dilation > n) its taps jump over it: the start's residue modulo the
+    dilation is at least ``n``. Counting the last case is a floor sum.
+
+    Examples
+    --------
+    >>> windows_covering_only_padding(4, 2, 2, 1, 0, 2), windows_covering_only_padding(4, 1, 1, 1, 2, 6)
+    (0, 2)
+    >>> windows_covering_only_padding(1, 2, 1, 3, 1, 2)  # taps at -1, 2 and 0, 3: the first misses
+    1
+    """
+    first_reach = (k - 1) * dilation  # window j touches nothing before start + first_reach < 0
+    # Windows with start + first_reach < 0 (all taps before the input).
+    before = min(out, max(0, -(-(lo - first_reach) // stride))) if lo > first_reach else 0
+    # Windows with start >= n (all taps after it).
+    first_after = max(0, -(-(n + lo) // stride))
+    after = max(0, out - first_after)
+    missing = before + after
+    if dilation > n:
+        # Windows starting in [-first_reach, 0): residue of the start modulo dilation >= n means no tap lands.
+        j0, j1 = before, min(out, first_after, -(-lo // stride))  # starts below 0, not already counted
+        count = j1 - j0
+        if count > 0:
+            a0 = j0 * stride - lo
+            # number with (a0 + i*stride) mod dilation >= n
+            hit = count + _floor_sum(count, dilation, stride, a0 - n) - _floor_sum(count, dilation, stride, a0)
+            missing += hit
+    return missing
+
+
 def check_windows_overlap_input(in_shape, kernel, stride, dilation, pads, out_shape, op: str = "pool") -> None:
-    """Raise if some pooling window holds no input element (only padding).
+    """Raise if some pooling window holds no input element (only padding); O(log) per dim.
 
     Such a window has no defined maximum and a zero divisor, so every pool
     requires each window to touch the input in every dim.
     """
     for i, (n, k, s, dl, (lo, _), o) in enumerate(zip(in_shape, kernel, stride, dilation, pads, out_shape)):
-        for j in range(o):
-            start = j * s - lo
-            if not any(0 <= start + t * dl < n for t in range(k)):
-                raise ShapeError(
-                    f"{op}: pooling window {j} of spatial dim {i} covers only padding "
-                    f"(input {n}, kernel {k}, stride {s}, dilation {dl}, padding {pads[i]}); "
-                    f"reduce the padding, e.g. at most kernel_size // 2 per side"
-                )
+        missing = windows_covering_only_padding(n, k, s, dl, lo, o)
+        if missing:
+            raise ShapeError(
+                f"{op}: {missing} of the {o} pooling windows of spatial dim {i} cover only padding "
+                f"(input {n}, kernel {k}, stride {s}, dilation {dl}, padding {pads[i]}); "
+                f"reduce the padding, e.g. at most kernel_size // 2 per side"
+            )
 
 
 def conv_transpose_output_shape(in_shape, kernel, stride, dilation, pads, output_padding, op: str = "conv_transpose") -> tuple[int, ...]:
@@ -313,7 +396,12 @@ def unpool_output_shape(in_shape, kernel, stride, pads, op: str = "max_unpool") 
     >>> unpool_output_shape((2, 2), (2, 2), (2, 2), ((0, 0), (0, 0)))
     (4, 4)
     """
-    return tuple((n - 1) * s - lo - hi + k for n, k, s, (lo, hi) in zip(in_shape, kernel, stride, pads))
+    out = tuple((n - 1) * s - lo - hi + k for n, k, s, (lo, hi) in zip(in_shape, kernel, stride, pads))
+    if any(o < 1 for o in out):
+        raise ShapeError(f"{op}: the unpooled shape would be {out} (input {tuple(in_shape)}, kernel {tuple(kernel)}, "
+                         f"stride {tuple(stride)}, padding {tuple(pads)}); pass output_size= with the pooled "
+                         f"input's spatial shape")
+    return out
 
 
 def prod(values) -> int:

@@ -621,7 +621,12 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
     /* Phase planes cost only the wasted columns ow in [OW, Wph): use them
      * when that is under ~3% of a row (long rows, 1-D), else tap planes. */
     const int64_t wph = ck_roundup(p->in[2] + p->pad_lo[2] + p->pad_hi[2], p->stride[2]) / p->stride[2];
-    if (p->out[0] == 1 && (wph - p->out[2]) * 32 <= wph)
+    /* ... and only while each stride fits in its padded extent: stride**d
+     * phase planes of a tiny input would be mostly empty scratch. */
+    int phases_fit = 1;
+    for (int i = 0; i < 3; i++)
+        phases_fit &= p->stride[i] <= p->in[i] + p->pad_lo[i] + p->pad_hi[i];
+    if (p->out[0] == 1 && phases_fit && (wph - p->out[2]) * 32 <= wph)
         err = FN(conv_fwd_phased)(p, d, x, Ap, mpad, bias, y, nt, &kn);
     else
         err = FN(conv_fwd_shifted)(p, d, x, Ap, mpad, bias, y, nt, &kn);
