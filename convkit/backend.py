@@ -133,6 +133,10 @@ class Capabilities:
         and lose the exactness check on integer inputs.
     threads
         Whether kernels run on several threads (``CONVKIT_NUM_THREADS``).
+    thread_invariant
+        Kernels whose results are bit-identical whatever the thread count. In
+        deterministic mode (``CONVKIT_DETERMINISTIC=1``) the others run on one
+        thread. Irrelevant without ``threads``.
     algorithm
         One line saying how the kernels compute.
     """
@@ -145,6 +149,7 @@ class Capabilities:
     error_bound_factor: float = 1.0
     nondirect: tuple = ()
     threads: bool = False
+    thread_invariant: frozenset = frozenset()
     algorithm: str = ""
 
     def as_dict(self) -> dict:
@@ -157,6 +162,7 @@ class Capabilities:
             "error_bound_factor": self.error_bound_factor,
             "nondirect": dict(self.nondirect),
             "threads": self.threads,
+            "thread_invariant": sorted(self.thread_invariant),
             "algorithm": self.algorithm,
         }
 

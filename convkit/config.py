@@ -1,8 +1,9 @@
-"""Process-wide settings: the thread count backends honour.
+"""Process-wide settings: the thread count backends honour, and deterministic mode.
 
 ``CONVKIT_NUM_THREADS`` (read at call time) or :func:`set_num_threads` sets
 how many threads a backend kernel may use; the default is every core this
-process may run on.
+process may run on. ``CONVKIT_DETERMINISTIC=1`` or :func:`set_deterministic`
+makes every result bit-identical whatever the thread count (docs/spec.md).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import threading
 
 from .errors import SpecError
 
-__all__ = ["get_num_threads", "set_num_threads"]
+__all__ = ["get_num_threads", "set_num_threads", "get_deterministic", "set_deterministic"]
 
 _lock = threading.Lock()
 _num_threads: int | None = None
+_deterministic: bool | None = None
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 def _cpu_count() -> int:
@@ -63,3 +66,34 @@ def set_num_threads(n: int | None) -> None:
     global _num_threads
     with _lock:
         _num_threads = None if n is None else _parse(n, "set_num_threads(n)")
+
+
+def get_deterministic() -> bool:
+    """Whether results must not depend on the thread count: :func:`set_deterministic`, else ``CONVKIT_DETERMINISTIC``.
+
+    Examples
+    --------
+    >>> set_deterministic(True); get_deterministic()
+    True
+    >>> set_deterministic(None)
+    """
+    if _deterministic is not None:
+        return _deterministic
+    env = os.environ.get("CONVKIT_DETERMINISTIC", "").strip().lower()
+    if env in _TRUE:
+        return True
+    if env in _FALSE:
+        return False
+    raise SpecError(f"CONVKIT_DETERMINISTIC must be 1 or 0, got {env!r}")
+
+
+def set_deterministic(flag: bool | None) -> None:
+    """Deterministic mode for every backend: a kernel whose result depends on its thread count runs on one thread.
+
+    ``None`` returns to the environment (``CONVKIT_DETERMINISTIC``, default off).
+    """
+    global _deterministic
+    if flag is not None and not isinstance(flag, bool):
+        raise SpecError(f"set_deterministic takes True, False or None, got {flag!r}")
+    with _lock:
+        _deterministic = flag

@@ -34,7 +34,9 @@ import numpy as np
 
 from . import registry
 from .backend import KERNEL_OUTPUTS, KernelContext
-from .config import get_num_threads
+from .config import get_deterministic, get_num_threads
+from .interrupt import FLAG as CANCEL
+from .interrupt import cancellable
 from .errors import (BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError,
                      OutOfMemoryError, PluginError)
 
@@ -312,7 +314,7 @@ def _execute(kernel, spec, with_indices, inputs, backend):
         _answer_empty(kernel, out, ind, inputs.get("bias"))
     else:
         backend = backend or _choose(kernel, spec)
-        ctx = KernelContext(kernel, spec, out, ind, get_num_threads())
+        ctx = KernelContext(kernel, spec, out, ind, _threads_for(backend, kernel))
         if _strict.get():
             _call_strict(backend, ctx, inputs)
         else:
@@ -320,12 +322,25 @@ def _execute(kernel, spec, with_indices, inputs, backend):
     return (out, ind) if kernel == "pool_forward" else out
 
 
+def _threads_for(backend, kernel: str) -> int:
+    """The thread count, or 1 in deterministic mode for a kernel whose result depends on it."""
+    n = get_num_threads()
+    if n > 1 and get_deterministic():
+        caps = backend.capabilities
+        if caps.threads and kernel not in caps.thread_invariant:
+            return 1
+    return n
+
+
 def _call(backend, ctx, inputs) -> None:
     try:
-        result = getattr(backend, ctx.kernel)(ctx, **inputs)
+        with cancellable(ctx.spec.flops):
+            result = getattr(backend, ctx.kernel)(ctx, **inputs)
     except MemoryError:
         raise
     except Exception as exc:
+        if CANCEL[0]:  # the kernel stopped early for Ctrl-C: that is the error, not the backend's
+            raise KeyboardInterrupt from None
         raise PluginError(f"backend {backend.name!r} kernel {ctx.kernel} failed on {ctx.spec}: "
                           f"{type(exc).__name__}: {exc}") from exc
     if result is not None:

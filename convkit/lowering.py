@@ -176,10 +176,12 @@ def _clamp_stride(spec):
     the output shape is unchanged (one window either way, with or without
     ``ceil_mode``).
     """
-    extent = tuple(n + lo + hi for n, (lo, hi) in zip(spec.in_shape, spec.pads))
-    if all(s <= max(e, 1) for s, e in zip(spec.stride, extent)):
+    # Past max(padded extent, dilated kernel) a stride only ever leaves room for one window.
+    bound = tuple(max(n + lo + hi, dl * (k - 1) + 1, 1)
+                  for n, (lo, hi), k, dl in zip(spec.in_shape, spec.pads, spec.kernel, spec.dilation))
+    if all(s <= b for s, b in zip(spec.stride, bound)):
         return spec
-    clamped = replace(spec, stride=tuple(min(s, max(e, 1)) for s, e in zip(spec.stride, extent)))
+    clamped = replace(spec, stride=tuple(min(s, b) for s, b in zip(spec.stride, bound)))
     assert clamped.out_shape == spec.out_shape  # an invariant of the maths, not a check of user input
     return clamped
 

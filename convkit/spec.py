@@ -147,7 +147,7 @@ class ConvSpec:
     def y_shape(self) -> tuple:
         return (self.n, self.c_out, *self.out_shape)
 
-    @property
+    @cached_property
     def flops(self) -> int:
         """Multiply-adds x 2 of the direct algorithm (forward)."""
         spatial = shapes.prod(self.out_shape if self.op == "conv" else self.in_shape)
@@ -281,7 +281,7 @@ class PoolSpec:
     def y_shape(self) -> tuple:
         return (self.n, self.c, *self.out_shape)
 
-    @property
+    @cached_property
     def flops(self) -> int:
         """One operation per window element."""
         return shapes.prod(self.y_shape) * shapes.prod(self.kernel)

@@ -435,6 +435,7 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
     const int64_t msz = (mblocks + msplit - 1) / msplit * kn->mr, tasks = jobs * ntile * msplit;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, tasks))
     for (int64_t t = 0; t < tasks; t++) {
+        if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
         const int64_t ms = t % msplit, tile = (t / msplit) % ntile, job = t / (msplit * ntile);
         const int64_t od = job % OD, g = (job / OD) % d->G, n = job / (OD * d->G);
         const int64_t q0 = tile * width, qn = ck_min(width, Q - q0);
@@ -531,6 +532,7 @@ static int FN(conv_fwd_phased)(const ck_conv_params *p, const ck_conv_dims *d, c
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < tasks; t++) {
+            if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
             const int64_t n = t / (d->G * tl.ntile), g = (t / tl.ntile) % d->G;
             const int64_t q0 = (t % tl.ntile) * tl.width, qn = ck_min(tl.width, Q - q0);
             if (qn <= 0 || !ct)
@@ -587,6 +589,7 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
             }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < tasks; t++) {
+                if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
                 const int64_t n = t / d->G, g = t % d->G;
                 if (!xp)
                     continue;
@@ -801,8 +804,10 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
     if (ck_conv_use_direct(d)) {
         const int64_t tasks = p->n * p->c_in;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, tasks))
-        for (int64_t t = 0; t < tasks; t++)
+        for (int64_t t = 0; t < tasks; t++) {
+            if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
             FN(conv_bwi_direct_plane)(p, d, gy, w, gx, t / p->c_in, t % p->c_in);
+        }
         return err;
     }
     /* As a forward conv its output channels are our cig: worth it when they
@@ -838,6 +843,7 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < tasks; t++) {
+            if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
             const int64_t n = t / (d->G * nblk), g = (t / nblk) % d->G;
             const int64_t ic0 = (t % nblk) * bsz, ic1 = ck_min(d->cig, ic0 + bsz);
             const int64_t r0 = ic0 * d->KK, r1 = ic1 * d->KK;
@@ -888,6 +894,7 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
             }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t g = 0; g < d->G; g++) {
+                if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
                 if (!xp)
                     continue;
                 for (int64_t n = 0; n < p->n; n++) {
@@ -919,6 +926,7 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
         memset(gw, 0, (size_t)wlen * sizeof(T));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, d->G * chunks))
         for (int64_t t = 0; t < d->G * chunks; t++) {
+            if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
             const int64_t g = t / chunks, r0 = (t % chunks) * per * dk.nj;
             const int64_t r1 = ck_min(d->Kc, r0 + per * dk.nj);
             T *ag = gw + g * d->cog * d->Kc;
@@ -964,6 +972,7 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
         T *acc = tid == 0 ? gw : priv + (int64_t)(tid - 1) * wlen;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tasks; t++) {
+            if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
             const int64_t tile = t % tl.ntile, od = (t / tl.ntile) % OD;
             const int64_t g = (t / (tl.ntile * OD)) % d->G, n = t / (tl.ntile * OD * d->G);
             const int64_t q0 = tile * tl.width, qn = ck_min(tl.width, Q - q0);

@@ -16,6 +16,11 @@
 
 #include "convkit.h"
 
+/* The cancellation flag (convkit.interrupt.FLAG), read by every kernel between tiles. */
+static const volatile int32_t ck_never_cancelled = 0;
+static const volatile int32_t *ck_cancel_flag = &ck_never_cancelled;
+#define CK_CANCELLED() (*ck_cancel_flag != 0)
+
 /* Multiversion the hot loops so one portable binary uses AVX2/AVX-512 where
  * the CPU has them (no -march=native at build time). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CK_NO_CLONES)

@@ -344,7 +344,7 @@ static int FN(pool_forward_impl)(const ck_pool_params *p, const ck_pool_dims *d,
         }
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < planes; t++)
-            if (p->kind == CK_POOL_MAX || acc)
+            if ((p->kind == CK_POOL_MAX || acc) && !CK_CANCELLED())
                 FN(pool_fwd_plane)(p, x + t * d->X, y + t * d->P, ind ? ind + t * d->P : NULL, dtab, acc);
         ck_free(acc);
     }
@@ -435,6 +435,8 @@ static int FN(pool_backward_impl)(const ck_pool_params *p, const ck_pool_dims *d
         }
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < planes; t++) {
+            if (CK_CANCELLED())
+                continue;
             T *gxp = gx + t * d->X;
             const T *gyp = gy + t * d->P;
             if (p->kind == CK_POOL_AVG) {

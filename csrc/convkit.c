@@ -205,6 +205,12 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
 #undef T
 #undef SFX
 
+/* A kernel that stopped for the cancellation flag must not report success. */
+static int ck_finish(int rc)
+{
+    return rc == CK_OK && CK_CANCELLED() ? CK_ERR_CANCELLED : rc;
+}
+
 /* ---- exported entry points ------------------------------------------------- */
 
 #define CK_TRY(expr)          \
@@ -230,7 +236,7 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
             CK_TRY(ck_check_buf(bias, bias_len, p->c_out));                                       \
         if (yl == 0)                                                                              \
             return CK_OK;                                                                         \
-        return conv_forward_impl_##SFX(p, &d, x, w, bias, y, nthreads);                     \
+        return ck_finish(conv_forward_impl_##SFX(p, &d, x, w, bias, y, nthreads));                     \
     }                                                                                             \
     int ck_conv_backward_input_##SFX(const ck_conv_params *p, const T *gy, int64_t gy_len,        \
                                      const T *w, int64_t w_len, T *gx, int64_t gx_len,            \
@@ -245,7 +251,7 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
         CK_TRY(ck_check_buf(gx, gx_len, xl));                                                     \
         if (xl == 0)                                                                              \
             return CK_OK;                                                                         \
-        return conv_backward_input_impl_##SFX(p, &d, gy, w, gx, nthreads);                  \
+        return ck_finish(conv_backward_input_impl_##SFX(p, &d, gy, w, gx, nthreads));                  \
     }                                                                                             \
     int ck_conv_backward_weight_##SFX(const ck_conv_params *p, const T *gy, int64_t gy_len,       \
                                       const T *x, int64_t x_len, T *gw, int64_t gw_len,           \
@@ -264,7 +270,7 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
             memset(gw, 0, (size_t)wl * sizeof(T));                                                \
             return CK_OK;                                                                         \
         }                                                                                         \
-        return conv_backward_weight_impl_##SFX(p, &d, gy, x, gw, nthreads);                 \
+        return ck_finish(conv_backward_weight_impl_##SFX(p, &d, gy, x, gw, nthreads));                 \
     }                                                                                             \
     int ck_pool_forward_##SFX(const ck_pool_params *p, const T *x, int64_t x_len, T *y,          \
                               int64_t y_len, int64_t *ind, int64_t ind_len, int nthreads)         \
@@ -282,7 +288,7 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
         if (!rc && (ind || ind_len))                                                              \
             rc = p->kind != CK_POOL_MAX ? CK_ERR_PARAM : ck_check_buf(ind, ind_len, yl);          \
         if (!rc && yl > 0)                                                                        \
-            rc = pool_forward_impl_##SFX(p, &d, x, y, ind, nthreads);                             \
+            rc = ck_finish(pool_forward_impl_##SFX(p, &d, x, y, ind, nthreads));                             \
         ck_pool_dims_free(&d);                                                                    \
         return rc;                                                                                \
     }                                                                                             \
@@ -307,13 +313,18 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
         if (!rc && p->kind == CK_POOL_LP)                                                         \
             rc = ck_check_buf(y, y_len, yl);                                                      \
         if (!rc && xl > 0)                                                                        \
-            rc = pool_backward_impl_##SFX(p, &d, gy, x, y, ind, gx, nthreads);                    \
+            rc = ck_finish(pool_backward_impl_##SFX(p, &d, gy, x, y, ind, gx, nthreads));                  \
         ck_pool_dims_free(&d);                                                                    \
         return rc;                                                                                \
     }
 
 CK_DEFINE_ENTRY_POINTS(float, f32)
 CK_DEFINE_ENTRY_POINTS(double, f64)
+
+void ck_set_cancel_flag(const int32_t *flag)
+{
+    ck_cancel_flag = flag ? (const volatile int32_t *)flag : &ck_never_cancelled;
+}
 
 const char *ck_strerror(int code)
 {
@@ -325,6 +336,7 @@ const char *ck_strerror(int code)
     case CK_ERR_NOMEM: return "out of memory for scratch buffers";
     case CK_ERR_INDEX: return "a max-pool index lies outside its (n, c) plane";
     case CK_ERR_OVERFLOW: return "a size product overflows int64";
+    case CK_ERR_CANCELLED: return "cancelled (Ctrl-C)";
     default: return "unknown error";
     }
 }

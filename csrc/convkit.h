@@ -25,7 +25,8 @@ enum {
     CK_ERR_LENGTH = 3,    /* a buffer length does not match the params */
     CK_ERR_NOMEM = 4,     /* scratch allocation failed */
     CK_ERR_INDEX = 5,     /* a max-pool index lies outside its plane */
-    CK_ERR_OVERFLOW = 6   /* a size product overflows int64 */
+    CK_ERR_OVERFLOW = 6,  /* a size product overflows int64 */
+    CK_ERR_CANCELLED = 7  /* the cancellation flag was raised (Ctrl-C): outputs are incomplete */
 };
 
 enum { CK_POOL_MAX = 0, CK_POOL_AVG = 1, CK_POOL_LP = 2 };
@@ -52,6 +53,9 @@ typedef struct {
 } ck_pool_params;
 
 const char *ck_strerror(int code);
+/* Kernels poll *flag between tiles and stop early (CK_ERR_CANCELLED) when it
+ * is non-zero; NULL restores a flag that is never raised. */
+void ck_set_cancel_flag(const int32_t *flag);
 const char *ck_build_info(void);
 
 /* y = conv(x, w) + bias; bias may be NULL (bias_len 0). */

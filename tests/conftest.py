@@ -14,9 +14,11 @@ from convkit import registry
 def _clean_backend_settings(monkeypatch):
     monkeypatch.delenv("CONVKIT_BACKEND", raising=False)
     monkeypatch.delenv("CONVKIT_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CONVKIT_DETERMINISTIC", raising=False)
     yield
     convkit.set_backend(None)
     convkit.set_num_threads(None)
+    convkit.set_deterministic(None)
 
 
 @pytest.fixture

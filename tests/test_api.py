@@ -218,3 +218,30 @@ def test_empty_problems_are_answered_by_the_core():
         e = convkit.conv(np.zeros((1, 1, 0)), np.ones((1, 1, 1)), padding=1, backend="c")
     assert events == [] and y.shape == (0, 3, 3) and e.tolist() == [[[0.0, 0.0]]]
     np.testing.assert_array_equal(z, np.broadcast_to(np.arange(3.0)[None, :, None], (1, 3, 3)))
+
+
+def test_deterministic_mode_gives_the_same_bits_on_any_thread_count(monkeypatch):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, 17, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((33, 17, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((9, 33, 10, 10)).astype(np.float32)
+
+    def weight_grads():
+        out = []
+        for n in (1, 2, 3):
+            convkit.set_num_threads(n)
+            out.append(convkit.conv_grad(gy, x, w, wrt="weight", backend="c").weight)
+        convkit.set_num_threads(None)
+        return out
+
+    free = weight_grads()
+    assert any(g.tobytes() != free[0].tobytes() for g in free[1:])  # the reason the mode exists
+    monkeypatch.setenv("CONVKIT_DETERMINISTIC", "1")
+    fixed = weight_grads()
+    assert all(g.tobytes() == fixed[0].tobytes() for g in fixed[1:]) and convkit.get_deterministic()
+    convkit.set_deterministic(False)
+    assert not convkit.get_deterministic()
+    convkit.set_deterministic(None)
+    monkeypatch.setenv("CONVKIT_DETERMINISTIC", "maybe")
+    with pytest.raises(convkit.SpecError, match="CONVKIT_DETERMINISTIC must be 1 or 0"):
+        convkit.get_deterministic()

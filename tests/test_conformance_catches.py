@@ -152,7 +152,20 @@ class WrongAvgBackward(Wrapper):
             ctx.out[...] *= 1.01
 
 
-BROKEN = {cls.name: cls for cls in (DropsTileRemainder, FloatRunningSum, IgnoresNaN, ReusesOutput, WritesInput,
+from convkit_backends.c.backend import CBackend  # noqa: E402
+
+
+class ClaimsThreadInvariance(CBackend):
+    """The c kernels, claiming that the weight gradient does not depend on the thread count (it does)."""
+
+    name = "claims-invariant"
+    priority = -10
+    capabilities = CBackend.capabilities.__class__(**{
+        **CBackend.capabilities.__dict__, "thread_invariant": CBackend.capabilities.thread_invariant
+        | {"conv_backward_weight"}})
+
+
+BROKEN = {cls.name: cls for cls in (ClaimsThreadInvariance, DropsTileRemainder, FloatRunningSum, IgnoresNaN, ReusesOutput, WritesInput,
                                     SkipsLastElement, HidesBehindFactor, InexactOnIntegers,
                                     DivisorOverrideSometimes, WrongAvgBackward)}
 
@@ -182,6 +195,7 @@ CLASSES = [
     ("inexact-ints", ["conv"], None, "differs from the reference (exact)"),
     ("divisor-sometimes", ["avg_pool"], "avg_pool/divisor", "differs from the reference"),
     ("wrong-avg-backward", ["avg_pool"], "avg_pool/gradients", "finite differences"),
+    ("claims-invariant", ["conv_grad"], "conv_grad/large", "deterministic mode: weight differs"),
 ]
 
 

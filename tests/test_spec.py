@@ -79,3 +79,23 @@ def test_flops_formula():
 def test_bad_descriptors(bad, match):
     with pytest.raises(SpecError, match=match):
         parse_descriptor(bad)
+
+
+def test_strides_past_the_extent_are_clamped_without_changing_the_windows():
+    # A stride of 2**40 on a 5-wide input is one window: kernels get a stride they can size scratch by.
+    import itertools
+
+    from convkit.errors import ShapeError
+    from convkit.spec import PoolSpec
+
+    for n, k, s, dl, lo, hi, ceil in itertools.product(range(1, 6), range(1, 4), (1, 2, 5, 9, 2 ** 40), (1, 2),
+                                                       range(3), range(3), (False, True)):
+        try:
+            spec = PoolSpec(kind="max", n=1, c=1, in_shape=(n,), kernel=(k,), stride=(s,), dilation=(dl,),
+                            pads=((lo, hi),), ceil_mode=ceil)
+            out = spec.out_shape
+        except ShapeError:
+            continue
+        canon = spec.canonical()
+        assert canon.out_shape == out and canon.stride[0] <= max(n + lo + hi, dl * (k - 1) + 1)
+    assert parse_descriptor("conv1d_n1_c1_o1_i5_k3_s1099511627776").canonical().stride == (5,)

@@ -28,6 +28,7 @@ import numpy as np
 from convkit.backend import Backend, Capabilities
 from convkit.config import get_num_threads
 from convkit.errors import PluginError
+from convkit.interrupt import FLAG as CANCEL
 
 __all__ = ["CBackend", "CKernelError", "load", "build_info", "conv_params", "pool_params", "raw_call"]
 
@@ -90,6 +91,8 @@ def load():
             mod = _state.get("module")
             if mod is None:
                 mod = _import_module()
+                # Kernels poll the core's Ctrl-C flag between tiles (convkit.interrupt).
+                mod.lib.ck_set_cancel_flag(mod.ffi.cast("int32_t *", CANCEL.ctypes.data))
                 _state["module"] = mod
     return mod.ffi, mod.lib
 
@@ -209,6 +212,8 @@ class CBackend(Backend):
         dilation=True,
         pool_kinds=frozenset({"max", "avg", "lp"}),
         threads=True,
+        # The weight gradient splits its reductions by thread: its last bits follow the thread count.
+        thread_invariant=frozenset({"conv_forward", "conv_backward_input", "pool_forward", "pool_backward"}),
         algorithm="C/OpenMP: GEMM micro-kernels (AVX-512/AVX2/portable) reading tap planes of the input "
                   "in place; direct loops for depthwise/tiny channels and pools",
     )

@@ -209,6 +209,8 @@ def check_case(name: str, case, cache: dict | None = None) -> Outcome:
             problem = f"result {key} changed when the op was called again (a reused output buffer?)"
         if problem is None and not _same_bits(again[key], value):
             problem = f"a second call gave another {key} (results must be bit-identical at a fixed thread count)"
+    if problem is None and case.feature == "large":
+        problem = _thread_count_problem(case, arrays, name, first)
     if problem:
         return Outcome(case, name, "failed", problem, kernels=kernels)
     factor, exact, refusal = tolerance.effective_factor(backend.capabilities,
@@ -232,6 +234,27 @@ def check_case(name: str, case, cache: dict | None = None) -> Outcome:
             return Outcome(case, name, "failed", f"{out} differs from the reference ({tolerance.rule(case, out)})",
                            err, allow, out, kernels)
     return Outcome(case, name, "passed", kernels=kernels)
+
+
+def _thread_count_problem(case, arrays, name, reference_bits) -> str | None:
+    """Deterministic mode: the same bits on 1 and 3 threads (the size classes are big enough to split)."""
+    from .. import config
+
+    saved = config._num_threads, config._deterministic
+    try:
+        config.set_deterministic(True)
+        runs = {}
+        for n in (1, 3):
+            config.set_num_threads(n)
+            with np.errstate(all="ignore"):
+                runs[n] = execute(case, arrays, [name, "numpy"])
+    finally:
+        config._num_threads, config._deterministic = saved
+    for key in reference_bits:
+        if not _same_bits(runs[1][key], runs[3][key]):
+            return (f"deterministic mode: {key} differs between 1 and 3 threads (a kernel whose result depends "
+                    f"on its thread count must leave it out of Capabilities.thread_invariant)")
+    return None
 
 
 #: Allowed ``max_rel_error`` of a gradient against central differences (float64, h = 1e-6).

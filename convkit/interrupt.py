@@ -1,0 +1,85 @@
+"""Ctrl-C during a long kernel: one process-wide cancellation flag that compiled kernels poll.
+
+A kernel that releases the GIL keeps Python's SIGINT handler from running
+until it returns. So while a long kernel runs in the main thread, the core
+points Python's signal wakeup fd (:func:`signal.set_wakeup_fd`) at a pipe: on
+Ctrl-C, CPython's C-level handler writes to it even though the main thread
+is inside the kernel, and a watcher thread (which can take the released GIL)
+sets :data:`FLAG`. Kernels poll ``FLAG[0]`` between tiles and return early;
+Python's own handler then raises ``KeyboardInterrupt`` as the call returns
+(the core raises it itself if a custom handler did not).
+
+Backends read the flag through its address (``FLAG.ctypes.data``, an
+``int32``) or the array itself; it is non-zero once a cancellation was asked
+for. Ctrl-C cancels every kernel running in the process at that moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+
+import numpy as np
+
+__all__ = ["FLAG", "cancellable", "MIN_FLOPS"]
+
+#: Non-zero while a cancellation is pending. Its address never changes.
+FLAG = np.zeros(1, dtype=np.int32)
+
+#: Kernels below this many FLOPs finish within ~100 ms anyway: no arming for them.
+MIN_FLOPS = 2 * 10 ** 7
+
+_lock = threading.Lock()
+_pipe: tuple | None = None
+
+
+def _watch(read_fd: int) -> None:
+    while True:
+        try:
+            data = os.read(read_fd, 64)
+        except OSError:
+            return
+        if not data:
+            return
+        if signal.SIGINT in data:
+            FLAG[0] = 1
+
+
+def _wakeup_pipe() -> int:
+    global _pipe
+    with _lock:
+        if _pipe is None:
+            r, w = os.pipe()
+            os.set_blocking(w, False)  # CPython's handler must never block on it
+            threading.Thread(target=_watch, args=(r,), name="convkit-sigint", daemon=True).start()
+            _pipe = (r, w)
+        return _pipe[1]
+
+
+@contextlib.contextmanager
+def cancellable(flops: int):
+    """Arm Ctrl-C for a kernel call (main thread, default SIGINT handler, large problems only).
+
+    Resets :data:`FLAG` first; after the call, raises ``KeyboardInterrupt``
+    if a cancellation came in and Python's handler did not raise it.
+    """
+    armed = (flops >= MIN_FLOPS and threading.current_thread() is threading.main_thread()
+             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    FLAG[0] = 0
+    if not armed:
+        yield
+        return
+    try:
+        old = signal.set_wakeup_fd(_wakeup_pipe(), warn_on_full_buffer=False)
+    except ValueError:  # not the main interpreter's main thread after all
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old)
+    if FLAG[0]:
+        FLAG[0] = 0
+        raise KeyboardInterrupt
