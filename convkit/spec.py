@@ -294,8 +294,8 @@ class PoolSpec:
         return Geometry(self)
 
     def canonical(self) -> "PoolSpec":
-        """Exactly the problem a kernel receives: channels_first."""
-        return self if self.layout == "channels_first" else self._canonical
+        """Exactly the problem a kernel receives (:func:`convkit.lowering.canonical_spec`)."""
+        return self._canonical
 
     @cached_property
     def _canonical(self) -> "PoolSpec":
