@@ -179,8 +179,11 @@ def pool_forward(x, spec, return_indices):
         idx = _flat_indices(tap, spec) if return_indices else None
         return m.astype(spec.dtype), idx
     if spec.kind == "avg":
-        win = _windows(_pad(x, spec, 0.0), spec)
-        y = win.sum(axis=tuple(range(-spec.d, 0))) / _avg_divisor(spec)
+        # Without pads or overhang the windows are views of x itself: no float64 copy of a huge
+        # input, and numpy still sums pairwise in float64.
+        unpadded = _padded_extent(spec) == spec.in_shape
+        win = _windows(x if unpadded else _pad(x, spec, 0.0), spec)
+        y = win.sum(axis=tuple(range(-spec.d, 0)), dtype=np.float64) / _avg_divisor(spec)
         return y.astype(spec.dtype), None
     return _lp_out(x, spec).astype(spec.dtype), None
 
