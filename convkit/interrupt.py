@@ -11,7 +11,9 @@ Python's own handler then raises ``KeyboardInterrupt`` as the call returns
 
 Backends read the flag through its address (``FLAG.ctypes.data``, an
 ``int32``) or the array itself; it is non-zero once a cancellation was asked
-for. Ctrl-C cancels every kernel running in the process at that moment.
+for. A backend with a flag of its own registers a setter with
+:func:`on_cancel` instead. Ctrl-C cancels every kernel running in the
+process at that moment.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["FLAG", "cancellable", "MIN_FLOPS"]
+__all__ = ["FLAG", "cancellable", "on_cancel", "MIN_FLOPS"]
 
 #: Non-zero while a cancellation is pending. Its address never changes.
 FLAG = np.zeros(1, dtype=np.int32)
@@ -33,6 +35,20 @@ MIN_FLOPS = 2 * 10 ** 7
 
 _lock = threading.Lock()
 _pipe: tuple | None = None
+_setters: list = []
+
+
+def on_cancel(setter) -> None:
+    """Register ``setter(bool)``: called with ``True`` on Ctrl-C during a kernel, ``False`` before each armed call."""
+    with _lock:
+        if setter not in _setters:
+            _setters.append(setter)
+
+
+def _set(value: bool) -> None:
+    FLAG[0] = 1 if value else 0
+    for setter in list(_setters):
+        setter(value)
 
 
 def _watch(read_fd: int) -> None:
@@ -44,7 +60,7 @@ def _watch(read_fd: int) -> None:
         if not data:
             return
         if signal.SIGINT in data:
-            FLAG[0] = 1
+            _set(True)
 
 
 def _wakeup_pipe() -> int:
@@ -67,10 +83,11 @@ def cancellable(flops: int):
     """
     armed = (flops >= MIN_FLOPS and threading.current_thread() is threading.main_thread()
              and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-    FLAG[0] = 0
     if not armed:
+        FLAG[0] = 0
         yield
         return
+    _set(False)
     try:
         old = signal.set_wakeup_fd(_wakeup_pipe(), warn_on_full_buffer=False)
     except ValueError:  # not the main interpreter's main thread after all
@@ -81,5 +98,5 @@ def cancellable(flops: int):
     finally:
         signal.set_wakeup_fd(old)
     if FLAG[0]:
-        FLAG[0] = 0
+        _set(False)
         raise KeyboardInterrupt
