@@ -36,6 +36,7 @@ MIN_FLOPS = 2 * 10 ** 7
 _lock = threading.Lock()
 _pipe: tuple | None = None
 _setters: list = []
+_active = 0  # armed calls under way; a signal byte read after they end is stale
 
 
 def on_cancel(setter) -> None:
@@ -59,7 +60,7 @@ def _watch(read_fd: int) -> None:
             return
         if not data:
             return
-        if signal.SIGINT in data:
+        if signal.SIGINT in data and _active:
             _set(True)
 
 
@@ -83,20 +84,22 @@ def cancellable(flops: int):
     """
     armed = (flops >= MIN_FLOPS and threading.current_thread() is threading.main_thread()
              and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-    if not armed:
-        FLAG[0] = 0
+    if not armed:  # never clears the flag: an armed kernel of the main thread may be reading it
         yield
         return
-    _set(False)
+    global _active
     try:
         old = signal.set_wakeup_fd(_wakeup_pipe(), warn_on_full_buffer=False)
     except ValueError:  # not the main interpreter's main thread after all
         yield
         return
+    _active += 1  # the main thread only: no other thread arms
     try:
         yield
     finally:
         signal.set_wakeup_fd(old)
-    if FLAG[0]:
+        _active -= 1
+        cancelled = bool(FLAG[0])
         _set(False)
+    if cancelled:
         raise KeyboardInterrupt
