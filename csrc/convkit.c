@@ -205,6 +205,18 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
 #undef T
 #undef SFX
 
+/* Whether every element is finite (x - x is 0 only for finite x); vectorizes. */
+#define CK_DEFINE_ALL_FINITE(T, SFX)                                \
+    static int ck_all_finite_##SFX(const T *a, int64_t n)           \
+    {                                                               \
+        T acc = 0;                                                  \
+        for (int64_t i = 0; i < n; i++)                             \
+            acc += a[i] - a[i];                                     \
+        return acc == 0;                                            \
+    }
+CK_DEFINE_ALL_FINITE(float, f32)
+CK_DEFINE_ALL_FINITE(double, f64)
+
 /* A kernel that stopped for the cancellation flag must not report success. */
 static int ck_finish(int rc)
 {
@@ -236,6 +248,8 @@ static int ck_finish(int rc)
             CK_TRY(ck_check_buf(bias, bias_len, p->c_out));                                       \
         if (yl == 0)                                                                              \
             return CK_OK;                                                                         \
+        if (!ck_all_finite_##SFX(w, wl))                                                   \
+            return CK_ERR_NONFINITE;                                                              \
         return ck_finish(conv_forward_impl_##SFX(p, &d, x, w, bias, y, nthreads));                     \
     }                                                                                             \
     int ck_conv_backward_input_##SFX(const ck_conv_params *p, const T *gy, int64_t gy_len,        \
@@ -251,6 +265,8 @@ static int ck_finish(int rc)
         CK_TRY(ck_check_buf(gx, gx_len, xl));                                                     \
         if (xl == 0)                                                                              \
             return CK_OK;                                                                         \
+        if (!ck_all_finite_##SFX(w, wl))                                                   \
+            return CK_ERR_NONFINITE;                                                              \
         return ck_finish(conv_backward_input_impl_##SFX(p, &d, gy, w, gx, nthreads));                  \
     }                                                                                             \
     int ck_conv_backward_weight_##SFX(const ck_conv_params *p, const T *gy, int64_t gy_len,       \
@@ -270,7 +286,10 @@ static int ck_finish(int rc)
             memset(gw, 0, (size_t)wl * sizeof(T));                                                \
             return CK_OK;                                                                         \
         }                                                                                         \
-        return ck_finish(conv_backward_weight_impl_##SFX(p, &d, gy, x, gw, nthreads));                 \
+        int rc_ = ck_finish(conv_backward_weight_impl_##SFX(p, &d, gy, x, gw, nthreads));               \
+        if (rc_ == CK_OK && !ck_all_finite_##SFX(gw, wl) && !ck_all_finite_##SFX(gy, yl))                  \
+            return CK_ERR_NONFINITE;                                                              \
+        return rc_;                 \
     }                                                                                             \
     int ck_pool_forward_##SFX(const ck_pool_params *p, const T *x, int64_t x_len, T *y,          \
                               int64_t y_len, int64_t *ind, int64_t ind_len, int nthreads)         \
@@ -337,6 +356,7 @@ const char *ck_strerror(int code)
     case CK_ERR_INDEX: return "a max-pool index lies outside its (n, c) plane";
     case CK_ERR_OVERFLOW: return "a size product overflows int64";
     case CK_ERR_CANCELLED: return "cancelled (Ctrl-C)";
+    case CK_ERR_NONFINITE: return "non-finite values next to the zero padding: needs the tap-by-tap path";
     default: return "unknown error";
     }
 }

@@ -26,7 +26,11 @@ enum {
     CK_ERR_NOMEM = 4,     /* scratch allocation failed */
     CK_ERR_INDEX = 5,     /* a max-pool index lies outside its plane */
     CK_ERR_OVERFLOW = 6,  /* a size product overflows int64 */
-    CK_ERR_CANCELLED = 7  /* the cancellation flag was raised (Ctrl-C): outputs are incomplete */
+    CK_ERR_CANCELLED = 7, /* the cancellation flag was raised (Ctrl-C): outputs are incomplete */
+    CK_ERR_NONFINITE = 8  /* a weight (forward, input gradient) or, for a weight gradient that came
+                             out NaN, an output gradient is NaN or infinite: these kernels would
+                             multiply the zero padding by it, so the caller computes the problem
+                             tap by tap instead (the output is not written) */
 };
 
 enum { CK_POOL_MAX = 0, CK_POOL_AVG = 1, CK_POOL_LP = 2 };

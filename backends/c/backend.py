@@ -192,6 +192,17 @@ def _raise_for(rc: int, what: str, spec) -> None:
         raise CKernelError(f"c backend: {what}{where} failed: {reason} (error code {rc})")
 
 
+def _tap_by_tap(kernel, a, b, bias, spec):
+    from convkit_backends.numpy import kernels as reference
+
+    with np.errstate(invalid="ignore"):
+        if kernel == "conv_forward":
+            return reference.conv_forward(a, b, bias, spec)
+        if kernel == "conv_backward_input":
+            return reference.conv_backward_input(a, b, spec)
+        return reference.conv_backward_weight(a, b, spec)
+
+
 class CBackend(Backend):
     """convkit's compiled backend: C kernels through cffi, OpenMP threads, optional OpenBLAS.
 
@@ -234,7 +245,13 @@ class CBackend(Backend):
             args.extend(_buf(ffi, bias))
         args.extend(_buf(ffi, ctx.out))
         fn = getattr(lib, f"ck_{ctx.kernel}_{_SUFFIX[ctx.out.dtype]}")
-        _raise_for(fn(*args, ctx.num_threads), ctx.kernel, ctx.spec)
+        rc = fn(*args, ctx.num_threads)
+        if rc == lib.CK_ERR_NONFINITE:
+            # A NaN/inf weight (or output gradient) next to the zero padding: the reference's
+            # tap-by-tap kernels add nothing for a pad, where these would multiply it (0 * inf).
+            ctx.out[...] = _tap_by_tap(ctx.kernel, a, b, bias, ctx.spec)
+            return
+        _raise_for(rc, ctx.kernel, ctx.spec)
 
     def conv_forward(self, ctx, *, x, w, bias):
         self._conv(ctx, x, w, bias)

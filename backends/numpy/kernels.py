@@ -83,8 +83,38 @@ def _along(values, axis, ndim) -> np.ndarray:
 
 
 # -- convolution ---------------------------------------------------------------
+def _inside(spec, tap) -> np.ndarray:
+    """``(1, 1, 1, *out)``: where kernel tap ``tap`` reads an input element rather than a pad."""
+    inside = _pad(np.ones((1, 1) + spec.in_shape, dtype=bool), spec, False, bool)
+    return inside[_tap_slices(spec, tap)].reshape((1, 1, 1) + spec.out_shape)
+
+
+def _grouped(a, spec, per_group) -> np.ndarray:
+    """``(N, C, *S)`` as ``(N, groups, C / groups, *S)``."""
+    return a.reshape((a.shape[0], spec.groups, per_group) + a.shape[2:])
+
+
+def _conv_forward_tapwise(x, w, bias, spec) -> np.ndarray:
+    """The forward tap by tap: a pad position contributes nothing, even times an infinite weight."""
+    g = spec.groups
+    cpg, opg = spec.c_in // g, spec.c_out // g
+    buf = _pad(x, spec, 0.0)
+    wr = w.astype(np.float64).reshape((g, opg, cpg) + spec.kernel)
+    y = np.zeros((x.shape[0], g, opg) + spec.out_shape)
+    with np.errstate(invalid="ignore"):
+        for tap in _taps(spec):
+            xs = _grouped(buf[_tap_slices(spec, tap)], spec, cpg)
+            y += np.where(_inside(spec, tap), np.einsum("ngc...,goc->ngo...", xs, wr[(Ellipsis,) + tap]), 0.0)
+    y = y.reshape(spec.y_shape)
+    if bias is not None:
+        y += _along(bias.astype(np.float64), 1, y.ndim)
+    return y.astype(spec.dtype)
+
+
 def conv_forward(x, w, bias, spec) -> np.ndarray:
     """Cross-correlation with zero pads: ``spec.x_shape`` -> ``spec.y_shape``."""
+    if not np.isfinite(w).all():
+        return _conv_forward_tapwise(x, w, bias, spec)
     d, g = spec.d, spec.groups
     cpg, opg = spec.c_in // g, spec.c_out // g
     win = _windows(_pad(x, spec, 0.0), spec)
@@ -118,8 +148,27 @@ def conv_backward_input(grad_y, w, spec) -> np.ndarray:
     return np.ascontiguousarray(buf[_interior(spec)]).astype(spec.dtype)
 
 
+def _conv_backward_weight_tapwise(grad_y, x, spec) -> np.ndarray:
+    """The weight gradient tap by tap: an infinite output gradient times a pad adds nothing."""
+    g = spec.groups
+    cpg, opg = spec.c_in // g, spec.c_out // g
+    buf = _pad(x, spec, 0.0)
+    gy = _grouped(grad_y.astype(np.float64), spec, opg)
+    gw = np.empty((g, opg, cpg) + spec.kernel)
+    with np.errstate(invalid="ignore"):
+        for tap in _taps(spec):
+            xs = _grouped(buf[_tap_slices(spec, tap)], spec, cpg)
+            gyt = np.where(_inside(spec, tap), gy, 0.0)
+            flat = (math.prod(spec.out_shape),)
+            gw[(Ellipsis,) + tap] = np.einsum("ngop,ngcp->goc", gyt.reshape(gyt.shape[:3] + flat),
+                                              xs.reshape(xs.shape[:3] + flat))
+    return gw.reshape(spec.w_shape).astype(spec.dtype)
+
+
 def conv_backward_weight(grad_y, x, spec) -> np.ndarray:
     """Adjoint of :func:`conv_forward` in ``w``: ``spec.y_shape`` -> ``spec.w_shape``."""
+    if not np.isfinite(grad_y).all():
+        return _conv_backward_weight_tapwise(grad_y, x, spec)
     d, g = spec.d, spec.groups
     cpg, opg = spec.c_in // g, spec.c_out // g
     win = _windows(_pad(x, spec, 0.0), spec)

@@ -66,7 +66,8 @@ class Case:
         see :mod:`convkit.conformance.tolerance`); only 0 and 1 (ties);
         uniform in [0, 1) (long sums whose partial sums only grow); or
         standard normal with NaN, +Inf and -Inf sprinkled into the data
-        inputs (``x``, ``grad_output``; weights stay finite).
+        inputs (``x``, ``grad_output``), and in half the cases one in the
+        weight.
     memory : {"contiguous", "noncontiguous", "negstride"}
         How every array argument is laid out in memory.
     seed : int
@@ -127,6 +128,9 @@ def _values(rng, kind, name, shape):
     if kind == "positive":
         return rng.random(shape)
     a = rng.standard_normal(shape)
+    if kind == "nonfinite" and name == "weight" and a.size and rng.random() < 0.5:
+        # A NaN or infinite weight next to the zero padding must not turn it into NaN.
+        a.flat[rng.integers(a.size)] = rng.choice([np.nan, np.inf, -np.inf])
     if kind == "nonfinite" and name in ("x", "grad_output") and a.size:
         # About one element in eight, and at least one of each kind.
         hits = rng.random(shape) < 0.125
