@@ -255,8 +255,9 @@ CK_CLONES static void FN(conv_fwd_direct)(const ck_conv_params *p, const ck_conv
 }
 
 /* Weight gradient of one output channel for one image, from padded planes:
- * per tap, vector partial sums over whole rows (acc: KK x B scratch); the
- * row tails past the last full block go through exact scalar loops. */
+ * per tap, vector partial sums over rows (acc: KK x B scratch), flushed into
+ * double every few thousand columns so a long plane keeps double accuracy;
+ * the row tails past the last full block go through exact scalar loops. */
 CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv_dims *d,
                                           const FN(padgeo) *pg, const T *xp, const T *gyp, T *wk,
                                           T *acc)
@@ -264,6 +265,7 @@ CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv
     enum { B = CK_DIRECT_BLOCK };
     typedef T vb __attribute__((vector_size(CK_DIRECT_BLOCK * sizeof(T)), aligned(sizeof(T))));
     const int64_t OW = p->out[2], s2 = p->stride[2], KK = d->KK, full = OW / B * B;
+    const int64_t flush = ck_max(1, 4096 / ck_max(OW, 1)); /* rows between flushes */
     if (KK == 9 && s2 == 1) {
         /* 3x3 taps, stride 1 (depthwise 3x3): nine accumulators stay in
          * registers across the whole plane. */
@@ -273,9 +275,12 @@ CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv
         for (int64_t icl = 0; icl < d->cig; icl++) {
             vb a9[9];
             T tail[9];
+            double s9[9];
+            int64_t rows = 0;
             for (int t = 0; t < 9; t++) {
                 a9[t] = (vb){0};
                 tail[t] = 0;
+                s9[t] = 0;
             }
             for (int64_t od = 0; od < p->out[0]; od++)
                 for (int64_t oh = 0; oh < p->out[1]; oh++) {
@@ -290,18 +295,33 @@ CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv
                     for (int64_t ow = full; ow < OW; ow++)
                         for (int t = 0; t < 9; t++)
                             tail[t] += gyrow[ow] * xb[to[t] + ow];
+                    if (++rows == flush) {
+                        rows = 0;
+                        for (int t = 0; t < 9; t++) {
+                            double sum = (double)tail[t];
+                            for (int j = 0; j < B; j++)
+                                sum += (double)a9[t][j];
+                            s9[t] += sum;
+                            a9[t] = (vb){0};
+                            tail[t] = 0;
+                        }
+                    }
                 }
             for (int t = 0; t < 9; t++) {
-                T sum = tail[t];
+                double sum = s9[t] + (double)tail[t];
                 for (int j = 0; j < B; j++)
-                    sum += a9[t][j];
-                wk[icl * 9 + t] += sum;
+                    sum += (double)a9[t][j];
+                wk[icl * 9 + t] += (T)sum;
             }
         }
         return;
     }
+    double sums[KK];
     for (int64_t icl = 0; icl < d->cig; icl++) {
+        int64_t rows = 0;
         memset(acc, 0, (size_t)(KK * B) * sizeof(T));
+        for (int64_t t = 0; t < KK; t++)
+            sums[t] = 0;
         for (int64_t od = 0; od < p->out[0]; od++)
             for (int64_t oh = 0; oh < p->out[1]; oh++) {
                 const T *gyrow = gyp + (od * p->out[1] + oh) * OW;
@@ -324,13 +344,17 @@ CK_CLONES static void FN(conv_bww_direct)(const ck_conv_params *p, const ck_conv
                         a[ow - full] += gyrow[ow] * xt[ow * s2];
                     *(vb *)(acc + t * B) = a;
                 }
+                if (++rows == flush) {
+                    rows = 0;
+                    for (int64_t i = 0; i < KK * B; i++)
+                        sums[i / B] += (double)acc[i];
+                    memset(acc, 0, (size_t)(KK * B) * sizeof(T));
+                }
             }
-        for (int64_t t = 0; t < KK; t++) {
-            T sum = 0;
-            for (int j = 0; j < B; j++)
-                sum += acc[t * B + j];
-            wk[icl * KK + t] += sum;
-        }
+        for (int64_t i = 0; i < KK * B; i++)
+            sums[i / B] += (double)acc[i];
+        for (int64_t t = 0; t < KK; t++)
+            wk[icl * KK + t] += (T)sums[t];
     }
 }
 
@@ -917,7 +941,8 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
     if (FN(taps_build)(p, d, x, nt, 64, &tp))
         return CK_ERR_NOMEM;
     const int64_t Q = tp.Q, OW = p->out[2], jobs = p->n * d->G * OD;
-    if (jobs < 2 * (int64_t)nt && d->Kc >= 4 * dk.nj * (int64_t)nt) {
+    /* (Rows short enough that one dot product's float sums stay accurate.) */
+    if (jobs < 2 * (int64_t)nt && d->Kc >= 4 * dk.nj * (int64_t)nt && Q <= CK_WGRAD_ROW_MAX) {
         /* Few (image, group, slice) jobs: split the weight rows instead, so
          * every dot product runs over whole rows and each task owns its
          * slice of gw (no private copies, no reduction). */
@@ -952,27 +977,43 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
     }
     const int64_t tasks = p->n * d->G * OD * tl.ntile;
     const int nth = ck_threads(nt, tasks);
-    /* Each thread sums its tasks into a private copy of gw (thread 0 uses gw
-     * itself); a static schedule keeps the result reproducible. */
-    T *priv = NULL;
-    if (nth > 1) {
-        priv = (T *)ck_alloc((size_t)((nth - 1) * wlen) * sizeof(T));
-        if (priv)
-            memset(priv, 0, (size_t)((nth - 1) * wlen) * sizeof(T));
-        if (!priv) {
+    /* Each task's dot products run over one tile (at most a few thousand
+     * columns). A short reduction (N x spatial up to CK_WGRAD_ROW_MAX) sums
+     * the tiles in T into per-thread copies of gw (thread 0 uses gw itself).
+     * A long one collects the tiles of a thread in a T block and flushes it
+     * into a private double copy every CK_WGRAD_ROW_MAX / 4 columns or so, so
+     * millions of terms keep double accuracy. The copies are summed in
+     * thread order: a static schedule keeps the result reproducible. */
+    const int64_t glen = d->cog * d->Kc; /* one group's rows of gw */
+    const int wide = p->n * OD * Q > CK_WGRAD_ROW_MAX;
+    const int64_t flush_cols = CK_WGRAD_ROW_MAX / 4;
+    const size_t esz = wide ? sizeof(double) : sizeof(T);
+    void *copies = NULL; /* (nth - 1) copies of gw in T, or nth in double */
+    const int64_t ncopies = wide ? nth : nth - 1;
+    if (ncopies > 0) {
+        copies = ck_alloc((size_t)(ncopies * wlen) * esz);
+        if (!copies) {
             ck_free(tp.xp);
             free(tp.offs);
             return CK_ERR_NOMEM;
         }
+        memset(copies, 0, (size_t)(ncopies * wlen) * esz);
     }
     memset(gw, 0, (size_t)wlen * sizeof(T));
 #pragma omp parallel num_threads(nth)
     {
         const int tid = ck_thread_id();
-        T *acc = tid == 0 ? gw : priv + (int64_t)(tid - 1) * wlen;
+        T *acc = !wide && tid > 0 ? (T *)copies + (int64_t)(tid - 1) * wlen : gw;
+        double *acc64 = wide ? (double *)copies + (int64_t)tid * wlen : NULL;
+        T *part = wide ? (T *)ck_alloc((size_t)glen * sizeof(T)) : NULL;
+        int64_t part_g = -1, part_cols = 0;
+        if (wide && !part) {
+#pragma omp atomic write
+            err = CK_ERR_NOMEM;
+        }
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tasks; t++) {
-            if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
+            if (CK_CANCELLED() || (wide && !part)) continue; /* Ctrl-C: skip the remaining tasks */
             const int64_t tile = t % tl.ntile, od = (t / tl.ntile) % OD;
             const int64_t g = (t / (tl.ntile * OD)) % d->G, n = t / (tl.ntile * OD * d->G);
             const int64_t q0 = tile * tl.width, qn = ck_min(tl.width, Q - q0);
@@ -980,21 +1021,45 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
                 continue;
             const T *xb = tp.xp + (n * p->c_in + g * d->cig) * tp.cplane + od * tp.Hph * OW + q0;
             const T *gyc = gy + (n * p->c_out + g * d->cog) * d->P + od * Q + q0;
-            T *ag = acc + g * d->cog * d->Kc;
+            T *ag = acc + g * glen;
+            if (wide) {
+                if (g != part_g || part_cols + qn > flush_cols) {
+                    if (part_g >= 0)
+                        for (int64_t i = 0; i < glen; i++)
+                            acc64[part_g * glen + i] += (double)part[i];
+                    memset(part, 0, (size_t)glen * sizeof(T));
+                    part_g = g;
+                    part_cols = 0;
+                }
+                part_cols += qn;
+                ag = part;
+            }
             for (int64_t r = 0; r < d->Kc; r += dk.nj)
                 for (int64_t oc = 0; oc < d->cog; oc += dk.mo)
                     dk.fn(qn, gyc + oc * d->P, d->P, xb, tp.offs + r, ag + oc * d->Kc + r, d->Kc,
                           ck_min(dk.mo, d->cog - oc), ck_min(dk.nj, d->Kc - r));
         }
+        if (wide && part && part_g >= 0)
+            for (int64_t i = 0; i < glen; i++)
+                acc64[part_g * glen + i] += (double)part[i];
+        ck_free(part);
     }
     ck_free(tp.xp);
     free(tp.offs);
-    if (priv) {
+    if (copies && wide) {
+#pragma omp parallel for schedule(static) num_threads(nth)
+        for (int64_t i = 0; i < wlen; i++) {
+            double sum = 0;
+            for (int t = 0; t < nth; t++)
+                sum += ((const double *)copies)[(int64_t)t * wlen + i];
+            gw[i] = (T)sum;
+        }
+    } else if (copies) {
 #pragma omp parallel for schedule(static) num_threads(nth)
         for (int64_t i = 0; i < wlen; i++)
             for (int t = 0; t < nth - 1; t++)
-                gw[i] += priv[(int64_t)t * wlen + i];
-        ck_free(priv);
+                gw[i] += ((const T *)copies)[(int64_t)t * wlen + i];
     }
+    ck_free(copies);
     return err;
 }

@@ -66,6 +66,8 @@ static inline int ck_cpu_level(void)
 
 /* Tile of output columns packed at once: keeps the packed panel near L2. */
 #define CK_PANEL_BYTES (384 * 1024)
+/* Weight-gradient rows longer than this are summed tile by tile into double accumulators. */
+#define CK_WGRAD_ROW_MAX 16384
 
 
 static inline int64_t ck_roundup(int64_t a, int64_t m) { return (a + m - 1) / m * m; }

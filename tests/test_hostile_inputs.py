@@ -144,3 +144,18 @@ def test_random_arguments_give_convkit_errors_only_and_never_hang(call, backend)
         pass
     # A hang guard, not a benchmark: validation is closed form, these problems are tiny.
     assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("groups", [1, 4])
+def test_long_weight_gradient_sums_keep_float64_accuracy(backend, groups):
+    # 2**23 products per weight. c before its double accumulators: 7.6e-7 (groups 1) and 4.6e-5 (groups 4);
+    # a float64 or blocked sum rounds once, about 6e-8.
+    rng = np.random.default_rng(1)
+    x = rng.random((1, 4, 4096, 2050), dtype=np.float32)
+    gy = rng.random((1, 4, 4096, 2048), dtype=np.float32)
+    w = np.ones((4, 4 // groups, 1, 3), np.float32)
+    got = convkit.conv_grad(gy, x, w, groups=groups, wrt="weight", backend=backend).weight
+    want = convkit.conv_grad(gy.astype(np.float64), x.astype(np.float64), w.astype(np.float64), groups=groups,
+                             wrt="weight", backend="numpy").weight
+    assert np.abs(got - want).max() / np.abs(want).max() < 3e-7
