@@ -1,0 +1,250 @@
+"""Numba pooling kernels: max / average / Lp forward and backward.
+
+Same conventions as :mod:`._conv`: 3-D problems, geometry as runtime
+arrays (``geo``, ``prm``), rows ``[r0, r1)`` per call. Sums (average, Lp)
+accumulate in float64 whatever the dtype, so a float32 global pool over
+2**31 elements stays accurate and ``[1e20, 1e20]`` squared does not
+overflow. Pads never hold a maximum and add nothing to a sum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._conv import tap_ranges
+
+_JIT = dict(parallel=True, nogil=True, cache=True, error_model="numpy")
+
+
+@njit(nogil=True, cache=True)
+def _chunks(r0, r1):
+    """A fixed number of row chunks for ``[r0, r1)``, so scratch is allocated per chunk, not per row."""
+    # A constant, not numba.get_num_threads(): that reads a ctypes global,
+    # which would keep every caller out of the on-disk cache.
+    total = r1 - r0
+    nch = min(total, 64)
+    return nch, (total + nch - 1) // nch
+
+
+@njit(**_JIT)
+def max_forward(x, out, idx, want_idx, geo, prm, r0, r1):
+    """Window maxima of rows ``[r0, r1)`` (row = ``(n, c, oz, oy)``) and, if ``want_idx``, their flat indices.
+
+    The first maximum in row-major window order wins; a NaN wins at once
+    (the first NaN). The index is flat over the ``(Z, Y, X)`` plane.
+    """
+    Z, Y, X = x.shape[2], x.shape[3], x.shape[4]
+    C = x.shape[1]
+    OZ, OY, OX = out.shape[2], out.shape[3], out.shape[4]
+    dz, dy, dx = prm[0], prm[1], prm[2]
+    for r in prange(r0, r1):
+        oy = r % OY
+        t = r // OY
+        oz = t % OZ
+        t //= OZ
+        c = t % C
+        n = t // C
+        plane = x[n, c]
+        orow = out[n, c, oz, oy]
+        for ox in range(OX):
+            best = -np.inf
+            where = -1
+            nan = False
+            for kz in range(geo[0, 1, oz], geo[0, 2, oz]):
+                iz = geo[0, 0, oz] + kz * dz
+                for ky in range(geo[1, 1, oy], geo[1, 2, oy]):
+                    iy = geo[1, 0, oy] + ky * dy
+                    xrow = plane[iz, iy]
+                    for kx in range(geo[2, 1, ox], geo[2, 2, ox]):
+                        ix = geo[2, 0, ox] + kx * dx
+                        v = xrow[ix]
+                        if v != v:
+                            best = v
+                            where = (iz * Y + iy) * X + ix
+                            nan = True
+                            break
+                        if where < 0 or v > best:
+                            best = v
+                            where = (iz * Y + iy) * X + ix
+                    if nan:
+                        break
+                if nan:
+                    break
+            orow[ox] = best
+            if want_idx:
+                idx[n, c, oz, oy, ox] = where
+
+
+@njit(**_JIT)
+def sum_forward(x, out, lp, p, fac, override, geo, prm, r0, r1):
+    """Average (``lp`` False) or Lp (``lp`` True) pooling of rows ``[r0, r1)``, summed in float64.
+
+    Average divisor: ``override`` if positive, else ``fac[0, oz] * fac[1, oy] * fac[2, ox]``.
+    """
+    C = x.shape[1]
+    OZ, OY, OX = out.shape[2], out.shape[3], out.shape[4]
+    KX = prm[11]
+    dz, dy, dx, sx = prm[0], prm[1], prm[2], prm[5]
+    oxa, oxb = tap_ranges(geo, KX)
+    nch, step = _chunks(r0, r1)
+    for ch in prange(nch):
+        acc = np.empty(OX, np.float64)
+        for r in range(r0 + ch * step, min(r1, r0 + (ch + 1) * step)):
+            oy = r % OY
+            t = r // OY
+            oz = t % OZ
+            t //= OZ
+            c = t % C
+            n = t // C
+            acc[:] = 0.0
+            for kz in range(geo[0, 1, oz], geo[0, 2, oz]):
+                iz = geo[0, 0, oz] + kz * dz
+                for ky in range(geo[1, 1, oy], geo[1, 2, oy]):
+                    iy = geo[1, 0, oy] + ky * dy
+                    xrow = x[n, c, iz, iy]
+                    for kx in range(KX):
+                        base = geo[2, 0, 0] + kx * dx
+                        if not lp:
+                            for ox in range(oxa[kx], oxb[kx]):
+                                acc[ox] += xrow[base + ox * sx]
+                        elif p == 2.0:
+                            for ox in range(oxa[kx], oxb[kx]):
+                                v = np.float64(xrow[base + ox * sx])
+                                acc[ox] += v * v
+                        elif p == 1.0:
+                            for ox in range(oxa[kx], oxb[kx]):
+                                acc[ox] += abs(np.float64(xrow[base + ox * sx]))
+                        else:
+                            for ox in range(oxa[kx], oxb[kx]):
+                                acc[ox] += abs(np.float64(xrow[base + ox * sx])) ** p
+            orow = out[n, c, oz, oy]
+            if lp:
+                if p == 2.0:
+                    for ox in range(OX):
+                        orow[ox] = math.sqrt(acc[ox])
+                elif p == 1.0:
+                    for ox in range(OX):
+                        orow[ox] = acc[ox]
+                else:
+                    inv = 1.0 / p
+                    for ox in range(OX):
+                        orow[ox] = acc[ox] ** inv
+            elif override > 0:
+                for ox in range(OX):
+                    orow[ox] = acc[ox] / override
+            else:
+                dzy = np.float64(fac[0, oz] * fac[1, oy])
+                for ox in range(OX):
+                    orow[ox] = acc[ox] / (dzy * fac[2, ox])
+
+
+@njit(**_JIT)
+def max_backward(grad_y, idx, out, p0, p1):
+    """Planes ``[p0, p1)`` (plane = ``(n, c)``) of the max-pool gradient: ``gy`` added at each window's index.
+
+    Summed in float64 in output order (as the reference's bincount), then cast.
+    """
+    C = out.shape[1]
+    Z, Y, X = out.shape[2], out.shape[3], out.shape[4]
+    size = Z * Y * X
+    osize = grad_y.shape[2] * grad_y.shape[3] * grad_y.shape[4]
+    nch, step = _chunks(p0, p1)
+    for ch in prange(nch):
+        acc = np.empty(size, np.float64)
+        for q in range(p0 + ch * step, min(p1, p0 + (ch + 1) * step)):
+            n = q // C
+            c = q % C
+            acc[:] = 0.0
+            g = grad_y[n, c].reshape(osize)
+            ind = idx[n, c].reshape(osize)
+            for o in range(osize):
+                acc[ind[o]] += g[o]
+            dst = out[n, c].reshape(size)
+            for i in range(size):
+                dst[i] = acc[i]
+
+
+@njit(**_JIT)
+def window_scale(grad_y, y, lp, p, fac, override, scale):
+    """Per window, what each of its inputs receives (before the Lp input factor), float64.
+
+    Average: ``gy / divisor``. Lp: ``gy * y**(1-p)`` where ``y > 0``, else 0.
+    """
+    N, C, OZ, OY, OX = grad_y.shape
+    for q in prange(N * C):
+        n = q // C
+        c = q % C
+        for oz in range(OZ):
+            for oy in range(OY):
+                g = grad_y[n, c, oz, oy]
+                s = scale[n, c, oz, oy]
+                if lp:
+                    yr = y[n, c, oz, oy]
+                    for ox in range(OX):
+                        yv = np.float64(yr[ox])
+                        s[ox] = np.float64(g[ox]) * yv ** (1.0 - p) if yv > 0 else 0.0
+                elif override > 0:
+                    for ox in range(OX):
+                        s[ox] = np.float64(g[ox]) / override
+                else:
+                    dzy = np.float64(fac[0, oz] * fac[1, oy])
+                    for ox in range(OX):
+                        s[ox] = np.float64(g[ox]) / (dzy * fac[2, ox])
+
+
+@njit(**_JIT)
+def sum_backward(scale, x, lp, p, out, geo, prm, r0, r1):
+    """Rows ``[r0, r1)`` of the average/Lp gradient (row = ``(n, c, iz, iy)`` of the input).
+
+    Each input element gathers ``scale`` of every window holding it
+    (float64); Lp then multiplies by ``sign(x) |x|**(p-1)`` (0 where x == 0).
+    """
+    C, Z, Y, X = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
+    OZ, OY = scale.shape[2], scale.shape[3]
+    KZ, KY, KX = prm[9], prm[10], prm[11]
+    dz, dy, dx, sz, sy, sx, pz, py = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7]
+    oxa, oxb = tap_ranges(geo, KX)
+    nch, step = _chunks(r0, r1)
+    for ch in prange(nch):
+        acc = np.empty(X, np.float64)
+        for r in range(r0 + ch * step, min(r1, r0 + (ch + 1) * step)):
+            iy = r % Y
+            t = r // Y
+            iz = t % Z
+            t //= Z
+            c = t % C
+            n = t // C
+            acc[:] = 0.0
+            for kz in range(KZ):
+                tz = iz + pz - kz * dz
+                if tz < 0 or tz % sz != 0 or tz // sz >= OZ:
+                    continue
+                for ky in range(KY):
+                    ty = iy + py - ky * dy
+                    if ty < 0 or ty % sy != 0 or ty // sy >= OY:
+                        continue
+                    srow = scale[n, c, tz // sz, ty // sy]
+                    for kx in range(KX):
+                        base = geo[2, 0, 0] + kx * dx
+                        for ox in range(oxa[kx], oxb[kx]):
+                            acc[base + ox * sx] += srow[ox]
+            dst = out[n, c, iz, iy]
+            if lp:
+                xrow = x[n, c, iz, iy]
+                for ix in range(X):
+                    xv = np.float64(xrow[ix])
+                    if xv == 0:
+                        f = 0.0
+                    elif xv != xv:
+                        f = np.nan
+                    elif p == 2.0:
+                        f = xv
+                    else:
+                        f = (1.0 if xv > 0 else -1.0) * abs(xv) ** (p - 1.0)
+                    dst[ix] = acc[ix] * f
+            else:
+                for ix in range(X):
+                    dst[ix] = acc[ix]

@@ -1,0 +1,151 @@
+"""The ``numba`` backend class: the v2 kernels on JIT-compiled Numba loops.
+
+Nothing here imports numba at module level: ``import convkit`` (which loads
+every registered backend's class) stays free of it, and the kernels'
+modules are imported on the first kernel call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import math
+
+import numpy as np
+
+from convkit.backend import Backend, Capabilities
+
+from .layout import as5d, packed
+
+__all__ = ["NumbaBackend", "MIN_NUMBA"]
+
+#: Oldest numba this backend is tested with.
+MIN_NUMBA = (0, 59)
+
+
+def _kernels():
+    """``(runtime, conv, pool)`` modules; the first call imports numba."""
+    return (importlib.import_module(f"{__package__}.runtime"), importlib.import_module(f"{__package__}._conv"),
+            importlib.import_module(f"{__package__}._pool"))
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("numba")
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+class NumbaBackend(Backend):
+    """Every kernel of the contract as parallel Numba loops (float32/float64, d = 1, 2, 3).
+
+    One compiled function per kernel family and dtype: problem geometry is
+    passed at run time, 1-D/2-D run as 3-D. Compiled code is cached on disk
+    (``NUMBA_CACHE_DIR``).
+    """
+
+    name = "numba"
+    priority = 40
+    capabilities = Capabilities(
+        dims=frozenset({1, 2, 3}),
+        dtypes=frozenset({"float32", "float64"}),
+        groups=True,
+        dilation=True,
+        pool_kinds=frozenset({"max", "avg", "lp"}),
+        error_bound_factor=1.0,
+        threads=True,
+        algorithm="direct loops, vectorized along output rows; float64 sums for pools and the weight gradient",
+    )
+
+    def __init__(self):
+        self.version = _version()
+
+    def availability(self) -> str | None:
+        if importlib.util.find_spec("numba") is None:
+            return "numba is not installed (pip install numba)"
+        try:
+            import numba
+        except Exception as exc:  # a broken install (llvmlite mismatch, ...) must not break convkit
+            return f"numba cannot be imported: {type(exc).__name__}: {exc}"
+        ver = tuple(int(p) for p in numba.__version__.split(".")[:2] if p.isdigit())
+        if ver < MIN_NUMBA:
+            return f"numba {numba.__version__} is too old; convkit needs >= {'.'.join(map(str, MIN_NUMBA))}"
+        return None
+
+    # -- convolution ---------------------------------------------------------
+    def conv_forward(self, ctx, *, x, w, bias) -> None:
+        rt, kc, _ = _kernels()
+        spec, pk = ctx.spec, packed(ctx.spec)
+        cpg = spec.c_in // spec.groups
+        b = np.zeros(1, spec.dtype) if bias is None else bias
+        work = cpg * math.prod(spec.kernel) * pk.out5[2]
+        rt.tiled(kc.conv_forward, (as5d(x), as5d(w), b, bias is not None, as5d(ctx.out), spec.groups, pk.geo,
+                                   pk.prm), pk.rows_out, work, ctx.num_threads)
+
+    def conv_backward_input(self, ctx, *, grad_y, w) -> None:
+        rt, kc, _ = _kernels()
+        spec, pk = ctx.spec, packed(ctx.spec)
+        opg = spec.c_out // spec.groups
+        work = opg * math.prod(spec.kernel) * pk.out5[2]
+        rt.tiled(kc.conv_backward_input, (as5d(grad_y), as5d(w), as5d(ctx.out), spec.groups, pk.geo, pk.prm),
+                 pk.rows_in, work, ctx.num_threads)
+
+    def conv_backward_weight(self, ctx, *, grad_y, x) -> None:
+        rt, kc, _ = _kernels()
+        spec, pk = ctx.spec, packed(ctx.spec)
+        acc = np.zeros(as5d(ctx.out).shape, np.float64)
+        rows = spec.n * pk.out5[0] * pk.out5[1]
+        work = math.prod(spec.w_shape) * pk.out5[2]
+        rt.tiled(kc.conv_backward_weight, (as5d(grad_y), as5d(x), acc, spec.groups, pk.geo, pk.prm), rows, work,
+                 ctx.num_threads)
+        rt.launch(kc.cast_into, (acc, ctx.out), ctx.num_threads)
+
+    # -- pooling -------------------------------------------------------------
+    def _max_forward(self, ctx, x, out, idx):
+        rt, _, kp = _kernels()
+        spec, pk = ctx.spec, packed(ctx.spec)
+        want = idx is not None
+        idx5 = as5d(idx) if want else np.zeros((1, 1, 1, 1, 1), np.int64)
+        rt.tiled(kp.max_forward, (as5d(x), as5d(out), idx5, want, pk.geo, pk.prm), pk.rows_out,
+                 math.prod(spec.kernel) * pk.out5[2], ctx.num_threads)
+
+    def _sum_forward(self, ctx, x, out):
+        rt, _, kp = _kernels()
+        spec, pk = ctx.spec, packed(ctx.spec)
+        lp = spec.kind == "lp"
+        rt.tiled(kp.sum_forward, (as5d(x), as5d(out), lp, _p(spec), pk.fac, pk.override, pk.geo, pk.prm),
+                 pk.rows_out, math.prod(spec.kernel) * pk.out5[2], ctx.num_threads)
+
+    def pool_forward(self, ctx, *, x) -> None:
+        if ctx.spec.kind == "max":
+            self._max_forward(ctx, x, ctx.out, ctx.indices)
+        else:
+            self._sum_forward(ctx, x, ctx.out)
+
+    def pool_backward(self, ctx, *, grad_y, x, y, indices) -> None:
+        rt, _, kp = _kernels()
+        spec, pk = ctx.spec, packed(ctx.spec)
+        gy5 = as5d(grad_y)
+        if spec.kind == "max":
+            if indices is None:
+                indices = np.empty(spec.y_shape, np.int64)
+                self._max_forward(ctx, x, np.empty(spec.y_shape, spec.dtype), indices)
+            rt.tiled(kp.max_backward, (gy5, as5d(indices), as5d(ctx.out)), spec.n * spec.c,
+                     math.prod(spec.out_shape), ctx.num_threads)
+            return
+        lp = spec.kind == "lp"
+        if lp and y is None:
+            y = np.empty(spec.y_shape, spec.dtype)
+            self._sum_forward(ctx, x, y)
+        scale = np.empty(gy5.shape, np.float64)
+        rt.launch(kp.window_scale, (gy5, as5d(y) if lp else gy5, lp, _p(spec), pk.fac, pk.override, scale),
+                  ctx.num_threads)
+        work = math.prod(spec.kernel) * pk.out5[2] // max(1, math.prod(spec.stride[:-1]))
+        rt.tiled(kp.sum_backward, (scale, as5d(x), lp, _p(spec), as5d(ctx.out), pk.geo, pk.prm), pk.rows_in,
+                 work, ctx.num_threads)
+
+
+def _p(spec) -> float:
+    # ONNX LpPool's default p, as the reference.
+    return 2.0 if getattr(spec, "p", None) is None else float(spec.p)
