@@ -79,9 +79,18 @@ def conv_forward(x, w, bias, has_bias, out, groups, geo, prm, r0, r1):
                     wrow = w[oc, ic, kz, ky]
                     for kx in range(KX):
                         wv = wrow[kx]
-                        base = geo[2, 0, 0] + kx * dx
-                        for ox in range(oxa[kx], oxb[kx]):
-                            orow[ox] += wv * xrow[base + ox * sx]
+                        a, m = oxa[kx], oxb[kx] - oxa[kx]
+                        first = geo[2, 0, 0] + kx * dx + a * sx
+                        # Slices and 0-based loops: no negative-index checks, so LLVM vectorizes.
+                        o = orow[a:a + m]
+                        if sx == 1:
+                            xs = xrow[first:first + m]
+                            for j in range(m):
+                                o[j] += wv * xs[j]
+                        else:
+                            xt = xrow[first:first + (m - 1) * sx + 1:sx]
+                            for j in range(m):
+                                o[j] += wv * xt[j]
 
 
 @njit(**_JIT)
@@ -118,9 +127,17 @@ def conv_backward_input(grad_y, w, out, groups, geo, prm, r0, r1):
                     grow = grad_y[n, oc, oz, oy]
                     for kx in range(KX):
                         wv = w[oc, icl, kz, ky, kx]
-                        base = geo[2, 0, 0] + kx * dx
-                        for ox in range(oxa[kx], oxb[kx]):
-                            xrow[base + ox * sx] += wv * grow[ox]
+                        a, m = oxa[kx], oxb[kx] - oxa[kx]
+                        first = geo[2, 0, 0] + kx * dx + a * sx
+                        gs = grow[a:a + m]
+                        if sx == 1:
+                            xs = xrow[first:first + m]
+                            for j in range(m):
+                                xs[j] += wv * gs[j]
+                        else:
+                            xt = xrow[first:first + (m - 1) * sx + 1:sx]
+                            for j in range(m):
+                                xt[j] += wv * gs[j]
 
 
 @njit(**_JIT_DOT)
@@ -152,10 +169,18 @@ def conv_backward_weight(grad_y, x, acc, groups, geo, prm, r0, r1):
                     iy = geo[1, 0, oy] + ky * dy
                     xrow = x[n, c, iz, iy]
                     for kx in range(KX):
-                        base = geo[2, 0, 0] + kx * dx
+                        a, m = oxa[kx], oxb[kx] - oxa[kx]
+                        first = geo[2, 0, 0] + kx * dx + a * sx
+                        g = grow[a:a + m]
                         s = 0.0
-                        for ox in range(oxa[kx], oxb[kx]):
-                            s += np.float64(grow[ox]) * np.float64(xrow[base + ox * sx])
+                        if sx == 1:
+                            xs = xrow[first:first + m]
+                            for j in range(m):
+                                s += np.float64(g[j]) * np.float64(xs[j])
+                        else:
+                            xt = xrow[first:first + (m - 1) * sx + 1:sx]
+                            for j in range(m):
+                                s += np.float64(g[j]) * np.float64(xt[j])
                         part[kz, ky, kx] += s
 
 

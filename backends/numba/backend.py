@@ -30,6 +30,10 @@ def _kernels():
             importlib.import_module(f"{__package__}._pool"))
 
 
+def _gemm():
+    return importlib.import_module(f"{__package__}.gemm")
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("numba")
@@ -58,8 +62,10 @@ class NumbaBackend(Backend):
         algorithm="direct loops, vectorized along output rows; float64 sums for pools and the weight gradient",
     )
 
-    def __init__(self):
+    def __init__(self, gemm: bool = True):
         self.version = _version()
+        #: Whether large convolutions may take the im2col + BLAS path (tests turn it off to check the loops).
+        self.gemm = gemm
 
     def availability(self) -> str | None:
         if importlib.util.find_spec("numba") is None:
@@ -77,6 +83,8 @@ class NumbaBackend(Backend):
     def conv_forward(self, ctx, *, x, w, bias) -> None:
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
+        if self.gemm and _gemm().use_gemm(spec, w):
+            return _gemm().forward(spec, pk, as5d(x), w, bias, ctx.out, ctx.num_threads)
         cpg = spec.c_in // spec.groups
         b = np.zeros(1, spec.dtype) if bias is None else bias
         work = cpg * math.prod(spec.kernel) * pk.out5[2]
@@ -86,6 +94,8 @@ class NumbaBackend(Backend):
     def conv_backward_input(self, ctx, *, grad_y, w) -> None:
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
+        if self.gemm and _gemm().use_gemm(spec):
+            return _gemm().backward_input(spec, pk, grad_y, w, as5d(ctx.out), ctx.num_threads)
         opg = spec.c_out // spec.groups
         work = opg * math.prod(spec.kernel) * pk.out5[2]
         rt.tiled(kc.conv_backward_input, (as5d(grad_y), as5d(w), as5d(ctx.out), spec.groups, pk.geo, pk.prm),
@@ -94,6 +104,8 @@ class NumbaBackend(Backend):
     def conv_backward_weight(self, ctx, *, grad_y, x) -> None:
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
+        if self.gemm and _gemm().use_gemm(spec, grad_y):
+            return _gemm().backward_weight(spec, pk, grad_y, as5d(x), ctx.out, ctx.num_threads)
         acc = np.zeros(as5d(ctx.out).shape, np.float64)
         rows = spec.n * pk.out5[0] * pk.out5[1]
         work = math.prod(spec.w_shape) * pk.out5[2]

@@ -28,8 +28,8 @@ class Packed:
     geo : ndarray, int64 ``(3, 3, M)``
         ``geo[dim, 0/1/2, o]``: window start, first valid tap, end of valid taps
         (``spec.geometry``; ``M`` the longest output dim, unused tail zero).
-    prm : ndarray, int64 ``(12,)``
-        Dilation, stride, low pad and kernel size per dim (z, y, x).
+    prm : ndarray, int64 ``(15,)``
+        Dilation, stride, low pad, kernel size and output size per dim (z, y, x).
     fac : ndarray, int64 ``(3, M)``
         Average pools: the divisor factors (``spec.geometry.divisor_factors``), else ones.
     override : float
@@ -54,7 +54,7 @@ class Packed:
             geo[lead + i, 2, :o] = dim.tap_hi
         pad3 = lambda v, fill: (fill,) * lead + tuple(int(t) for t in v)  # noqa: E731
         self.prm = np.array(pad3(spec.dilation, 1) + pad3(spec.stride, 1) + pad3([lo for lo, _ in spec.pads], 0)
-                            + pad3(spec.kernel, 1), np.int64)
+                            + pad3(spec.kernel, 1) + out, np.int64)
         self.geo = geo
         fac = np.ones((3, m), np.int64)
         factors = g.divisor_factors if getattr(spec, "kind", None) == "avg" else None

@@ -1,0 +1,304 @@
+"""The ``numba`` backend's kernels against the reference kernels (and the brute-force oracle).
+
+Kernels are called directly with a :class:`~convkit.backend.KernelContext`
+(contract v2), so these tests do not depend on how the core dispatches.
+Integer-valued inputs make every conv and max/avg-pool result exact in any
+summation order, so most comparisons are bit for bit. Both convolution paths
+are covered: the GEMM path (``NumbaBackend()``, when scipy is installed) and
+the direct loops (``NumbaBackend(gemm=False)``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from convkit import parse_descriptor  # noqa: E402
+from convkit.backend import KernelContext  # noqa: E402
+from convkit.conformance import bruteforce  # noqa: E402
+from convkit_backends.numba.backend import NumbaBackend  # noqa: E402
+from convkit_backends.numpy import kernels as ref  # noqa: E402
+
+CONVS = [
+    "conv1d_n2_c3_o4_i17_k3",
+    "conv1d_n1_c4_o4_g2_i32_k3_s2_d2_p0-2_f64",
+    "conv1d_n2_c8_o32_i100_k3_d2_p2",
+    "conv2d_n2_c3_o8_i16x16_k3x3_s2_p1",
+    "conv2d_n1_c4_o4_g4_i9x9_k3x3_p1",             # depthwise
+    "conv2d_n3_c16_o16_g2_i13x11_k3x3_s2_p1-2",
+    "conv2d_n2_c6_o18_g3_i7x40_k2x5_s1x3_d2x1_p3-0x1-4_f64",
+    "conv2d_n1_c5_o33_i9x37_k1x1",
+    "conv2d_n1_c2_o3_i4x4_k5x5_p2",                # kernel larger than the input
+    "conv3d_n2_c4_o6_g2_i5x6x7_k3x2x3_s2x1x2_d1x2x1_p1x0-2x2-1",
+    "conv3d_n2_c8_o16_i5x6x7_k3x2x3_s1x1x2_d1x2x1_p1x0-2x2-1_f64",
+]
+POOLS = [
+    "maxpool1d_n2_c2_i17_k4_s3_d2_p2_f64",
+    "maxpool2d_n2_c3_i9x9_k3x3_s2_p1_ceil",
+    "maxpool2d_n1_c2_i33x35_k2x2",
+    "maxpool3d_n1_c2_i5x6x7_k3x2x3_s2x1x2_d1x2x1_p1x0x1_ceil",
+    "avgpool1d_n2_c3_i20_k5_s2_p2_excl",
+    "avgpool2d_n2_c3_i9x9_k3x3_s2_p1_ceil",
+    "avgpool2d_n1_c1_i5x5_k3x3_excl_div4",
+    "avgpool2d_n2_c3_i10x9_k3x2_s2x1_p1x0_ceil_f64",
+    "avgpool3d_n1_c2_i5x6x7_k3x2x3_s2x1x2_p1x0x1_excl_ceil",
+    "lppool1d_n1_c2_i9_k3_norm2",
+    "lppool2d_n1_c2_i9x8_k3x2_s1_norm3_f64",
+    "lppool2d_n2_c2_i8x8_k2x2_norm1",
+    "lppool3d_n1_c1_i4x5x6_k2x2x3_s1x2x2",
+]
+
+
+@pytest.fixture(params=["gemm", "direct"])
+def backend(request):
+    return NumbaBackend(gemm=request.param == "gemm")
+
+
+def _ctx(kernel, spec, shape, indices=None, threads=2, fill=np.nan):
+    out = np.full(shape, fill, spec.dtype)  # a kernel must write every element
+    return KernelContext(kernel=kernel, spec=spec, out=out, indices=indices, num_threads=threads)
+
+
+def _ints(rng, shape, dtype, lo=-3, hi=4):
+    a = rng.integers(lo, hi, size=shape).astype(dtype)
+    a.flags.writeable = False  # kernels never modify their inputs
+    return a
+
+
+def _spec(desc):
+    return parse_descriptor(desc).canonical()
+
+
+@pytest.mark.parametrize("desc", CONVS)
+def test_conv_kernels_match_reference_exactly(backend, desc):
+    spec, rng = _spec(desc), np.random.default_rng(1)
+    x, w = _ints(rng, spec.x_shape, spec.dtype), _ints(rng, spec.w_shape, spec.dtype)
+    b, gy = _ints(rng, (spec.c_out,), spec.dtype), _ints(rng, spec.y_shape, spec.dtype)
+    c = _ctx("conv_forward", spec, spec.y_shape)
+    backend.conv_forward(c, x=x, w=w, bias=b)
+    np.testing.assert_array_equal(c.out, ref.conv_forward(x, w, b, spec))
+    c = _ctx("conv_forward", spec, spec.y_shape)
+    backend.conv_forward(c, x=x, w=w, bias=None)
+    np.testing.assert_array_equal(c.out, ref.conv_forward(x, w, None, spec))
+    c = _ctx("conv_backward_input", spec, spec.x_shape)
+    backend.conv_backward_input(c, grad_y=gy, w=w)
+    np.testing.assert_array_equal(c.out, ref.conv_backward_input(gy, w, spec))
+    c = _ctx("conv_backward_weight", spec, spec.w_shape)
+    backend.conv_backward_weight(c, grad_y=gy, x=x)
+    np.testing.assert_array_equal(c.out, ref.conv_backward_weight(gy, x, spec))
+
+
+@pytest.mark.parametrize("desc", ["conv2d_n2_c8_o16_i12x12_k3x3_p1", "conv1d_n1_c3_o2_i40_k5_s2_d3_p4"])
+def test_conv_random_floats_within_float32_bounds(backend, desc):
+    spec, rng = _spec(desc), np.random.default_rng(2)
+    x, w = rng.standard_normal(spec.x_shape, np.float32), rng.standard_normal(spec.w_shape, np.float32)
+    gy = rng.standard_normal(spec.y_shape, np.float32)
+    for kernel, shape, call, want in [
+        ("conv_forward", spec.y_shape, lambda c: backend.conv_forward(c, x=x, w=w, bias=None),
+         ref.conv_forward(x, w, None, spec)),
+        ("conv_backward_input", spec.x_shape, lambda c: backend.conv_backward_input(c, grad_y=gy, w=w),
+         ref.conv_backward_input(gy, w, spec)),
+        ("conv_backward_weight", spec.w_shape, lambda c: backend.conv_backward_weight(c, grad_y=gy, x=x),
+         ref.conv_backward_weight(gy, x, spec)),
+    ]:
+        c = _ctx(kernel, spec, shape)
+        call(c)
+        np.testing.assert_allclose(c.out, want, rtol=1e-4, atol=1e-4, err_msg=kernel)
+
+
+@pytest.mark.parametrize("desc", POOLS)
+def test_pool_kernels_match_reference(desc):
+    spec, rng = _spec(desc), np.random.default_rng(3)
+    x, gy = _ints(rng, spec.x_shape, spec.dtype), _ints(rng, spec.y_shape, spec.dtype)
+    backend = NumbaBackend()
+    mx = spec.kind == "max"
+    idx = np.full(spec.y_shape, -7, np.int64) if mx else None
+    c = _ctx("pool_forward", spec, spec.y_shape, indices=idx)
+    backend.pool_forward(c, x=x)
+    want_y, want_idx = ref.pool_forward(x, spec, mx)
+    exact = spec.kind == "max"
+    if exact:
+        np.testing.assert_array_equal(c.out, want_y)
+        np.testing.assert_array_equal(idx, want_idx)
+    else:
+        np.testing.assert_allclose(c.out, want_y, rtol=4 * np.finfo(spec.dtype).eps, atol=0)
+    y = c.out
+    g = _ctx("pool_backward", spec, spec.x_shape)
+    backend.pool_backward(g, grad_y=gy, x=x, y=y if spec.kind == "lp" else None, indices=idx)
+    want = ref.pool_backward(gy, x, y, idx, spec)
+    if exact:
+        np.testing.assert_array_equal(g.out, want)
+    else:
+        np.testing.assert_allclose(g.out, want, rtol=1e-5 if spec.dtype == "float32" else 1e-12, atol=1e-6)
+
+
+def test_max_pool_values_only_and_backward_without_indices():
+    spec, rng = _spec("maxpool2d_n2_c3_i9x9_k3x3_s2_p1"), np.random.default_rng(4)
+    x, gy = _ints(rng, spec.x_shape, spec.dtype), _ints(rng, spec.y_shape, spec.dtype)
+    c = _ctx("pool_forward", spec, spec.y_shape)
+    NumbaBackend().pool_forward(c, x=x)
+    np.testing.assert_array_equal(c.out, ref.pool_forward(x, spec, False)[0])
+    g = _ctx("pool_backward", spec, spec.x_shape)
+    NumbaBackend().pool_backward(g, grad_y=gy, x=x, y=None, indices=None)
+    np.testing.assert_array_equal(g.out, ref.pool_backward(gy, x, None, None, spec))
+
+
+def test_max_pool_ties_nan_and_minus_inf_rules():
+    spec = _spec("maxpool1d_n1_c1_i9_k3_s3_p1_f64")
+    x = np.array([[[2.0, 2.0, 1.0, np.nan, 5.0, np.nan, -np.inf, -np.inf, -np.inf]]])
+    idx = np.empty(spec.y_shape, np.int64)
+    c = _ctx("pool_forward", spec, spec.y_shape, indices=idx)
+    NumbaBackend().pool_forward(c, x=x)
+    want_y, want_idx = bruteforce.pool_forward(x, spec)
+    np.testing.assert_array_equal(c.out, want_y)
+    np.testing.assert_array_equal(idx, want_idx)
+    # First max of a tie, first NaN (not the later 5), first -inf inside the input (pads never win).
+    assert idx.ravel().tolist() == [0, 3, 6]
+
+
+def test_inf_weight_next_to_a_pad_makes_no_nan(backend):
+    spec = _spec("conv1d_n1_c1_o1_i2_k2_p1_f64")
+    x, w = np.array([[[1.0, 2.0]]]), np.array([[[np.inf, 1.0]]])
+    c = _ctx("conv_forward", spec, spec.y_shape)
+    backend.conv_forward(c, x=x, w=w, bias=None)
+    np.testing.assert_array_equal(c.out, bruteforce.conv_forward(x, w, None, spec))
+    assert not np.isnan(c.out).any()
+    gy = np.array([[[1.0, 0.0, 1.0]]])
+    gx = _ctx("conv_backward_input", spec, spec.x_shape)
+    backend.conv_backward_input(gx, grad_y=gy, w=w)
+    np.testing.assert_array_equal(gx.out, bruteforce.conv_backward_input(gy, w, spec))
+
+
+@pytest.mark.parametrize("desc", ["conv2d_n1_c8_o8_i6x6_k3x3_p1_f64", "conv2d_n1_c1_o1_i6x6_k3x3_p1_f64"])
+def test_nan_and_inf_inputs_follow_the_oracle(backend, desc):
+    spec, rng = _spec(desc), np.random.default_rng(5)
+    x = rng.integers(-2, 3, spec.x_shape).astype(spec.dtype)
+    w = rng.integers(-2, 3, spec.w_shape).astype(spec.dtype)
+    gy = rng.integers(-2, 3, spec.y_shape).astype(spec.dtype)
+    x[0, 0, 0, 0], x[0, -1, 3, 2], w[0, 0, 0, 0], gy[0, 0, 5, 5] = np.nan, np.inf, np.inf, -np.inf
+    c = _ctx("conv_forward", spec, spec.y_shape)
+    backend.conv_forward(c, x=x, w=w, bias=None)
+    np.testing.assert_array_equal(c.out, bruteforce.conv_forward(x, w, None, spec))
+    c = _ctx("conv_backward_input", spec, spec.x_shape)
+    backend.conv_backward_input(c, grad_y=gy, w=w)
+    np.testing.assert_array_equal(c.out, bruteforce.conv_backward_input(gy, w, spec))
+    c = _ctx("conv_backward_weight", spec, spec.w_shape)
+    backend.conv_backward_weight(c, grad_y=gy, x=x)
+    np.testing.assert_array_equal(c.out, bruteforce.conv_backward_weight(gy, x, spec))
+
+
+def test_lp_pool_gradient_nan_inf_rules_and_no_overflow():
+    spec = _spec("lppool1d_n1_c1_i3_k3_norm2")
+    for x in ([1.0, np.nan, 2.0], [1.0, np.inf, 2.0]):
+        x = np.array([[x]], np.float32)
+        y = _ctx("pool_forward", spec, spec.y_shape)
+        NumbaBackend().pool_forward(y, x=x)
+        g = _ctx("pool_backward", spec, spec.x_shape)
+        gy = np.ones(spec.y_shape, np.float32)
+        NumbaBackend().pool_backward(g, grad_y=gy, x=x, y=y.out, indices=None)
+        np.testing.assert_array_equal(g.out, ref.pool_backward(gy, x, y.out, None, spec))
+    spec = _spec("lppool1d_n1_c1_i2_k2_norm2")
+    for x, want in (([1e20, 1e20], 1.41421356e20), ([1e-25, 1e-25], 1.41421356e-25)):
+        y = _ctx("pool_forward", spec, spec.y_shape)
+        NumbaBackend().pool_forward(y, x=np.array([[x]], np.float32))
+        np.testing.assert_allclose(y.out.ravel(), [want], rtol=1e-6)
+    g = _ctx("pool_backward", spec, spec.x_shape)
+    x = np.array([[[3e-25, -4e-25]]], np.float32)
+    yv = np.array([[[5e-25]]], np.float32)
+    NumbaBackend().pool_backward(g, grad_y=np.ones((1, 1, 1), np.float32), x=x, y=yv, indices=None)
+    np.testing.assert_allclose(g.out.ravel(), [0.6, -0.8], rtol=1e-6)
+
+
+def test_float32_average_over_2_to_25_elements_is_accurate():
+    # A float32 running sum stops growing at 2**24; the kernels sum in float64.
+    spec = parse_descriptor("avgpool2d_n1_c1_i4096x8192_k4096x8192").canonical()
+    x = np.random.default_rng(6).random(spec.x_shape, dtype=np.float32)
+    c = _ctx("pool_forward", spec, spec.y_shape)
+    NumbaBackend().pool_forward(c, x=x)
+    want = x.mean(dtype=np.float64)
+    assert abs(float(c.out.ravel()[0]) - want) <= 1e-6 * want
+
+
+@pytest.mark.parametrize("desc", ["conv2d_n4_c8_o16_i20x20_k3x3_p1", "conv2d_n4_c16_o16_g16_i20x20_k3x3_p1",
+                                  "maxpool2d_n4_c8_i40x40_k3x3_s2_p1", "avgpool2d_n4_c8_i40x40_k3x3_s2_p1"])
+def test_eight_python_threads_at_once_give_the_single_threaded_results(desc):
+    spec, rng = _spec(desc), np.random.default_rng(7)
+    x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
+    conv = hasattr(spec, "groups")
+    w = rng.standard_normal(spec.w_shape).astype(spec.dtype) if conv else None
+    gy = rng.standard_normal(spec.y_shape).astype(spec.dtype)
+    backend = NumbaBackend()
+
+    def run(threads):
+        if conv:
+            a = _ctx("conv_forward", spec, spec.y_shape, threads=threads)
+            backend.conv_forward(a, x=x, w=w, bias=None)
+            b = _ctx("conv_backward_weight", spec, spec.w_shape, threads=threads)
+            backend.conv_backward_weight(b, grad_y=gy, x=x)
+            return a.out, b.out
+        idx = np.empty(spec.y_shape, np.int64) if spec.kind == "max" else None
+        a = _ctx("pool_forward", spec, spec.y_shape, indices=idx, threads=threads)
+        backend.pool_forward(a, x=x)
+        b = _ctx("pool_backward", spec, spec.x_shape, threads=threads)
+        backend.pool_backward(b, grad_y=gy, x=x, y=None, indices=idx)
+        return a.out, b.out
+
+    want = run(1)
+    results, errors = [None] * 8, []
+
+    def worker(i):
+        try:
+            results[i] = [run(2) for _ in range(5)]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for per_thread in results:
+        for got in per_thread:
+            for g, w_ in zip(got, want):
+                np.testing.assert_array_equal(g, w_)
+
+
+def test_import_convkit_does_not_import_numba():
+    code = ("import sys, convkit, convkit_backends.numba.plugin as p; p.convkit_backends(); "
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_availability_and_capabilities():
+    b = NumbaBackend()
+    assert b.availability() is None
+    assert b.name == "numba" and b.capabilities.threads
+    assert set(b.implemented_kernels()) == {"conv_forward", "conv_backward_input", "conv_backward_weight",
+                                            "pool_forward", "pool_backward"}
+
+
+def test_registered_through_the_entry_point():
+    from importlib.metadata import entry_points
+
+    names = {ep.name: ep.value for ep in entry_points(group="convkit.backends")}
+    assert names.get("numba") == "convkit_backends.numba.plugin"
+    from convkit_backends.numba import plugin
+
+    (b,) = plugin.convkit_backends()
+    assert isinstance(b, NumbaBackend)
+
+
+def test_warmup_compiles_for_descriptors():
+    from convkit_backends.numba import warmup
+
+    done = warmup(["conv2d_n1_c3_o8_i8x8_k3x3", "maxpool2d_n1_c1_i4x4_k2x2_f64", "lppool1d_n1_c1_i4_k2"],
+                  progress=False)
+    assert {"conv:float32", "pool_max:float64", "pool_sum:float32"} <= set(done)
