@@ -23,12 +23,27 @@ from convkit.backend import KernelContext
 
 
 def _median(fn, repeat):
+    """Median of ``repeat`` runs (``--stat min`` takes the minimum: robust when other jobs share the cores)."""
     ts = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return min(ts) if _STAT == "min" else statistics.median(ts)
+
+
+_STAT = "median"
+
+
+def _busy() -> float:
+    """Share of the machine's CPU time other processes used in the last 0.2 s (0..1)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    (t0, i0), _ = snap(), time.sleep(0.2)
+    t1, i1 = snap()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
 
 
 def _suite(name):
@@ -113,7 +128,10 @@ def main(argv=None):
     ap.add_argument("--suite", default="issue5")
     ap.add_argument("--only", default="")
     ap.add_argument("--peers", default="c,torch")
+    ap.add_argument("--stat", choices=("median", "min"), default="median")
     a = ap.parse_args(argv)
+    global _STAT
+    _STAT = a.stat
     import convkit
     convkit.set_num_threads(a.threads)
     peers = [p for p in a.peers.split(",") if p]
@@ -121,9 +139,10 @@ def main(argv=None):
         import torch
         torch.set_num_threads(a.threads)
     rng = np.random.default_rng(0)
-    print(f"threads={a.threads} repeat={a.repeat}; ms (median); GF = GFLOP/s of numba fwd")
+    print(f"threads={a.threads} repeat={a.repeat}; ms ({a.stat}); GF = GFLOP/s of numba fwd; "
+          f"busy = CPU share used by others just before the layer")
     print(f"{'layer':28s} {'compile s':>9s} {'numba f':>8s} {'c f':>8s} {'torch f':>8s} {'numba b':>8s} "
-          f"{'c b':>8s} {'torch b':>8s} {'GF':>6s}")
+          f"{'c b':>8s} {'torch b':>8s} {'GF':>6s} {'busy':>5s}")
     for name, desc in _suite(a.suite):
         if a.only and a.only not in name:
             continue
@@ -138,6 +157,7 @@ def main(argv=None):
             fns["c"] = _c_fns(spec, arrays)
         if "torch" in peers:
             fns["torch"] = _torch_fns(spec, arrays)
+        busy = _busy()
         t = time.perf_counter()
         fns["numba"][0]()
         fns["numba"][1]()
@@ -149,7 +169,7 @@ def main(argv=None):
         g = lambda k, i: f"{res[k][i]:8.2f}" if k in res else f"{'-':>8s}"  # noqa
         gf = spec.flops / (res["numba"][0] * 1e-3) / 1e9
         print(f"{name:28s} {compile_s:9.2f} {g('numba',0)} {g('c',0)} {g('torch',0)} {g('numba',1)} {g('c',1)} "
-              f"{g('torch',1)} {gf:6.1f}", flush=True)
+              f"{g('torch',1)} {gf:6.1f} {busy:5.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -378,3 +378,24 @@ def test_workqueue_fallback_serializes_concurrent_calls():
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["workqueue", "0"]
+
+
+def test_one_compiled_kernel_per_family_and_dtype():
+    # Geometry is a runtime argument, 1-D/2-D run as 3-D and read-only inputs are aliased:
+    # after every test above, no kernel holds more than one signature per dtype.
+    from convkit_backends.numba import _conv, _gemm, _pool
+
+    rng = np.random.default_rng(8)
+    for desc in CONVS[:4] + POOLS[:6]:
+        spec = _spec(desc)
+        x = _ints(rng, spec.x_shape, spec.dtype)  # read-only
+        if hasattr(spec, "groups"):
+            NumbaBackend().conv_forward(_ctx("conv_forward", spec, spec.y_shape), x=x,
+                                        w=_ints(rng, spec.w_shape, spec.dtype), bias=None)
+        else:
+            NumbaBackend().pool_forward(_ctx("pool_forward", spec, spec.y_shape), x=x)
+    for mod in (_conv, _gemm, _pool):
+        for name in dir(mod):
+            fn = getattr(mod, name)
+            if hasattr(fn, "signatures") and fn.signatures:
+                assert len(fn.signatures) <= 2, (name, fn.signatures)

@@ -16,7 +16,7 @@ import numpy as np
 
 from convkit.backend import Backend, Capabilities
 
-from .layout import as5d, packed
+from .layout import alias, as5d, packed, readable
 
 __all__ = ["NumbaBackend", "MIN_NUMBA"]
 
@@ -84,34 +84,34 @@ class NumbaBackend(Backend):
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec, w):
-            return _gemm().forward(spec, pk, as5d(x), w, bias, ctx.out, ctx.num_threads)
+            return _gemm().forward(spec, pk, readable(x), alias(w), None if bias is None else alias(bias), ctx.out, ctx.num_threads)
         cpg = spec.c_in // spec.groups
-        b = np.zeros(1, spec.dtype) if bias is None else bias
+        b = np.zeros(1, spec.dtype) if bias is None else alias(bias)
         work = cpg * math.prod(spec.kernel) * pk.out5[2]
-        rt.tiled(kc.conv_forward, (as5d(x), as5d(w), b, bias is not None, as5d(ctx.out), spec.groups, pk.geo,
+        rt.tiled(kc.conv_forward, (readable(x), readable(w), b, bias is not None, as5d(ctx.out), spec.groups, pk.geo,
                                    pk.prm), pk.rows_out, work, ctx.num_threads)
 
     def conv_backward_input(self, ctx, *, grad_y, w) -> None:
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec):
-            return _gemm().backward_input(spec, pk, grad_y, w, as5d(ctx.out), ctx.num_threads)
+            return _gemm().backward_input(spec, pk, alias(grad_y), alias(w), as5d(ctx.out), ctx.num_threads)
         opg = spec.c_out // spec.groups
         work = opg * math.prod(spec.kernel) * pk.out5[2]
-        rt.tiled(kc.conv_backward_input, (as5d(grad_y), as5d(w), as5d(ctx.out), spec.groups, pk.geo, pk.prm),
+        rt.tiled(kc.conv_backward_input, (readable(grad_y), readable(w), as5d(ctx.out), spec.groups, pk.geo, pk.prm),
                  pk.rows_in, work, ctx.num_threads)
 
     def conv_backward_weight(self, ctx, *, grad_y, x) -> None:
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec, grad_y):
-            return _gemm().backward_weight(spec, pk, grad_y, as5d(x), ctx.out, ctx.num_threads)
+            return _gemm().backward_weight(spec, pk, alias(grad_y), readable(x), ctx.out, ctx.num_threads)
         acc = np.zeros(as5d(ctx.out).shape, np.float64)
         rows = spec.n * pk.out5[0] * pk.out5[1]
         work = math.prod(spec.w_shape) * pk.out5[2]
-        rt.tiled(kc.conv_backward_weight, (as5d(grad_y), as5d(x), acc, spec.groups, pk.geo, pk.prm), rows, work,
+        rt.tiled(kc.conv_backward_weight, (readable(grad_y), readable(x), acc, spec.groups, pk.geo, pk.prm), rows, work,
                  ctx.num_threads)
-        rt.launch(kc.cast_into, (acc, ctx.out), ctx.num_threads)
+        rt.launch(kc.cast_into, (acc, as5d(ctx.out)), ctx.num_threads)
 
     # -- pooling -------------------------------------------------------------
     def _max_forward(self, ctx, x, out, idx):
@@ -119,14 +119,14 @@ class NumbaBackend(Backend):
         spec, pk = ctx.spec, packed(ctx.spec)
         want = idx is not None
         idx5 = as5d(idx) if want else np.zeros((1, 1, 1, 1, 1), np.int64)
-        rt.tiled(kp.max_forward, (as5d(x), as5d(out), idx5, want, pk.geo, pk.prm), pk.rows_out,
+        rt.tiled(kp.max_forward, (readable(x), as5d(out), idx5, want, pk.geo, pk.prm), pk.rows_out,
                  math.prod(spec.kernel) * pk.out5[2], ctx.num_threads)
 
     def _sum_forward(self, ctx, x, out):
         rt, _, kp = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         lp = spec.kind == "lp"
-        rt.tiled(kp.sum_forward, (as5d(x), as5d(out), lp, _p(spec), pk.fac, pk.override, pk.geo, pk.prm),
+        rt.tiled(kp.sum_forward, (readable(x), as5d(out), lp, _p(spec), pk.fac, pk.override, pk.geo, pk.prm),
                  pk.rows_out, math.prod(spec.kernel) * pk.out5[2], ctx.num_threads)
 
     def pool_forward(self, ctx, *, x) -> None:
@@ -138,12 +138,12 @@ class NumbaBackend(Backend):
     def pool_backward(self, ctx, *, grad_y, x, y, indices) -> None:
         rt, _, kp = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
-        gy5 = as5d(grad_y)
+        gy5 = readable(grad_y)
         if spec.kind == "max":
             if indices is None:
                 indices = np.empty(spec.y_shape, np.int64)
                 self._max_forward(ctx, x, np.empty(spec.y_shape, spec.dtype), indices)
-            rt.tiled(kp.max_backward, (gy5, as5d(indices), as5d(ctx.out)), spec.n * spec.c,
+            rt.tiled(kp.max_backward, (gy5, readable(indices), as5d(ctx.out)), spec.n * spec.c,
                      math.prod(spec.out_shape), ctx.num_threads)
             return
         lp = spec.kind == "lp"
@@ -151,10 +151,10 @@ class NumbaBackend(Backend):
             y = np.empty(spec.y_shape, spec.dtype)
             self._sum_forward(ctx, x, y)
         scale = np.empty(gy5.shape, np.float64)
-        rt.launch(kp.window_scale, (gy5, as5d(y) if lp else gy5, lp, _p(spec), pk.fac, pk.override, scale),
+        rt.launch(kp.window_scale, (gy5, readable(y) if lp else gy5, lp, _p(spec), pk.fac, pk.override, scale),
                   ctx.num_threads)
         work = math.prod(spec.kernel) * pk.out5[2] // max(1, math.prod(spec.stride[:-1]))
-        rt.tiled(kp.sum_backward, (scale, as5d(x), lp, _p(spec), as5d(ctx.out), pk.geo, pk.prm), pk.rows_in,
+        rt.tiled(kp.sum_backward, (scale, readable(x), lp, _p(spec), as5d(ctx.out), pk.geo, pk.prm), pk.rows_in,
                  work, ctx.num_threads)
 
 

@@ -31,6 +31,8 @@ MIN_ROWS = 8        # output channels per group: the GEMM's M
 MIN_DEPTH = 16      # input channels per group x taps: the GEMM's K
 #: Columns per block (whole output rows, at least one): L2-sized blocks of ``col``.
 BLOCK_COLS = 1024
+#: The blocks of one ``(n, group)`` come in multiples of this (load balance).
+BLOCK_SPLIT = 8
 #: Fixed number of partial sums of the weight gradient (independent of the thread count).
 WEIGHT_CHUNKS = 16
 
@@ -86,9 +88,14 @@ def _dims(spec, pk):
     cpg, opg = spec.c_in // g, spec.c_out // g
     depth = cpg * math.prod(spec.kernel)
     OZ, OY, OX = pk.out5
-    rows_per_block = max(1, BLOCK_COLS // OX)
-    nblk = -(-(OZ * OY) // rows_per_block)
-    return g, cpg, opg, depth, OZ * OY * OX, rows_per_block, nblk
+    rows = OZ * OY
+    # A multiple of BLOCK_SPLIT blocks of about BLOCK_COLS columns: 1, 2, 4 or 8 threads
+    # get equal shares. It does not depend on the thread count, so neither do the results.
+    want = -(-(rows * OX) // BLOCK_COLS)
+    want = -(-want // BLOCK_SPLIT) * BLOCK_SPLIT
+    rows_per_block = max(1, -(-rows // want))
+    nblk = -(-rows // rows_per_block)
+    return g, cpg, opg, depth, rows * OX, rows_per_block, nblk
 
 
 def forward(spec, pk, x5, w, bias, out, nt):

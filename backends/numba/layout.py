@@ -11,13 +11,39 @@ import functools
 
 import numpy as np
 
-__all__ = ["as5d", "Packed", "packed"]
+__all__ = ["as5d", "alias", "readable", "Packed", "packed"]
 
 
 def as5d(a: np.ndarray) -> np.ndarray:
     """``(N, C, *spatial)`` viewed as ``(N, C, Z, Y, X)`` (a view: ``a`` is C-contiguous)."""
     lead = 5 - a.ndim
     return a.reshape(a.shape[:2] + (1,) * lead + a.shape[2:])
+
+
+class _Alias:
+    """Holds an array and exposes its memory with the read-only flag cleared (see :func:`readable`)."""
+
+    def __init__(self, a):
+        self.base = a
+        iface = dict(a.__array_interface__)
+        iface["data"] = (iface["data"][0], False)
+        self.__array_interface__ = iface
+
+
+def alias(a: np.ndarray) -> np.ndarray:
+    """``a``, or if it is read-only an alias of its memory typed writeable.
+
+    numba compiles a separate copy of every kernel for read-only arrays (a
+    different type). Inputs are never written by the kernels, so a
+    read-only input is passed as an alias without the flag instead: one
+    compiled kernel serves both.
+    """
+    return a if a.flags.writeable else np.asarray(_Alias(a))
+
+
+def readable(a: np.ndarray) -> np.ndarray:
+    """An input array as the kernels take it: :func:`alias`, viewed 5-D."""
+    return as5d(alias(a))
 
 
 class Packed:
