@@ -101,7 +101,7 @@ def weight(gy, x, acc, groups, geo, prm, rows_per_block, j0, j1):
     """Add jobs ``[j0, j1)`` (job = ``(n, group, block)``) of ``gy_blk @ col_blk.T`` to ``acc`` (float64).
 
     ``gy`` is ``(N, C_out, OZ*OY*OX)``, ``acc`` ``(n_chunks, C_out, cpg * taps)``:
-    chunk ``ch`` sums its jobs in order; the caller adds the chunks in order,
+    chunk ``ch`` sums jobs ``ch, ch + n_chunks, ...`` in order; the caller adds the chunks in order,
     so the result does not depend on the thread count.
     """
     C = x.shape[1]
@@ -112,14 +112,13 @@ def weight(gy, x, acc, groups, geo, prm, rows_per_block, j0, j1):
     rows = OZ * OY
     nblk = (rows + rows_per_block - 1) // rows_per_block
     oxa, oxb = tap_ranges(geo, prm[11])
-    njobs = j1 - j0
-    per = (njobs + nch - 1) // nch
     for ch in prange(nch):
         buf = np.empty(depth * rows_per_block * OX, x.dtype)
         gbuf = np.empty(opg * rows_per_block * OX, x.dtype)
         part = np.empty((opg, depth), x.dtype)
         a = acc[ch]
-        for job in range(j0 + ch * per, min(j1, j0 + (ch + 1) * per)):
+        # Round-robin: chunk ch takes jobs ch, ch + nch, ... (balanced, and fixed per chunk).
+        for job in range(j0 + ch, j1, nch):
             blk = job % nblk
             t = job // nblk
             g = t % groups

@@ -34,7 +34,7 @@ BLOCK_COLS = 1024
 #: The blocks of one ``(n, group)`` come in multiples of this (load balance).
 BLOCK_SPLIT = 8
 #: Fixed number of partial sums of the weight gradient (independent of the thread count).
-WEIGHT_CHUNKS = 16
+WEIGHT_CHUNKS = 8
 
 _lock = threading.Lock()
 _users = 0
