@@ -84,7 +84,8 @@ class NumbaBackend(Backend):
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec, w):
-            return _gemm().forward(spec, pk, readable(x), alias(w), None if bias is None else alias(bias), ctx.out, ctx.num_threads)
+            b = None if bias is None else alias(bias)
+            return _gemm().forward(spec, pk, readable(x), alias(w), b, ctx.out, ctx.num_threads)
         cpg = spec.c_in // spec.groups
         b = np.zeros(1, spec.dtype) if bias is None else alias(bias)
         work = cpg * math.prod(spec.kernel) * pk.out5[2]
@@ -98,8 +99,8 @@ class NumbaBackend(Backend):
             return _gemm().backward_input(spec, pk, alias(grad_y), alias(w), as5d(ctx.out), ctx.num_threads)
         opg = spec.c_out // spec.groups
         work = opg * math.prod(spec.kernel) * pk.out5[2]
-        rt.tiled(kc.conv_backward_input, (readable(grad_y), readable(w), as5d(ctx.out), spec.groups, pk.geo, pk.prm),
-                 pk.rows_in, work, ctx.num_threads)
+        args = (readable(grad_y), readable(w), as5d(ctx.out), spec.groups, pk.geo, pk.prm)
+        rt.tiled(kc.conv_backward_input, args, pk.rows_in, work, ctx.num_threads)
 
     def conv_backward_weight(self, ctx, *, grad_y, x) -> None:
         rt, kc, _ = _kernels()
@@ -109,8 +110,8 @@ class NumbaBackend(Backend):
         acc = np.zeros(as5d(ctx.out).shape, np.float64)
         rows = spec.n * pk.out5[0] * pk.out5[1]
         work = math.prod(spec.w_shape) * pk.out5[2]
-        rt.tiled(kc.conv_backward_weight, (readable(grad_y), readable(x), acc, spec.groups, pk.geo, pk.prm), rows, work,
-                 ctx.num_threads)
+        args = (readable(grad_y), readable(x), acc, spec.groups, pk.geo, pk.prm)
+        rt.tiled(kc.conv_backward_weight, args, rows, work, ctx.num_threads)
         rt.launch(kc.cast_into, (acc, as5d(ctx.out)), ctx.num_threads)
 
     # -- pooling -------------------------------------------------------------

@@ -2,14 +2,15 @@
 
 Imported only when a kernel first runs (it imports numba).
 
-Threading layer: numba's default ``workqueue`` layer aborts the process when
-two Python threads run parallel kernels at once (numba issues 8563, 9288).
-Unless the user chose a layer (``NUMBA_THREADING_LAYER``), we ask numba for
-``omp`` first, then ``tbb``, then ``workqueue``; the choice is numba's
-(process-wide, fixed at the first parallel launch). If it ends up on
-``workqueue`` (no OpenMP/TBB runtime, or another library launched first),
-every launch is serialized by a lock, so concurrent callers wait instead of
-crashing.
+Threading layer: numba's ``workqueue`` layer aborts the process when two
+Python threads run parallel kernels at once (numba issues 8563, 9288).
+numba picks the layer once per process, at the first parallel launch, from
+``NUMBA_THREADING_LAYER`` or its default priority ``tbb``, ``omp``,
+``workqueue``; both ``tbb`` and ``omp`` are thread safe. We leave that
+choice to numba (it is process-wide and other numba users share it) and
+check it after our first launch: on ``workqueue`` (no TBB or OpenMP
+runtime found, or the user asked for it) every launch is serialized by a
+lock, so concurrent callers wait instead of crashing.
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ SAFE_LAYERS = ("omp", "tbb")
 # slow on 2 threads (see the c backend); both backends share the system
 # libgomp, so apply the same default when we are the first to load it.
 _SPINCOUNT = "10000"
-
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    _config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-    _config.THREADING_LAYER = "default"
 
 _lock = threading.Lock()
 _safe: bool | None = None  # unknown until the first launch picked a layer
