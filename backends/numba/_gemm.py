@@ -3,8 +3,11 @@
 ``np.dot`` in nopython mode calls BLAS (``sgemm``/``dgemm`` of scipy's
 OpenBLAS); each parallel job multiplies one block on its own thread, with
 BLAS kept to one thread by the caller (:mod:`.gemm`), so numba's threads
-are the only ones. A block is ``R`` whole output rows of one ``(n, group)``:
-``col`` has one row per ``(ic, kz, ky, kx)`` tap and ``R * OX`` columns.
+are the only ones. Output rows (one ``(n, oz, oy)`` each, ``OX`` columns)
+are numbered across the whole batch, ``r = (n * OZ + oz) * OY + oy``, and a
+block is ``rows_per_block`` consecutive rows, images mixed: a small image
+with a large batch still makes wide products. ``col`` has one row per
+``(ic, kz, ky, kx)`` tap and one column per output position of the block.
 Pad taps are written as 0 in ``col`` and so meet the other factor: callers
 take this path only when that factor is finite (``0 * v == 0``).
 
@@ -22,10 +25,11 @@ _JIT = dict(parallel=True, nogil=True, cache=True, error_model="numpy")
 
 
 @njit(nogil=True, cache=True)
-def fill_col(x, n, c0, cpg, col, r_first, m_rows, OY, OX, geo, prm, oxa, oxb):
-    """``col[(ic,kz,ky,kx), j*OX + ox]`` for output rows ``r_first + j`` (``j < m_rows``)."""
+def fill_col(x, c0, cpg, col, r_first, m_rows, OZ, OY, OX, geo, prm, oxa, oxb):
+    """``col[(ic,kz,ky,kx), j*OX + ox]`` of channels ``c0..c0+cpg`` for global rows ``r_first + j``."""
     KZ, KY, KX = prm[9], prm[10], prm[11]
     dz, dy, dx, sx = prm[0], prm[1], prm[2], prm[5]
+    plane = OZ * OY
     row = 0
     for ic in range(cpg):
         for kz in range(KZ):
@@ -37,8 +41,10 @@ def fill_col(x, n, c0, cpg, col, r_first, m_rows, OY, OX, geo, prm, oxa, oxb):
                     first = geo[2, 0, 0] + kx * dx + a * sx
                     for j in range(m_rows):
                         r = r_first + j
-                        oz = r // OY
-                        oy = r % OY
+                        n = r // plane
+                        q = r % plane
+                        oz = q // OY
+                        oy = q % OY
                         o = dst[j * OX:(j + 1) * OX]
                         if not (geo[0, 1, oz] <= kz < geo[0, 2, oz] and geo[1, 1, oy] <= ky < geo[1, 2, oy]):
                             o[:] = 0.0
@@ -58,17 +64,17 @@ def fill_col(x, n, c0, cpg, col, r_first, m_rows, OY, OX, geo, prm, oxa, oxb):
 
 @njit(**_JIT)
 def forward(x, w2, bias, has_bias, out, groups, geo, prm, rows_per_block, j0, j1):
-    """Jobs ``[j0, j1)`` (job = ``(n, group, block of output rows)``): ``out[.., rows] = W_g @ col``.
+    """Jobs ``[j0, j1)`` (job = ``(block, group)``): the block's rows of ``out`` are ``W_g @ col``.
 
     ``w2`` is ``(C_out, cpg * taps)``; ``out`` is ``(N, C_out, OZ*OY*OX)``.
     """
-    C = x.shape[1]
+    N, C = x.shape[0], x.shape[1]
     OC, depth = w2.shape
     OZ, OY, OX = prm[12], prm[13], prm[14]
     opg = OC // groups
     cpg = C // groups
-    rows = OZ * OY
-    nblk = (rows + rows_per_block - 1) // rows_per_block
+    plane = OZ * OY
+    rows = N * plane
     oxa, oxb = tap_ranges(geo, prm[11])
     njobs = j1 - j0
     nch = min(njobs, 64)
@@ -77,60 +83,61 @@ def forward(x, w2, bias, has_bias, out, groups, geo, prm, rows_per_block, j0, j1
         buf = np.empty(depth * rows_per_block * OX, x.dtype)
         res = np.empty(opg * rows_per_block * OX, x.dtype)
         for job in range(j0 + ch * per, min(j1, j0 + (ch + 1) * per)):
-            blk = job % nblk
-            t = job // nblk
-            g = t % groups
-            n = t // groups
-            r_first = blk * rows_per_block
+            g = job % groups
+            r_first = (job // groups) * rows_per_block
             m_rows = min(rows_per_block, rows - r_first)
             m = m_rows * OX
             col = buf[:depth * m].reshape(depth, m)
-            fill_col(x, n, g * cpg, cpg, col, r_first, m_rows, OY, OX, geo, prm, oxa, oxb)
+            fill_col(x, g * cpg, cpg, col, r_first, m_rows, OZ, OY, OX, geo, prm, oxa, oxb)
             r2 = res[:opg * m].reshape(opg, m)
             np.dot(w2[g * opg:(g + 1) * opg], col, r2)
-            for i in range(opg):
-                dst = out[n, g * opg + i, r_first * OX:r_first * OX + m]
-                src = r2[i]
-                b = bias[g * opg + i] if has_bias else 0.0
-                for q in range(m):
-                    dst[q] = src[q] + b
+            for j in range(m_rows):
+                n = (r_first + j) // plane
+                q = (r_first + j) % plane
+                for i in range(opg):
+                    dst = out[n, g * opg + i, q * OX:(q + 1) * OX]
+                    src = r2[i, j * OX:(j + 1) * OX]
+                    b = bias[g * opg + i] if has_bias else 0.0
+                    for t in range(OX):
+                        dst[t] = src[t] + b
 
 
 @njit(**_JIT)
 def weight(gy, x, acc, groups, geo, prm, rows_per_block, j0, j1):
-    """Add jobs ``[j0, j1)`` (job = ``(n, group, block)``) of ``gy_blk @ col_blk.T`` to ``acc`` (float64).
+    """Add jobs ``[j0, j1)`` (job = ``(block, group)``) of ``gy_blk @ col_blk.T`` to ``acc`` (float64).
 
     ``gy`` is ``(N, C_out, OZ*OY*OX)``, ``acc`` ``(n_chunks, C_out, cpg * taps)``:
-    chunk ``ch`` sums jobs ``ch, ch + n_chunks, ...`` in order; the caller adds the chunks in order,
-    so the result does not depend on the thread count.
+    chunk ``ch`` sums jobs ``ch, ch + n_chunks, ...`` in order (whatever the
+    tiling into ``[j0, j1)`` calls); the caller adds the chunks in order, so
+    the result does not depend on the thread count.
     """
-    C = x.shape[1]
+    N, C = x.shape[0], x.shape[1]
     nch, OC, depth = acc.shape
     OZ, OY, OX = prm[12], prm[13], prm[14]
     opg = OC // groups
     cpg = C // groups
-    rows = OZ * OY
-    nblk = (rows + rows_per_block - 1) // rows_per_block
+    plane = OZ * OY
+    rows = N * plane
     oxa, oxb = tap_ranges(geo, prm[11])
     for ch in prange(nch):
         buf = np.empty(depth * rows_per_block * OX, x.dtype)
         gbuf = np.empty(opg * rows_per_block * OX, x.dtype)
         part = np.empty((opg, depth), x.dtype)
         a = acc[ch]
-        # Round-robin: chunk ch takes jobs ch, ch + nch, ... (balanced, and fixed per chunk).
-        for job in range(j0 + ch, j1, nch):
-            blk = job % nblk
-            t = job // nblk
-            g = t % groups
-            n = t // groups
-            r_first = blk * rows_per_block
+        start = j0 + (ch - j0 % nch) % nch  # first job >= j0 of this chunk
+        for job in range(start, j1, nch):
+            g = job % groups
+            r_first = (job // groups) * rows_per_block
             m_rows = min(rows_per_block, rows - r_first)
             m = m_rows * OX
             col = buf[:depth * m].reshape(depth, m)
-            fill_col(x, n, g * cpg, cpg, col, r_first, m_rows, OY, OX, geo, prm, oxa, oxb)
+            fill_col(x, g * cpg, cpg, col, r_first, m_rows, OZ, OY, OX, geo, prm, oxa, oxb)
             g2 = gbuf[:opg * m].reshape(opg, m)
-            for i in range(opg):
-                g2[i] = gy[n, g * opg + i, r_first * OX:r_first * OX + m]
+            for j in range(m_rows):
+                n = (r_first + j) // plane
+                q = (r_first + j) % plane
+                for i in range(opg):
+                    g2[i, j * OX:(j + 1) * OX] = gy[n, g * opg + i, q * OX:(q + 1) * OX]
             np.dot(g2, col.T, part)
             for i in range(opg):
                 for k in range(depth):
@@ -138,44 +145,58 @@ def weight(gy, x, acc, groups, geo, prm, rows_per_block, j0, j1):
 
 
 @njit(**_JIT)
-def input_cols(gy, wt, col, n, g, opg, cols_per_block):
-    """``col = W_g.T @ gy[n, group g]`` for one ``(n, g)``, one column block per job.
+def input_cols(gy, wt, col, g, n0, rows_per_block, OX):
+    """``col = W_g.T @ gy`` for group ``g`` and the images ``n0, n0 + 1, ...`` that ``col`` holds.
 
     ``wt`` is ``(groups, depth, opg)`` (contiguous transposed weights), ``gy``
-    ``(N, C_out, P)``, ``col`` ``(depth, P)``.
+    ``(N, C_out, P)``, ``col`` ``(depth, n_images * P)``; one block of
+    ``rows_per_block`` output rows per job.
     """
-    depth, P = col.shape
-    nblk = (P + cols_per_block - 1) // cols_per_block
+    depth, cols = col.shape
+    opg = wt.shape[2]
+    P = gy.shape[2]
+    rows = cols // OX
+    plane = P // OX
+    nblk = (rows + rows_per_block - 1) // rows_per_block
     for blk in prange(nblk):
-        p0 = blk * cols_per_block
-        m = min(cols_per_block, P - p0)
+        r_first = blk * rows_per_block
+        m_rows = min(rows_per_block, rows - r_first)
+        m = m_rows * OX
         gb = np.empty((opg, m), gy.dtype)
-        for i in range(opg):
-            gb[i] = gy[n, g * opg + i, p0:p0 + m]
+        for j in range(m_rows):
+            n = n0 + (r_first + j) // plane
+            q = (r_first + j) % plane
+            for i in range(opg):
+                gb[i, j * OX:(j + 1) * OX] = gy[n, g * opg + i, q * OX:(q + 1) * OX]
         res = np.dot(wt[g], gb)
         for k in range(depth):
-            col[k, p0:p0 + m] = res[k]
+            col[k, r_first * OX:r_first * OX + m] = res[k]
 
 
 @njit(**_JIT)
-def col2im(col, out, n, c0, cpg, geo, prm):
-    """``out[n, c0:c0+cpg]`` = the rows of ``col`` (one ``(n, group)``) added back to the taps they read.
+def col2im(col, out, n0, c0, cpg, geo, prm):
+    """``out[n0 + i, c0:c0+cpg]`` = the rows of ``col`` (images ``n0, ...`` of one group) added back.
 
-    Pad taps are skipped. One job per input channel: each owns its plane.
+    Each row of ``col`` is scattered to the input taps it read; pad taps are
+    skipped. One job per ``(image, input channel)``: each owns its plane.
     """
     KZ, KY, KX = prm[9], prm[10], prm[11]
     dz, dy, dx, sx = prm[0], prm[1], prm[2], prm[5]
     OZ, OY, OX = prm[12], prm[13], prm[14]
+    P = OZ * OY * OX
+    n_img = col.shape[1] // P
     taps = KZ * KY * KX
     oxa, oxb = tap_ranges(geo, KX)
-    for ic in prange(cpg):
-        plane = out[n, c0 + ic]
+    for job in prange(n_img * cpg):
+        ni = job // cpg
+        ic = job % cpg
+        plane = out[n0 + ni, c0 + ic]
         plane[:] = 0.0
         for t in range(taps):
             kz = t // (KY * KX)
             ky = (t // KX) % KY
             kx = t % KX
-            src = col[ic * taps + t]
+            src = col[ic * taps + t, ni * P:(ni + 1) * P]
             a, b = oxa[kx], oxb[kx]
             first = geo[2, 0, 0] + kx * dx + a * sx
             for oz in range(OZ):

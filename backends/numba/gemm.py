@@ -33,6 +33,8 @@ MIN_DEPTH = 16      # input channels per group x taps: the GEMM's K
 BLOCK_COLS = 1024
 #: The blocks of one ``(n, group)`` come in multiples of this (load balance).
 BLOCK_SPLIT = 8
+#: Size of the input gradient's ``col`` buffer (whole images per pass).
+COL_BYTES = 32 << 20
 #: Fixed number of partial sums of the weight gradient (independent of the thread count).
 WEIGHT_CHUNKS = 8
 
@@ -88,14 +90,14 @@ def _dims(spec, pk):
     cpg, opg = spec.c_in // g, spec.c_out // g
     depth = cpg * math.prod(spec.kernel)
     OZ, OY, OX = pk.out5
-    rows = OZ * OY
+    rows = spec.n * OZ * OY  # output rows of the whole batch
     # A multiple of BLOCK_SPLIT blocks of about BLOCK_COLS columns: 1, 2, 4 or 8 threads
     # get equal shares. It does not depend on the thread count, so neither do the results.
     want = -(-(rows * OX) // BLOCK_COLS)
     want = -(-want // BLOCK_SPLIT) * BLOCK_SPLIT
     rows_per_block = max(1, -(-rows // want))
     nblk = -(-rows // rows_per_block)
-    return g, cpg, opg, depth, rows * OX, rows_per_block, nblk
+    return g, cpg, opg, depth, OZ * OY * OX, rows_per_block, nblk
 
 
 def forward(spec, pk, x5, w, bias, out, nt):
@@ -104,18 +106,16 @@ def forward(spec, pk, x5, w, bias, out, nt):
     with _single_threaded_blas():
         tiled(_k().forward, (x5, w.reshape(spec.c_out, depth), b, bias is not None,
                              out.reshape(spec.n, spec.c_out, P), g, pk.geo, pk.prm, rpb),
-              spec.n * g * nblk, 2 * opg * depth * rpb * pk.out5[2], nt)
+              g * nblk, 2 * opg * depth * rpb * pk.out5[2], nt)
 
 
 def backward_weight(spec, pk, gy, x5, out, nt):
     g, cpg, opg, depth, P, rpb, nblk = _dims(spec, pk)
     acc = np.zeros((WEIGHT_CHUNKS, spec.c_out, depth), np.float64)
-    gy3 = gy.reshape(spec.n, spec.c_out, P)
-    # One launch for the whole problem: chunks are fixed, so tiling would
-    # change the summation order; the batch loop gives Ctrl-C its chance.
+    # Tiles keep each chunk's job order (round-robin by job index), so the sum is the same for any tiling.
     with _single_threaded_blas():
-        for n in range(spec.n):
-            launch(_k().weight, (gy3[n:n + 1], x5[n:n + 1], acc, g, pk.geo, pk.prm, rpb, 0, g * nblk), nt)
+        tiled(_k().weight, (gy.reshape(spec.n, spec.c_out, P), x5, acc, g, pk.geo, pk.prm, rpb), g * nblk,
+              2 * opg * depth * rpb * pk.out5[2], nt)
     out.reshape(spec.c_out, depth)[...] = acc.sum(axis=0)
 
 
@@ -123,10 +123,14 @@ def backward_input(spec, pk, gy, w, out5, nt):
     g, cpg, opg, depth, P, rpb, nblk = _dims(spec, pk)
     wt = np.ascontiguousarray(w.reshape(g, opg, depth).transpose(0, 2, 1))
     gy3 = gy.reshape(spec.n, spec.c_out, P)
-    col = np.empty((depth, P), spec.dtype)
+    # Whole images per pass, as many as fit in about COL_BYTES of col (at least one).
+    per = max(1, min(spec.n, COL_BYTES // max(1, depth * P * np.dtype(spec.dtype).itemsize)))
+    col = np.empty((depth, per * P), spec.dtype)
     k = _k()
     with _single_threaded_blas():
-        for n in range(spec.n):
+        for n0 in range(0, spec.n, per):
+            m = min(per, spec.n - n0)
+            c = col[:, :m * P] if m == per else np.empty((depth, m * P), spec.dtype)
             for gi in range(g):
-                launch(k.input_cols, (gy3, wt, col, n, gi, opg, BLOCK_COLS), nt)
-                launch(k.col2im, (col, out5, n, gi * cpg, cpg, pk.geo, pk.prm), nt)
+                launch(k.input_cols, (gy3, wt, c, gi, n0, rpb, pk.out5[2]), nt)
+                launch(k.col2im, (c, out5, n0, gi * cpg, cpg, pk.geo, pk.prm), nt)
