@@ -34,48 +34,50 @@ def max_forward(x, out, idx, want_idx, geo, prm, r0, r1):
     """Window maxima of rows ``[r0, r1)`` (row = ``(n, c, oz, oy)``) and, if ``want_idx``, their flat indices.
 
     The first maximum in row-major window order wins; a NaN wins at once
-    (the first NaN). The index is flat over the ``(Z, Y, X)`` plane.
+    (the first NaN). The index is flat over the ``(Z, Y, X)`` plane. Taps
+    are visited in window order ``(kz, ky, kx)`` for a whole output row at
+    a time, so the inner loop runs along the row.
     """
-    Z, Y, X = x.shape[2], x.shape[3], x.shape[4]
+    Y, X = x.shape[3], x.shape[4]
     C = x.shape[1]
     OZ, OY, OX = out.shape[2], out.shape[3], out.shape[4]
-    dz, dy, dx = prm[0], prm[1], prm[2]
-    for r in prange(r0, r1):
-        oy = r % OY
-        t = r // OY
-        oz = t % OZ
-        t //= OZ
-        c = t % C
-        n = t // C
-        plane = x[n, c]
-        orow = out[n, c, oz, oy]
-        for ox in range(OX):
-            best = -np.inf
-            where = -1
-            nan = False
+    KX = prm[11]
+    dz, dy, dx, sx = prm[0], prm[1], prm[2], prm[5]
+    oxa, oxb = tap_ranges(geo, KX)
+    nch, step = _chunks(r0, r1)
+    for ch in prange(nch):
+        where = np.empty(OX, np.int64)
+        for r in range(r0 + ch * step, min(r1, r0 + (ch + 1) * step)):
+            oy = r % OY
+            t = r // OY
+            oz = t % OZ
+            t //= OZ
+            c = t % C
+            n = t // C
+            orow = out[n, c, oz, oy]
+            orow[:] = -np.inf
+            where[:] = -1
             for kz in range(geo[0, 1, oz], geo[0, 2, oz]):
                 iz = geo[0, 0, oz] + kz * dz
                 for ky in range(geo[1, 1, oy], geo[1, 2, oy]):
                     iy = geo[1, 0, oy] + ky * dy
-                    xrow = plane[iz, iy]
-                    for kx in range(geo[2, 1, ox], geo[2, 2, ox]):
-                        ix = geo[2, 0, ox] + kx * dx
-                        v = xrow[ix]
-                        if v != v:
-                            best = v
-                            where = (iz * Y + iy) * X + ix
-                            nan = True
-                            break
-                        if where < 0 or v > best:
-                            best = v
-                            where = (iz * Y + iy) * X + ix
-                    if nan:
-                        break
-                if nan:
-                    break
-            orow[ox] = best
+                    xrow = x[n, c, iz, iy]
+                    for kx in range(KX):
+                        a, m = oxa[kx], oxb[kx] - oxa[kx]
+                        first = geo[2, 0, 0] + kx * dx + a * sx
+                        flat = (iz * Y + iy) * X + first
+                        ob = orow[a:a + m]
+                        wb = where[a:a + m]
+                        for j in range(m):
+                            bv = ob[j]
+                            v = xrow[first + j * sx]
+                            # Take v unless the window already met its first NaN (bv is NaN);
+                            # branch-free so the loop vectorizes.
+                            take = (bv == bv) & ((v != v) | (wb[j] < 0) | (v > bv))
+                            ob[j] = v if take else bv
+                            wb[j] = flat + j * sx if take else wb[j]
             if want_idx:
-                idx[n, c, oz, oy, ox] = where
+                idx[n, c, oz, oy, :] = where
 
 
 @njit(**_JIT)
