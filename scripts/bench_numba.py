@@ -145,6 +145,7 @@ def main(argv=None):
           f"busy = CPU share used by others just before the layer")
     print(f"{'layer':28s} {'compile s':>9s} {'numba f':>8s} {'c f':>8s} {'torch f':>8s} {'numba b':>8s} "
           f"{'c b':>8s} {'torch b':>8s} {'GF':>6s} {'busy':>5s}")
+    ratios = {"torch": ([], []), "c": ([], [])}
     for name, desc in _suite(a.suite):
         if a.only and a.only not in name:
             continue
@@ -173,8 +174,17 @@ def main(argv=None):
             res[k] = (_median(f, a.repeat) * 1e3, _median(b, a.repeat) * 1e3)
         g = lambda k, i: f"{res[k][i]:8.2f}" if k in res else f"{'-':>8s}"  # noqa
         gf = spec.flops / (res["numba"][0] * 1e-3) / 1e9
+        for peer in ratios:
+            if peer in res:
+                for i in (0, 1):
+                    ratios[peer][i].append(res[peer][i] / res["numba"][i])
         print(f"{name:28s} {compile_s:9.2f} {g('numba',0)} {g('c',0)} {g('torch',0)} {g('numba',1)} {g('c',1)} "
               f"{g('torch',1)} {gf:6.1f} {busy:5.2f}", flush=True)
+    for peer, (fw, bw) in ratios.items():
+        if fw:
+            gm = lambda v: float(np.exp(np.mean(np.log(v))))  # noqa: E731
+            print(f"{peer} time / numba time: geomean forward {gm(fw):.2f} (min {min(fw):.2f}), "
+                  f"backward {gm(bw):.2f} (min {min(bw):.2f}); > 1 means numba is faster")
 
 
 if __name__ == "__main__":
