@@ -399,3 +399,13 @@ def test_one_compiled_kernel_per_family_and_dtype():
             fn = getattr(mod, name)
             if hasattr(fn, "signatures") and fn.signatures:
                 assert len(fn.signatures) <= 2, (name, fn.signatures)
+
+
+def test_kernel_context_thread_count_reaches_numba():
+    import numba
+
+    spec = _spec("maxpool1d_n1_c2_i8_k2")
+    x = np.arange(16, dtype=np.float32).reshape(spec.x_shape)
+    for asked, want in ((1, 1), (2, min(2, numba.config.NUMBA_NUM_THREADS)), (10**6, numba.config.NUMBA_NUM_THREADS)):
+        NumbaBackend().pool_forward(_ctx("pool_forward", spec, spec.y_shape, threads=asked), x=x)
+        assert numba.get_num_threads() == want
