@@ -59,7 +59,8 @@ class NumbaBackend(Backend):
         pool_kinds=frozenset({"max", "avg", "lp"}),
         error_bound_factor=1.0,
         threads=True,
-        algorithm="direct loops, vectorized along output rows; float64 sums for pools and the weight gradient",
+        algorithm=("large convs: im2col blocks x BLAS (np.dot in the JIT); others: direct loops vectorized "
+                   "along rows; float64 sums for pools and the weight gradient"),
     )
 
     def __init__(self, gemm: bool = True):
@@ -68,6 +69,7 @@ class NumbaBackend(Backend):
         self.gemm = gemm
 
     def availability(self) -> str | None:
+        """``None`` if numba imports and is recent enough, else why not (imports numba)."""
         if importlib.util.find_spec("numba") is None:
             return "numba is not installed (pip install numba)"
         try:
@@ -81,6 +83,7 @@ class NumbaBackend(Backend):
 
     # -- convolution ---------------------------------------------------------
     def conv_forward(self, ctx, *, x, w, bias) -> None:
+        """Cross-correlation into ``ctx.out``: GEMM path for large problems with finite ``w``, else direct loops."""
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec, w):
@@ -93,6 +96,7 @@ class NumbaBackend(Backend):
                                    pk.prm), pk.rows_out, work, ctx.num_threads)
 
     def conv_backward_input(self, ctx, *, grad_y, w) -> None:
+        """Input gradient into ``ctx.out``: GEMM + col2im for large problems, else per-row gather."""
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec):
@@ -103,6 +107,7 @@ class NumbaBackend(Backend):
         rt.tiled(kc.conv_backward_input, args, pk.rows_in, work, ctx.num_threads)
 
     def conv_backward_weight(self, ctx, *, grad_y, x) -> None:
+        """Weight gradient into ``ctx.out``, summed in float64 (blocked on the GEMM path)."""
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec, grad_y):
@@ -131,12 +136,14 @@ class NumbaBackend(Backend):
                  pk.rows_out, math.prod(spec.kernel) * pk.out5[2], ctx.num_threads)
 
     def pool_forward(self, ctx, *, x) -> None:
+        """Max (and ``ctx.indices`` if asked), average or Lp pooling into ``ctx.out``."""
         if ctx.spec.kind == "max":
             self._max_forward(ctx, x, ctx.out, ctx.indices)
         else:
             self._sum_forward(ctx, x, ctx.out)
 
     def pool_backward(self, ctx, *, grad_y, x, y, indices) -> None:
+        """Pool gradient into ``ctx.out`` (recomputes indices / ``y`` when they are not given)."""
         rt, _, kp = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         gy5 = readable(grad_y)
