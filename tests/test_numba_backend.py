@@ -10,6 +10,7 @@ the direct loops (``NumbaBackend(gemm=False)``).
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import threading
@@ -409,3 +410,36 @@ def test_kernel_context_thread_count_reaches_numba():
     for asked, want in ((1, 1), (2, min(2, numba.config.NUMBA_NUM_THREADS)), (10**6, numba.config.NUMBA_NUM_THREADS)):
         NumbaBackend().pool_forward(_ctx("pool_forward", spec, spec.y_shape, threads=asked), x=x)
         assert numba.get_num_threads() == want
+
+
+@pytest.mark.parametrize("desc", ["conv2d_n3_c16_o40_i23x37_k3x3_p1", "conv1d_n2_c8_o16_i3000_k5_s1_p2",
+                                  "conv3d_n2_c4_o9_i3x5x35_k2x3x3_s1x2x1_p1", "conv2d_n5_c6_o24_g2_i9x11_k3x3_s2_p1"])
+def test_gemm_block_and_tile_remainders(monkeypatch, desc):
+    # Small tiles and col buffers force many launches, partial blocks and a short last image pass;
+    # the results must still equal the reference, and the tiled weight gradient the untiled one bit for bit.
+    from convkit_backends.numba import gemm, runtime
+
+    spec, rng = _spec(desc), np.random.default_rng(9)
+    x, w = _ints(rng, spec.x_shape, spec.dtype), _ints(rng, spec.w_shape, spec.dtype)
+    gy = _ints(rng, spec.y_shape, spec.dtype)
+    xf = rng.standard_normal(spec.x_shape).astype(spec.dtype)
+    gf = rng.standard_normal(spec.y_shape).astype(spec.dtype)
+    b = NumbaBackend()
+    assert gemm.use_gemm(spec, w)
+
+    def weight(xx, gg):
+        c = _ctx("conv_backward_weight", spec, spec.w_shape)
+        b.conv_backward_weight(c, grad_y=gg, x=xx)
+        return c.out
+
+    untiled = weight(xf, gf)
+    monkeypatch.setattr(runtime, "TILE_WORK", 1)
+    monkeypatch.setattr(gemm, "COL_BYTES", 2 * math.prod(spec.y_shape[2:]) * math.prod(spec.w_shape[1:]) * 4 + 1)
+    np.testing.assert_array_equal(weight(xf, gf), untiled)
+    np.testing.assert_array_equal(weight(x, gy), ref.conv_backward_weight(gy, x, spec))
+    c = _ctx("conv_forward", spec, spec.y_shape)
+    b.conv_forward(c, x=x, w=w, bias=None)
+    np.testing.assert_array_equal(c.out, ref.conv_forward(x, w, None, spec))
+    c = _ctx("conv_backward_input", spec, spec.x_shape)
+    b.conv_backward_input(c, grad_y=gy, w=w)
+    np.testing.assert_array_equal(c.out, ref.conv_backward_input(gy, w, spec))
