@@ -68,16 +68,43 @@ def max_forward(x, out, idx, want_idx, geo, prm, r0, r1):
                         flat = (iz * Y + iy) * X + first
                         ob = orow[a:a + m]
                         wb = where[a:a + m]
-                        for j in range(m):
-                            bv = ob[j]
-                            v = xrow[first + j * sx]
-                            # Take v unless the window already met its first NaN (bv is NaN);
-                            # branch-free so the loop vectorizes.
-                            take = (bv == bv) & ((v != v) | (wb[j] < 0) | (v > bv))
-                            ob[j] = v if take else bv
-                            wb[j] = flat + j * sx if take else wb[j]
+                        xs = xrow[first:]
+                        # Take v unless the window already met its first NaN (bv is NaN), branch-free.
+                        # A slice starting at `first` and a literal stride let LLVM vectorize (6x
+                        # faster for stride 2 than `xrow[first + j * sx]`), hence the three copies.
+                        if sx == 1:
+                            for j in range(m):
+                                bv, v = ob[j], xs[j]
+                                take = (bv == bv) & ((v != v) | (wb[j] < 0) | (v > bv))
+                                ob[j] = v if take else bv
+                                wb[j] = flat + j if take else wb[j]
+                        elif sx == 2:
+                            for j in range(m):
+                                bv, v = ob[j], xs[2 * j]
+                                take = (bv == bv) & ((v != v) | (wb[j] < 0) | (v > bv))
+                                ob[j] = v if take else bv
+                                wb[j] = flat + 2 * j if take else wb[j]
+                        else:
+                            for j in range(m):
+                                bv, v = ob[j], xs[j * sx]
+                                take = (bv == bv) & ((v != v) | (wb[j] < 0) | (v > bv))
+                                ob[j] = v if take else bv
+                                wb[j] = flat + j * sx if take else wb[j]
             if want_idx:
                 idx[n, c, oz, oy, :] = where
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _term(v, lp, p):
+    """What one input adds to a window's float64 sum: ``v`` (average) or ``|v|**p`` (Lp)."""
+    v = np.float64(v)
+    if not lp:
+        return v
+    if p == 2.0:
+        return v * v
+    if p == 1.0:
+        return abs(v)
+    return abs(v) ** p
 
 
 @njit(**_JIT)
@@ -108,20 +135,25 @@ def sum_forward(x, out, lp, p, fac, override, geo, prm, r0, r1):
                     iy = geo[1, 0, oy] + ky * dy
                     xrow = x[n, c, iz, iy]
                     for kx in range(KX):
-                        base = geo[2, 0, 0] + kx * dx
+                        a, m = oxa[kx], oxb[kx] - oxa[kx]
+                        first = geo[2, 0, 0] + kx * dx + a * sx
+                        ab = acc[a:a + m]
+                        xs = xrow[first:]
+                        # Literal strides on a slice vectorize (see max_forward); for the plain
+                        # average the indexed loop measured faster (4.5 vs 7.4 ms, 2x2 pool, 1 core).
                         if not lp:
-                            for ox in range(oxa[kx], oxb[kx]):
+                            base = geo[2, 0, 0] + kx * dx
+                            for ox in range(a, a + m):
                                 acc[ox] += xrow[base + ox * sx]
-                        elif p == 2.0:
-                            for ox in range(oxa[kx], oxb[kx]):
-                                v = np.float64(xrow[base + ox * sx])
-                                acc[ox] += v * v
-                        elif p == 1.0:
-                            for ox in range(oxa[kx], oxb[kx]):
-                                acc[ox] += abs(np.float64(xrow[base + ox * sx]))
+                        elif sx == 1:
+                            for j in range(m):
+                                ab[j] += _term(xs[j], lp, p)
+                        elif sx == 2:
+                            for j in range(m):
+                                ab[j] += _term(xs[2 * j], lp, p)
                         else:
-                            for ox in range(oxa[kx], oxb[kx]):
-                                acc[ox] += abs(np.float64(xrow[base + ox * sx])) ** p
+                            for j in range(m):
+                                ab[j] += _term(xs[j * sx], lp, p)
             orow = out[n, c, oz, oy]
             if lp:
                 if p == 2.0:
