@@ -1,6 +1,6 @@
 """The ``convkit`` command (also ``python -m convkit``).
 
-Subcommands: ``backends``, ``explain``, ``conformance``, ``bench``, ``report``.
+Subcommands: ``backends``, ``explain``, ``warmup``, ``conformance``, ``bench``, ``report``.
 Each lives with its feature; this module only wires the argument parsers.
 """
 
@@ -118,6 +118,42 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _warmup_specs(items) -> list:
+    from .bench.problems import list_suites, load_suite
+
+    specs = []
+    for item in items:
+        if item in list_suites():
+            specs += [p.spec for p in load_suite(item)]
+        else:
+            specs.append(parse_descriptor(item))
+    return list(dict.fromkeys(specs))
+
+
+def cmd_warmup(args) -> int:
+    """Run every problem forward and backward once on a backend: JIT backends compile (and cache) them."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .bench.problems import DIRECTIONS, convkit_callable, make_inputs
+
+    specs = _warmup_specs(args.items)
+    start = time.perf_counter()
+    with Progress(TextColumn("{task.description:48.48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=_console(), disable=args.no_progress) as bar:
+        task = bar.add_task(f"warmup {args.backend}", total=len(specs) * len(DIRECTIONS))
+        for spec in specs:
+            inputs = make_inputs(spec)
+            for direction in DIRECTIONS:
+                bar.update(task, description=f"{args.backend} {direction} {spec}")
+                convkit_callable(spec, direction, args.backend, inputs)()
+                bar.advance(task)
+    print(f"convkit warmup: {len(specs)} problems forward and backward on {args.backend!r} in "
+          f"{time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convkit", description="Convolution and pooling kernels for NumPy.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("descriptor", help="e.g. conv2d_n1_c3_o8_i32x32_k3x3_p1")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("warmup", help="run problems once on a backend so a JIT backend compiles and caches them")
+    p.add_argument("items", nargs="+", metavar="SUITE|DESCRIPTOR", help="suite names (`convkit bench --suite list`) "
+                                                                     "or problem descriptors")
+    p.add_argument("--backend", required=True, help="the backend to warm up, e.g. numba")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_warmup)
     for name, (module, help_) in _FEATURE_COMMANDS.items():
         p = sub.add_parser(name, help=help_)
         try:

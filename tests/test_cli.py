@@ -44,3 +44,14 @@ def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "convkit", "explain", "conv1d_n1_c1_o1_i8_k5_p2", "--json"],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["output_shape"] == [1, 1, 8]
+
+
+def test_warmup_runs_every_problem_of_a_suite_forward_and_backward(capsys):
+    import convkit
+
+    with convkit.record() as events:
+        assert main(["warmup", "--backend", "numpy", "tiny", "conv1d_n1_c1_o1_i8_k3", "--no-progress"]) == 0
+    assert "6 problems forward and backward on 'numpy'" in capsys.readouterr().out
+    kernels = {e.kernel for e in events}
+    assert {"conv_forward", "conv_backward_input", "conv_backward_weight", "pool_forward", "pool_backward"} <= kernels
+    assert {e.backend for e in events} == {"numpy"}

@@ -205,7 +205,7 @@ def max_backward(grad_y, idx, out, p0, p1):
 def window_scale(grad_y, y, lp, p, fac, override, scale):
     """Per window, what each of its inputs receives (before the Lp input factor), float64.
 
-    Average: ``gy / divisor``. Lp: ``gy * y**(1-p)`` where ``y > 0``, else 0.
+    Average: ``gy / divisor``. Lp: ``gy * y**(1-p)``, 0 where ``y == 0`` (NaN where y is NaN).
     """
     N, C, OZ, OY, OX = grad_y.shape
     for q in prange(N * C):
@@ -219,7 +219,7 @@ def window_scale(grad_y, y, lp, p, fac, override, scale):
                     yr = y[n, c, oz, oy]
                     for ox in range(OX):
                         yv = np.float64(yr[ox])
-                        s[ox] = np.float64(g[ox]) * yv ** (1.0 - p) if yv > 0 else 0.0
+                        s[ox] = 0.0 if yv == 0 else np.float64(g[ox]) * yv ** (1.0 - p)
                 elif override > 0:
                     for ox in range(OX):
                         s[ox] = np.float64(g[ox]) / override
@@ -234,7 +234,8 @@ def sum_backward(scale, x, lp, p, out, geo, prm, r0, r1):
     """Rows ``[r0, r1)`` of the average/Lp gradient (row = ``(n, c, iz, iy)`` of the input).
 
     Each input element gathers ``scale`` of every window holding it
-    (float64); Lp then multiplies by ``sign(x) |x|**(p-1)`` (0 where x == 0).
+    (float64); Lp then multiplies by ``sign(x) |x|**(p-1)`` (0 where x == 0),
+    and an input no window reads gets 0 whatever x is.
     """
     C, Z, Y, X = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
     OZ, OY = scale.shape[2], scale.shape[3]
@@ -244,6 +245,7 @@ def sum_backward(scale, x, lp, p, out, geo, prm, r0, r1):
     nch, step = _chunks(r0, r1)
     for ch in prange(nch):
         acc = np.empty(X, np.float64)
+        covered = np.empty(X, np.bool_)
         for r in range(r0 + ch * step, min(r1, r0 + (ch + 1) * step)):
             iy = r % Y
             t = r // Y
@@ -252,6 +254,7 @@ def sum_backward(scale, x, lp, p, out, geo, prm, r0, r1):
             c = t % C
             n = t // C
             acc[:] = 0.0
+            covered[:] = False
             for kz in range(KZ):
                 tz = iz + pz - kz * dz
                 if tz < 0 or tz % sz != 0 or tz // sz >= OZ:
@@ -265,6 +268,7 @@ def sum_backward(scale, x, lp, p, out, geo, prm, r0, r1):
                         base = geo[2, 0, 0] + kx * dx
                         for ox in range(oxa[kx], oxb[kx]):
                             acc[base + ox * sx] += srow[ox]
+                            covered[base + ox * sx] = True
             dst = out[n, c, iz, iy]
             if lp:
                 xrow = x[n, c, iz, iy]
@@ -278,7 +282,7 @@ def sum_backward(scale, x, lp, p, out, geo, prm, r0, r1):
                         f = xv
                     else:
                         f = (1.0 if xv > 0 else -1.0) * abs(xv) ** (p - 1.0)
-                    dst[ix] = acc[ix] * f
+                    dst[ix] = acc[ix] * f if covered[ix] else 0.0
             else:
                 for ix in range(X):
                     dst[ix] = acc[ix]

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from convkit.backend import Backend, Capabilities
+from convkit.backend import KERNELS, Backend, Capabilities
 
 from .layout import alias, as5d, packed, readable
 
@@ -59,6 +59,8 @@ class NumbaBackend(Backend):
         pool_kinds=frozenset({"max", "avg", "lp"}),
         error_bound_factor=1.0,
         threads=True,
+        # Every reduction has a fixed order whatever the thread count (float64 partials per fixed chunk).
+        thread_invariant=frozenset(KERNELS),
         algorithm=("large convs: im2col blocks x BLAS (np.dot in the JIT); others: direct loops vectorized "
                    "along rows; float64 sums for pools and the weight gradient"),
     )
