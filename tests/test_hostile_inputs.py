@@ -159,3 +159,59 @@ def test_long_weight_gradient_sums_keep_float64_accuracy(backend, groups):
     want = convkit.conv_grad(gy.astype(np.float64), x.astype(np.float64), w.astype(np.float64), groups=groups,
                              wrt="weight", backend="numpy").weight
     assert np.abs(got - want).max() / np.abs(want).max() < 3e-7
+
+
+# -- wrong answers once given: accumulation, overflow and underflow, NaN/Inf rules --------
+F32 = np.float32
+INF, NAN = np.inf, np.nan
+WRONG_ANSWERS = {
+    # float32 running sums stall at 2**24 times their terms (c returned 0.25 here)
+    "global_avg_pool of a uniform 8192x8192 plane": (
+        lambda b: convkit.global_avg_pool(np.random.default_rng(0).random((1, 1, 8192, 8192), dtype=F32),
+                                          backend=b).ravel(), [0.49999], 1e-4),
+    "lp_pool p=2 over a 4096x4096 window": (
+        lambda b: convkit.lp_pool(np.full((1, 1, 4096, 4096), 0.5, F32), 2, 4096, backend=b).ravel(), [2048.0],
+        1e-6),
+    "lp_pool of [1e20, 1e20]": (lambda b: convkit.lp_pool(F32([[[1e20, 1e20]]]), 2, 2, backend=b).ravel(),
+                                [1.4142135e20], 1e-6),
+    "lp_pool of [1e-25, 1e-25]": (lambda b: convkit.lp_pool(F32([[[1e-25, 1e-25]]]), 2, 2, backend=b).ravel(),
+                                  [1.4142135e-25], 1e-6),
+    "lp_pool_grad of [3e-25, -4e-25]": (
+        lambda b: convkit.lp_pool_grad(F32([[[1]]]), F32([[[3e-25, -4e-25]]]), 2, 2, backend=b).ravel(),
+        [0.6, -0.8], 1e-6),
+    "avg_pool of [3e38, 3e38]": (lambda b: convkit.avg_pool(F32([[[3e38, 3e38]]]), 2, backend=b).ravel(), [3e38],
+                                 1e-6),
+    "conv_transpose with an infinite weight": (
+        lambda b: convkit.conv_transpose(np.array([[[1.0, 2.0]]]), np.array([[[INF, 1.0]]]), backend=b).ravel(),
+        [INF, INF, 2.0], 0),
+    "lp_pool_grad of [1, nan, 2]": (
+        lambda b: convkit.lp_pool_grad(np.ones((1, 1, 1)), np.array([[[1.0, NAN, 2.0]]]), 2, 3, backend=b).ravel(),
+        [NAN, NAN, NAN], 0),
+    "lp_pool_grad of [1, inf, 2]": (
+        lambda b: convkit.lp_pool_grad(np.ones((1, 1, 1)), np.array([[[1.0, INF, 2.0]]]), 2, 3, backend=b).ravel(),
+        [0.0, NAN, 0.0], 0),
+}
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("name", list(WRONG_ANSWERS))
+def test_once_wrong_answers_are_right_on_every_backend(backend, name):
+    call, want, rtol = WRONG_ANSWERS[name]
+    with np.errstate(all="ignore"):
+        got = call(backend)
+    np.testing.assert_allclose(got, np.asarray(want, dtype=np.float64), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_infinite_weights_give_every_backend_the_reference_gradients(backend):
+    # 400 of 3000 such trials differed on c: it multiplied the zero padding by the weight.
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        x, w, gy = rng.standard_normal((1, 2, 6)), rng.standard_normal((2, 2, 3)), rng.standard_normal((1, 2, 6))
+        w.flat[rng.integers(w.size)] = rng.choice([INF, -INF, NAN])
+        with np.errstate(all="ignore"):
+            got = convkit.conv_grad(gy, x, w, padding=1, backend=backend)
+            want = convkit.conv_grad(gy, x, w, padding=1, backend="numpy")
+            # Same NaN and infinities where the reference has them; the rest to rounding.
+            np.testing.assert_allclose(got.input, want.input, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(got.weight, want.weight, rtol=1e-12, atol=1e-12)
