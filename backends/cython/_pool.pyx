@@ -1,0 +1,240 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Pooling kernels of the ``cython`` backend: direct loops over ``(n, c)`` planes.
+
+Every function takes a :class:`~convkit_backends.cython.plan.Plan`, flat
+C-contiguous arrays of one dtype (fused ``real``) and the thread count, and
+writes its whole output with the GIL released. Windows visit only their
+valid taps (from the plan's geometry), so pads never win a max and add
+nothing to a sum; sums run in float64.
+"""
+
+cimport cython
+from cython.parallel cimport prange, parallel, threadid
+from libc.math cimport fabs, pow, sqrt
+
+include "_common.pxi"
+
+
+cdef inline double _pow_p(double v, double p) noexcept nogil:
+    # |v|^p with the exact cases numpy's power takes a fast path for.
+    v = fabs(v)
+    if p == 2.0:
+        return v * v
+    if p == 1.0:
+        return v
+    return pow(v, p)
+
+
+cdef inline double _root(double s, double p) noexcept nogil:
+    if p == 2.0:
+        return sqrt(s)
+    if p == 1.0:
+        return s
+    return pow(s, 1.0 / p)
+
+
+cdef inline double _rowsum(const real* xr, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t base, Py_ssize_t dl,
+                           double p) noexcept nogil:
+    # Sum of x (p == 0) or |x|^p over taps [lo, hi) of one row, in float64;
+    # four partial sums keep long (global-pool) rows off the add latency.
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t t = lo
+    if p == 0:
+        while t + 4 <= hi:
+            s0 += xr[base + t * dl]
+            s1 += xr[base + (t + 1) * dl]
+            s2 += xr[base + (t + 2) * dl]
+            s3 += xr[base + (t + 3) * dl]
+            t += 4
+        while t < hi:
+            s0 += xr[base + t * dl]
+            t += 1
+    else:
+        while t + 4 <= hi:
+            s0 += _pow_p(xr[base + t * dl], p)
+            s1 += _pow_p(xr[base + (t + 1) * dl], p)
+            s2 += _pow_p(xr[base + (t + 2) * dl], p)
+            s3 += _pow_p(xr[base + (t + 3) * dl], p)
+            t += 4
+        while t < hi:
+            s0 += _pow_p(xr[base + t * dl], p)
+            t += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef void _max_plane(const Geo* g, const real* x, real* y, int64_t* idx, Py_ssize_t p) noexcept nogil:
+    cdef Py_ssize_t OD = g.o[0], OH = g.o[1], OW = g.o[2], ID = g.i[0], IH = g.i[1], IW = g.i[2]
+    cdef const real* xp = x + p * ID * IH * IW
+    cdef Py_ssize_t od, oh, ow, kd, kh, kw, ib, at, best_at, o = p * OD * OH * OW
+    cdef real v, best
+    cdef bint found, isnan_
+    for od in range(OD):
+        for oh in range(OH):
+            for ow in range(OW):
+                found = 0
+                isnan_ = 0
+                best = 0
+                best_at = 0
+                # Row-major window order; strict > keeps the first maximum, the
+                # first NaN ends the window.
+                for kd in range(g.tlo[0][od], g.thi[0][od]):
+                    for kh in range(g.tlo[1][oh], g.thi[1][oh]):
+                        ib = ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW + g.st[2][ow]
+                        for kw in range(g.tlo[2][ow], g.thi[2][ow]):
+                            at = ib + kw * g.dl[2]
+                            v = xp[at]
+                            if v != v:
+                                best = v
+                                best_at = at
+                                isnan_ = 1
+                                break
+                            if not found or v > best:
+                                best = v
+                                best_at = at
+                                found = 1
+                        if isnan_:
+                            break
+                    if isnan_:
+                        break
+                y[o] = best
+                if idx != NULL:
+                    idx[o] = best_at
+                o += 1
+
+
+def max_forward(plan, const real[::1] x, real[::1] y, int64_t[::1] idx, bint with_indices, int nthreads):
+    """Max pool; with indices, the flat in-plane index of each window's first max (or first NaN)."""
+    cdef Geo g = make_geo(plan)
+    cdef Py_ssize_t p, planes = g.n * g.c
+    cdef int64_t* ip = &idx[0] if with_indices else NULL
+    with nogil:
+        for p in prange(planes, num_threads=nthreads, schedule="dynamic"):
+            _max_plane(&g, &x[0], &y[0], ip, p)
+
+
+cdef void _sum_plane(const Geo* g, const real* x, real* y, Py_ssize_t p, double lp, double override) noexcept nogil:
+    # lp == 0: average (divisor from the geometry's factors or the override);
+    # lp > 0: (sum |x|^lp)^(1/lp).
+    cdef Py_ssize_t OD = g.o[0], OH = g.o[1], OW = g.o[2], ID = g.i[0], IH = g.i[1], IW = g.i[2]
+    cdef const real* xp = x + p * ID * IH * IW
+    cdef Py_ssize_t od, oh, ow, kd, kh, o = p * OD * OH * OW
+    cdef double s, div
+    for od in range(OD):
+        for oh in range(OH):
+            for ow in range(OW):
+                s = 0
+                for kd in range(g.tlo[0][od], g.thi[0][od]):
+                    for kh in range(g.tlo[1][oh], g.thi[1][oh]):
+                        s += _rowsum(xp + ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW,
+                                     g.tlo[2][ow], g.thi[2][ow], g.st[2][ow], g.dl[2], lp)
+                if lp > 0:
+                    y[o] = <real>_root(s, lp)
+                else:
+                    if override > 0:
+                        div = override
+                    else:
+                        div = (<double>g.fac[0][od] * <double>g.fac[1][oh]) * <double>g.fac[2][ow]
+                    y[o] = <real>(s / div)
+                o += 1
+
+
+def sum_forward(plan, const real[::1] x, real[::1] y, int nthreads):
+    """Average (``plan.p == 0``) or Lp pool, summed in float64."""
+    cdef Geo g = make_geo(plan)
+    cdef Py_ssize_t p, planes = g.n * g.c
+    cdef double lp = plan.p, override = plan.divisor_override
+    if lp == 0 and override == 0 and g.fac[0] == NULL:
+        raise ValueError("an average pool's plan has neither divisor factors nor an override")
+    with nogil:
+        for p in prange(planes, num_threads=nthreads, schedule="dynamic"):
+            _sum_plane(&g, &x[0], &y[0], p, lp, override)
+
+
+def max_backward(plan, const real[::1] gy, const int64_t[::1] idx, real[::1] gx, int nthreads):
+    """``gx[plane][idx] += gy`` in output order, one ``(n, c)`` plane per task."""
+    cdef Geo g = make_geo(plan)
+    cdef Py_ssize_t p, i, j, planes = g.n * g.c
+    cdef Py_ssize_t ihw = g.i[0] * g.i[1] * g.i[2], ohw = g.o[0] * g.o[1] * g.o[2]
+    cdef real* gxp
+    with nogil:
+        for p in prange(planes, num_threads=nthreads, schedule="static"):
+            gxp = &gx[0] + p * ihw
+            for i in range(ihw):
+                gxp[i] = 0
+            for i in range(ohw):
+                j = idx[p * ohw + i]
+                if 0 <= j < ihw:  # the core validated them; never write outside the plane
+                    gxp[j] += gy[p * ohw + i]
+
+
+cdef void _scatter_plane(const Geo* g, const real* gy, const real* y, const real* x, real* gx, double* v,
+                         Py_ssize_t p, double lp, double override) noexcept nogil:
+    # Average: each window sends gy/divisor to its valid taps. Lp: each window
+    # sends gy * y^(1-p) (0 where y is not > 0), then every input element is
+    # scaled by sign(x)|x|^(p-1) (0 where x == 0), as the reference does.
+    cdef Py_ssize_t OD = g.o[0], OH = g.o[1], OW = g.o[2], ID = g.i[0], IH = g.i[1], IW = g.i[2]
+    cdef Py_ssize_t ihw = ID * IH * IW, od, oh, ow, kd, kh, kw, lo, hi, off, s = g.s[2], i, o
+    cdef real* gxp = gx + p * ihw
+    cdef real* gxr
+    cdef const real* xp = x + p * ihw
+    cdef double yv, xv, loc
+    for i in range(ihw):
+        gxp[i] = 0
+    for od in range(OD):
+        for oh in range(OH):
+            o = ((p * OD + od) * OH + oh) * OW
+            for ow in range(OW):
+                if lp > 0:
+                    yv = y[o + ow]
+                    if yv > 0:
+                        if lp == 2.0:
+                            v[ow] = gy[o + ow] / yv
+                        else:
+                            v[ow] = gy[o + ow] * pow(yv, 1.0 - lp)
+                    else:
+                        v[ow] = 0
+                elif override > 0:
+                    v[ow] = gy[o + ow] / override
+                else:
+                    v[ow] = gy[o + ow] / ((<double>g.fac[0][od] * <double>g.fac[1][oh]) * <double>g.fac[2][ow])
+            for kd in range(g.tlo[0][od], g.thi[0][od]):
+                for kh in range(g.tlo[1][oh], g.thi[1][oh]):
+                    gxr = gxp + ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW
+                    for kw in range(g.k[2]):
+                        lo = g.owlo[kw]
+                        hi = g.owhi[kw]
+                        off = kw * g.dl[2] - g.plo[2]
+                        if s == 1:
+                            for ow in range(lo, hi):
+                                gxr[ow + off] += <real>v[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                gxr[ow * s + off] += <real>v[ow]
+    if lp > 0:
+        for i in range(ihw):
+            xv = xp[i]
+            if xv != 0:
+                if lp == 2.0:
+                    loc = xv
+                elif xv > 0:
+                    loc = pow(xv, lp - 1.0)
+                elif xv < 0:
+                    loc = -pow(-xv, lp - 1.0)
+                else:
+                    loc = xv  # NaN: sign(NaN) * ... is NaN
+                gxp[i] = <real>(<double>gxp[i] * loc)
+            else:
+                gxp[i] = <real>(<double>gxp[i] * 0.0)
+
+
+def sum_backward(plan, const real[::1] gy, const real[::1] y, const real[::1] x, real[::1] gx,
+                 double[:, ::1] scratch, int nthreads):
+    """Average (``plan.p == 0``) or Lp pool gradient; ``scratch`` is ``(nthreads, out_w)`` float64."""
+    cdef Geo g = make_geo(plan)
+    cdef Py_ssize_t p, planes = g.n * g.c
+    cdef double lp = plan.p, override = plan.divisor_override
+    if lp == 0 and override == 0 and g.fac[0] == NULL:
+        raise ValueError("an average pool's plan has neither divisor factors nor an override")
+    with nogil, parallel(num_threads=nthreads):
+        for p in prange(planes, schedule="dynamic"):
+            _scatter_plane(&g, &gy[0], &y[0], &x[0], &gx[0], &scratch[threadid(), 0], p, lp, override)

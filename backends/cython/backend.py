@@ -1,0 +1,221 @@
+"""The ``cython`` backend: every kernel of the contract in Cython 3.
+
+The compiled modules ``_conv`` and ``_pool`` (built from the ``.pyx`` files
+next to this one by the package's ``pip install``) hold the kernels; this
+module picks an algorithm per call and hands them the kernel context's
+arrays, thread count and a cached integer :class:`~.plan.Plan` of the spec.
+
+- Convolutions with enough channels (``c_in/groups * taps >= 32`` and
+  ``c_out/groups >= 8``) run as im2col column blocks built on OpenMP threads
+  and multiplied by ``sgemm``/``dgemm`` from ``scipy.linalg.cython_blas``
+  (OpenBLAS's pool set to the context's thread count); 1x1 stride-1
+  convolutions multiply the input planes in place. The input gradient is
+  ``W^T @ grad_y`` then col2im, the weight gradient ``grad_y @ im2col^T``
+  per block of at most 4096 output positions, summed in float64.
+- Depthwise, tiny-channel and non-finite cases (an Inf weight must not meet
+  a zero pad) run as direct loops that skip pads, vectorized along output rows.
+- Pools are direct loops over ``(n, c)`` planes; sums in float64.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+
+import numpy as np
+
+from convkit.backend import Backend, Capabilities
+
+from .plan import plan_for
+
+__all__ = ["CythonBackend", "load"]
+
+_lock = threading.Lock()
+_state: dict = {}
+
+#: GEMM path when the reduction (c_in/groups * taps) and c_out/groups reach these.
+GEMM_MIN_ROWS = 32
+GEMM_MIN_COLS = 8
+#: Elements of one im2col block (4 Mi: 16 MB in float32).
+COL_BUDGET = 1 << 22
+#: Output positions one float32 weight-gradient GEMM reduces over before the
+#: partial sum joins the float64 accumulator.
+WGRAD_BLOCK_F32 = 4096
+_INT32_MAX = 2**31 - 1
+#: libgomp's idle spin count unless the user set one (as the c backend does):
+#: the default 300000 spins keep OpenMP threads busy while OpenBLAS's threads run.
+_SPINCOUNT = "10000"
+
+
+def _libgomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as f:
+            return any(line.rstrip().rsplit("/", 1)[-1].startswith("libgomp.so") for line in f)
+    except OSError:
+        return True
+
+
+def load() -> dict:
+    """Import the compiled modules once and wire scipy's OpenBLAS thread controls.
+
+    Returns a dict with ``conv``, ``pool`` (modules) and ``blas`` (library path or None).
+    """
+    if "conv" in _state:
+        return _state
+    with _lock:
+        if "conv" in _state:
+            return _state
+        from .blas import find_openblas_thread_functions
+
+        env = os.environ
+        tune = "GOMP_SPINCOUNT" not in env and "OMP_WAIT_POLICY" not in env and not _libgomp_loaded()
+        if tune:
+            env["GOMP_SPINCOUNT"] = _SPINCOUNT
+        try:
+            conv = importlib.import_module("convkit_backends.cython._conv")
+            pool = importlib.import_module("convkit_backends.cython._pool")
+        finally:
+            if tune:
+                env.pop("GOMP_SPINCOUNT", None)
+        get_addr, set_addr, path = find_openblas_thread_functions()
+        conv.set_blas_thread_functions(get_addr or 0, set_addr or 0)
+        _state.update(pool=pool, blas=path)
+        _state["conv"] = conv  # last: its presence means "loaded"
+    return _state
+
+
+def _flat(a):
+    return a.reshape(-1)
+
+
+def _fits_int32(plan, rows: int, block: int) -> bool:
+    ohw = int(np.prod(plan.out_shape))
+    ihw = int(np.prod(plan.in_shape))
+    cols = int(plan.ints[4])
+    return max(ohw, ihw, rows * block, cols * rows, rows) <= _INT32_MAX
+
+
+class CythonBackend(Backend):
+    """Cython 3 kernels: im2col + scipy BLAS GEMM for channel-heavy convolutions, direct loops elsewhere.
+
+    Examples
+    --------
+    >>> CythonBackend().name, CythonBackend().priority
+    ('cython', 50)
+    """
+
+    name = "cython"
+    version = "0.1.0"
+    priority = 50
+    capabilities = Capabilities(
+        dims=frozenset({1, 2, 3}),
+        threads=True,
+        algorithm="Cython 3/OpenMP: im2col blocks x scipy BLAS sgemm/dgemm for channel-heavy convs (1x1 in place), "
+                  "vectorized direct loops for depthwise/tiny-channel convs and all pools; float64 sums",
+    )
+
+    def availability(self) -> str | None:
+        try:
+            load()
+        except ImportError as exc:
+            return f"the compiled Cython modules or scipy could not be imported ({exc}); reinstall convkit " \
+                   f"with a C compiler, Cython>=3 and scipy available"
+        return None
+
+    # -- convolution --------------------------------------------------------
+    @staticmethod
+    def _gemm_rows(spec, plan):
+        rows = int(plan.ints[3]) * plan.taps
+        if rows < GEMM_MIN_ROWS or int(plan.ints[4]) < GEMM_MIN_COLS:
+            return 0
+        return rows
+
+    @staticmethod
+    def _block(plan, rows: int, cap: int | None = None) -> int:
+        ohw = int(np.prod(plan.out_shape))
+        block = max(plan.out_shape[2], COL_BUDGET // max(rows, 1))
+        if cap is not None:
+            block = min(block, cap)
+        return max(1, min(ohw, block))
+
+    def conv_forward(self, ctx, *, x, w, bias) -> None:
+        m = load()["conv"]
+        spec, nt = ctx.spec, ctx.num_threads
+        plan = plan_for(spec)
+        out = _flat(ctx.out)
+        has_bias = bias is not None
+        b = bias if has_bias else np.zeros(0, dtype=x.dtype)
+        rows = self._gemm_rows(spec, plan)
+        if rows and m.all_finite(_flat(w), nt):
+            block = self._block(plan, rows)
+            if _fits_int32(plan, rows, block):
+                col = np.empty(0 if plan.is_pointwise else rows * block, dtype=x.dtype)
+                m.forward_gemm(plan, _flat(x), _flat(w), b, has_bias, out, col, block, nt)
+                return
+        m.forward_direct(plan, _flat(x), _flat(w), b, has_bias, out, nt)
+
+    def conv_backward_input(self, ctx, *, grad_y, w) -> None:
+        m = load()["conv"]
+        spec, nt = ctx.spec, ctx.num_threads
+        plan = plan_for(spec)
+        out = _flat(ctx.out)
+        rows = self._gemm_rows(spec, plan)
+        # Pad-safe with any weights: col2im drops the entries of pad positions.
+        if rows:
+            block = self._block(plan, rows)
+            if _fits_int32(plan, rows, block):
+                col = np.empty(0 if plan.is_pointwise else rows * block, dtype=w.dtype)
+                m.backward_input_gemm(plan, _flat(grad_y), _flat(w), out, col, block, nt)
+                return
+        m.backward_input_direct(plan, _flat(grad_y), _flat(w), out, nt)
+
+    def conv_backward_weight(self, ctx, *, grad_y, x) -> None:
+        m = load()["conv"]
+        spec, nt = ctx.spec, ctx.num_threads
+        plan = plan_for(spec)
+        out = _flat(ctx.out)
+        rows = self._gemm_rows(spec, plan)
+        # A non-finite grad_y would meet the zeros of padded im2col columns.
+        if rows and m.all_finite(_flat(grad_y), nt):
+            cap = WGRAD_BLOCK_F32 if x.dtype == np.float32 else None
+            block = self._block(plan, rows, cap)
+            if _fits_int32(plan, rows, block):
+                col = np.empty(0 if plan.is_pointwise else rows * block, dtype=x.dtype)
+                part = np.empty(int(plan.ints[4]) * rows, dtype=x.dtype)
+                acc = np.empty(int(plan.ints[2]) * rows, dtype=np.float64)
+                m.backward_weight_gemm(plan, _flat(grad_y), _flat(x), out, col, part, acc, block, nt)
+                return
+        scratch = np.empty((nt, plan.out_shape[2]), dtype=np.float64)
+        m.backward_weight_direct(plan, _flat(grad_y), _flat(x), out, scratch, nt)
+
+    # -- pooling ------------------------------------------------------------
+    def pool_forward(self, ctx, *, x) -> None:
+        m = load()["pool"]
+        spec, nt = ctx.spec, ctx.num_threads
+        plan = plan_for(spec)
+        if spec.kind == "max":
+            idx = ctx.indices
+            with_idx = idx is not None
+            m.max_forward(plan, _flat(x), _flat(ctx.out), _flat(idx) if with_idx else np.zeros(1, np.int64),
+                          with_idx, nt)
+        else:
+            m.sum_forward(plan, _flat(x), _flat(ctx.out), nt)
+
+    def pool_backward(self, ctx, *, grad_y, x, y, indices) -> None:
+        m = load()["pool"]
+        spec, nt = ctx.spec, ctx.num_threads
+        plan = plan_for(spec)
+        out = _flat(ctx.out)
+        if spec.kind == "max":
+            if indices is None:  # the core passes them; computed here only if it did not
+                yy = np.empty(spec.y_shape, dtype=x.dtype)
+                indices = np.empty(spec.y_shape, dtype=np.int64)
+                m.max_forward(plan, _flat(x), _flat(yy), _flat(indices), True, nt)
+            m.max_backward(plan, _flat(grad_y), _flat(indices), out, nt)
+            return
+        if spec.kind == "lp" and y is None:
+            y = np.empty(spec.y_shape, dtype=x.dtype)
+            m.sum_forward(plan, _flat(x), _flat(y), nt)
+        scratch = np.empty((nt, plan.out_shape[2]), dtype=np.float64)
+        m.sum_backward(plan, _flat(grad_y), _flat(grad_y if y is None else y), _flat(x), out, scratch, nt)
