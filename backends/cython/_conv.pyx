@@ -35,21 +35,12 @@ def blas_threads():
     return _blas_get() if _blas_get != NULL else -1
 
 
-cdef inline int _blas_enter(int nt) noexcept nogil:
-    # Returns the count to restore (0: nothing changed). Cheap: a global read.
-    cdef int prev
-    if _blas_get == NULL:
-        return 0
-    prev = _blas_get()
-    if prev == nt:
-        return 0
-    _blas_set(nt)
-    return prev
-
-
-cdef inline void _blas_leave(int prev) noexcept nogil:
-    if prev > 0:
-        _blas_set(prev)
+cdef inline void _blas_threads(int nt) noexcept nogil:
+    # OpenBLAS's count is process-wide (its "_local" setter too): set it when
+    # it differs and leave it, so concurrent callers with one thread count
+    # never flip it under each other's GEMMs. Unchanged: one global read.
+    if _blas_get != NULL and _blas_get() != nt:
+        _blas_set(nt)
 
 
 cdef inline void _gemm(char ta, char tb, int m, int n, int k, const real* a, int lda, const real* b, int ldb,
@@ -301,9 +292,8 @@ def forward_gemm(plan, const real[::1] x, const real[::1] w, const real[::1] bia
     cdef Py_ssize_t n, grp, j0, j1, r, oi, j, cw
     cdef real* yb
     cdef real beta
-    cdef int prev
     with nogil:
-        prev = _blas_enter(nthreads)
+        _blas_threads(nthreads)
         for n in range(g.n):
             for grp in range(g.groups):
                 j0 = 0
@@ -327,7 +317,6 @@ def forward_gemm(plan, const real[::1] x, const real[::1] w, const real[::1] bia
                         _gemm(c'N', c'N', <int>cw, <int>g.opg, <int>rows, &col[0], <int>cw,
                               &w[0] + grp * g.opg * rows, <int>rows, beta, yb, <int>ohw)
                     j0 = j1
-        _blas_leave(prev)
 
 
 def backward_input_gemm(plan, const real[::1] gy, const real[::1] w, real[::1] gx, real[::1] col,
@@ -339,9 +328,8 @@ def backward_input_gemm(plan, const real[::1] gy, const real[::1] w, real[::1] g
     cdef Py_ssize_t ohw = g.o[0] * g.o[1] * g.o[2], ihw = g.i[0] * g.i[1] * g.i[2]
     cdef Py_ssize_t n, grp, j0, j1, r, ci, i, cw
     cdef real* gxp
-    cdef int prev
     with nogil:
-        prev = _blas_enter(nthreads)
+        _blas_threads(nthreads)
         for n in range(g.n):
             for grp in range(g.groups):
                 gxp = &gx[0] + (n * g.c + grp * g.cpg) * ihw
@@ -362,7 +350,6 @@ def backward_input_gemm(plan, const real[::1] gy, const real[::1] w, real[::1] g
                         for r in range(ci * taps, (ci + 1) * taps):
                             _col_row(&g, gxp + ci * ihw, &col[0] + r * cw, r, j0, j1, 1)
                     j0 = j1
-        _blas_leave(prev)
 
 
 def backward_weight_gemm(plan, const real[::1] gy, const real[::1] x, real[::1] gw, real[::1] col, real[::1] part,
@@ -379,9 +366,8 @@ def backward_weight_gemm(plan, const real[::1] gy, const real[::1] x, real[::1] 
     cdef Py_ssize_t ohw = g.o[0] * g.o[1] * g.o[2], ihw = g.i[0] * g.i[1] * g.i[2]
     cdef Py_ssize_t n, grp, j0, j1, r, i, cw, m = g.opg * rows
     cdef double* ab
-    cdef int prev
     with nogil:
-        prev = _blas_enter(nthreads)
+        _blas_threads(nthreads)
         for i in range(g.co * rows):
             acc[i] = 0
         for n in range(g.n):
@@ -406,4 +392,3 @@ def backward_weight_gemm(plan, const real[::1] gy, const real[::1] x, real[::1] 
                     j0 = j1
         for i in range(g.co * rows):
             gw[i] = <real>acc[i]
-        _blas_leave(prev)

@@ -150,36 +150,55 @@ def sum_forward(plan, const real[::1] x, real[::1] y, int nthreads):
             _sum_plane(&g, &x[0], &y[0], p, lp, override)
 
 
-def max_backward(plan, const real[::1] gy, const int64_t[::1] idx, real[::1] gx, int nthreads):
-    """``gx[plane][idx] += gy`` in output order, one ``(n, c)`` plane per task."""
+cdef inline double* _acc_plane(real* gxp, double* scratch) noexcept nogil:
+    # Gradients sum in float64: in place for float64, in a per-thread plane for float32.
+    if real is double:
+        return <double*>gxp
+    else:
+        return scratch
+
+
+def max_backward(plan, const real[::1] gy, const int64_t[::1] idx, real[::1] gx, double[:, ::1] planes_scratch,
+                 int nthreads):
+    """``gx[plane][idx] += gy`` in output order (float64 sums), one ``(n, c)`` plane per task.
+
+    ``planes_scratch`` is ``(nthreads, in_size)`` float64 for float32 problems
+    (one plane per thread), unused (may be ``(nthreads, 0)``) for float64.
+    """
     cdef Geo g = make_geo(plan)
     cdef Py_ssize_t p, i, j, planes = g.n * g.c
     cdef Py_ssize_t ihw = g.i[0] * g.i[1] * g.i[2], ohw = g.o[0] * g.o[1] * g.o[2]
     cdef real* gxp
-    with nogil:
-        for p in prange(planes, num_threads=nthreads, schedule="static"):
+    cdef double* acc
+    with nogil, parallel(num_threads=nthreads):
+        for p in prange(planes, schedule="static"):
             gxp = &gx[0] + p * ihw
+            acc = _acc_plane(gxp, &planes_scratch[threadid(), 0] if real is float else NULL)
             for i in range(ihw):
-                gxp[i] = 0
+                acc[i] = 0
             for i in range(ohw):
                 j = idx[p * ohw + i]
                 if 0 <= j < ihw:  # the core validated them; never write outside the plane
-                    gxp[j] += gy[p * ohw + i]
+                    acc[j] += gy[p * ohw + i]
+            if real is float:
+                for i in range(ihw):
+                    gxp[i] = <real>acc[i]
 
 
 cdef void _scatter_plane(const Geo* g, const real* gy, const real* y, const real* x, real* gx, double* v,
-                         Py_ssize_t p, double lp, double override) noexcept nogil:
+                         double* scratch, Py_ssize_t p, double lp, double override) noexcept nogil:
     # Average: each window sends gy/divisor to its valid taps. Lp: each window
     # sends gy * y^(1-p) (0 where y is not > 0), then every input element is
     # scaled by sign(x)|x|^(p-1) (0 where x == 0), as the reference does.
     cdef Py_ssize_t OD = g.o[0], OH = g.o[1], OW = g.o[2], ID = g.i[0], IH = g.i[1], IW = g.i[2]
     cdef Py_ssize_t ihw = ID * IH * IW, od, oh, ow, kd, kh, kw, lo, hi, off, s = g.s[2], i, o
     cdef real* gxp = gx + p * ihw
-    cdef real* gxr
+    cdef double* acc = _acc_plane(gxp, scratch)
+    cdef double* ar
     cdef const real* xp = x + p * ihw
     cdef double yv, xv, loc
     for i in range(ihw):
-        gxp[i] = 0
+        acc[i] = 0
     for od in range(OD):
         for oh in range(OH):
             o = ((p * OD + od) * OH + oh) * OW
@@ -199,37 +218,40 @@ cdef void _scatter_plane(const Geo* g, const real* gy, const real* y, const real
                     v[ow] = gy[o + ow] / ((<double>g.fac[0][od] * <double>g.fac[1][oh]) * <double>g.fac[2][ow])
             for kd in range(g.tlo[0][od], g.thi[0][od]):
                 for kh in range(g.tlo[1][oh], g.thi[1][oh]):
-                    gxr = gxp + ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW
+                    ar = acc + ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW
                     for kw in range(g.k[2]):
                         lo = g.owlo[kw]
                         hi = g.owhi[kw]
                         off = kw * g.dl[2] - g.plo[2]
                         if s == 1:
                             for ow in range(lo, hi):
-                                gxr[ow + off] += <real>v[ow]
+                                ar[ow + off] += v[ow]
                         else:
                             for ow in range(lo, hi):
-                                gxr[ow * s + off] += <real>v[ow]
+                                ar[ow * s + off] += v[ow]
     if lp > 0:
         for i in range(ihw):
             xv = xp[i]
-            if xv != 0:
-                if lp == 2.0:
-                    loc = xv
-                elif xv > 0:
-                    loc = pow(xv, lp - 1.0)
-                elif xv < 0:
-                    loc = -pow(-xv, lp - 1.0)
-                else:
-                    loc = xv  # NaN: sign(NaN) * ... is NaN
-                gxp[i] = <real>(<double>gxp[i] * loc)
+            if xv == 0:
+                loc = 0.0
+            elif lp == 2.0 or xv != xv:
+                loc = xv  # sign(x)|x| = x; sign(NaN) * ... is NaN
+            elif xv > 0:
+                loc = pow(xv, lp - 1.0)
             else:
-                gxp[i] = <real>(<double>gxp[i] * 0.0)
+                loc = -pow(-xv, lp - 1.0)
+            gxp[i] = <real>(acc[i] * loc)
+    elif real is float:
+        for i in range(ihw):
+            gxp[i] = <real>acc[i]
 
 
 def sum_backward(plan, const real[::1] gy, const real[::1] y, const real[::1] x, real[::1] gx,
-                 double[:, ::1] scratch, int nthreads):
-    """Average (``plan.p == 0``) or Lp pool gradient; ``scratch`` is ``(nthreads, out_w)`` float64."""
+                 double[:, ::1] scratch, double[:, ::1] planes_scratch, int nthreads):
+    """Average (``plan.p == 0``) or Lp pool gradient, summed in float64.
+
+    ``scratch`` is ``(nthreads, out_w)`` float64; ``planes_scratch`` as for :func:`max_backward`.
+    """
     cdef Geo g = make_geo(plan)
     cdef Py_ssize_t p, planes = g.n * g.c
     cdef double lp = plan.p, override = plan.divisor_override
@@ -237,4 +259,5 @@ def sum_backward(plan, const real[::1] gy, const real[::1] y, const real[::1] x,
         raise ValueError("an average pool's plan has neither divisor factors nor an override")
     with nogil, parallel(num_threads=nthreads):
         for p in prange(planes, schedule="dynamic"):
-            _scatter_plane(&g, &gy[0], &y[0], &x[0], &gx[0], &scratch[threadid(), 0], p, lp, override)
+            _scatter_plane(&g, &gy[0], &y[0], &x[0], &gx[0], &scratch[threadid(), 0],
+                           &planes_scratch[threadid(), 0] if real is float else NULL, p, lp, override)

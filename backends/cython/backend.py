@@ -212,10 +212,18 @@ class CythonBackend(Backend):
                 yy = np.empty(spec.y_shape, dtype=x.dtype)
                 indices = np.empty(spec.y_shape, dtype=np.int64)
                 m.max_forward(plan, _flat(x), _flat(yy), _flat(indices), True, nt)
-            m.max_backward(plan, _flat(grad_y), _flat(indices), out, nt)
+            m.max_backward(plan, _flat(grad_y), _flat(indices), out, self._planes(plan, x.dtype, nt), nt)
             return
         if spec.kind == "lp" and y is None:
             y = np.empty(spec.y_shape, dtype=x.dtype)
             m.sum_forward(plan, _flat(x), _flat(y), nt)
         scratch = np.empty((nt, plan.out_shape[2]), dtype=np.float64)
-        m.sum_backward(plan, _flat(grad_y), _flat(grad_y if y is None else y), _flat(x), out, scratch, nt)
+        m.sum_backward(plan, _flat(grad_y), _flat(grad_y if y is None else y), _flat(x), out, scratch,
+                       self._planes(plan, x.dtype, nt), nt)
+
+    @staticmethod
+    def _planes(plan, dtype, nt):
+        # float32 gradients sum in a float64 plane per thread (pages are
+        # touched only by threads that get a plane).
+        size = int(np.prod(plan.in_shape)) if dtype == np.float32 else 0
+        return np.empty((nt, size), dtype=np.float64)
