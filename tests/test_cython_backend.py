@@ -335,16 +335,21 @@ def test_eight_python_threads_get_the_single_threaded_results_and_leave_inputs_a
             np.testing.assert_array_equal(arrays[k], v)
 
 
-def test_blas_thread_count_follows_the_context():
+def test_blas_pool_is_held_at_one_thread_inside_our_workers():
+    # The GEMMs run inside the OpenMP workers; OpenBLAS's own pool must not add threads.
     conv = cy.load()["conv"]
     if conv.blas_threads() < 0:
         pytest.skip("scipy's BLAS is not an OpenBLAS whose threads we control")
+    from threadpoolctl import threadpool_limits
+
     spec = parse_descriptor("conv2d_n1_c16_o16_i8x8_k3x3_p1")
     x = np.ones(spec.x_shape, np.float32)
     w = np.ones(spec.w_shape, np.float32)
-    for nt in (1, 2, 1):
-        run("conv_forward", spec, num_threads=nt, x=x, w=w, bias=None)
-        assert conv.blas_threads() == nt
+    with threadpool_limits(2, user_api="blas"):
+        for nt in (1, 2):
+            y = run("conv_forward", spec, num_threads=nt, x=x, w=w, bias=None)[0]
+            assert conv.blas_threads() == 1
+            assert y.max() == 16 * 9
 
 
 def test_registration_and_capabilities():

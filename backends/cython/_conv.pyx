@@ -3,10 +3,11 @@
 
 Every function takes a :class:`~convkit_backends.cython.plan.Plan`, flat
 C-contiguous arrays of one dtype (fused ``real``), the thread count, and
-writes its output in full with the GIL released. The GEMM paths build im2col
-column blocks on ``nthreads`` OpenMP threads and call ``sgemm``/``dgemm``
-from ``scipy.linalg.cython_blas`` once per block from the calling thread,
-with OpenBLAS's own pool set to ``nthreads`` (never BLAS inside ``prange``).
+writes its output in full with the GIL released. The GEMM paths split the
+problem into tiles; each OpenMP worker builds the im2col tile it needs in its
+own scratch and multiplies it with ``sgemm``/``dgemm`` from
+``scipy.linalg.cython_blas``, with OpenBLAS's own pool held at one thread
+(so the workers are the only threads, and the tile is hot in cache).
 """
 
 cimport cython
@@ -33,14 +34,6 @@ def set_blas_thread_functions(size_t get_addr, size_t set_addr):
 def blas_threads():
     """OpenBLAS's current thread count, or -1 when it is not controlled."""
     return _blas_get() if _blas_get != NULL else -1
-
-
-cdef inline void _blas_threads(int nt) noexcept nogil:
-    # OpenBLAS's count is process-wide (its "_local" setter too): set it when
-    # it differs and leave it, so concurrent callers with one thread count
-    # never flip it under each other's GEMMs. Unchanged: one global read.
-    if _blas_get != NULL and _blas_get() != nt:
-        _blas_set(nt)
 
 
 cdef inline void _gemm(char ta, char tb, int m, int n, int k, const real* a, int lda, const real* b, int ldb,
@@ -278,117 +271,157 @@ cdef void _col_row(const Geo* g, const real* xplane, real* dst, Py_ssize_t r, Py
         ow0 = 0
 
 
-def forward_gemm(plan, const real[::1] x, const real[::1] w, const real[::1] bias, bint has_bias, real[::1] y,
-                 real[::1] col, Py_ssize_t block, int nthreads):
-    """``y[n, group] = W[group] @ im2col(x[n, group])`` in column blocks of ``block`` output positions.
+cdef inline void _blas_single() noexcept nogil:
+    # GEMMs run inside the OpenMP workers, so OpenBLAS's own pool must stay
+    # at one thread: its idle workers spin for milliseconds after a call and
+    # would fight our threads (and everyone else's) for the cores.
+    if _blas_get != NULL and _blas_get() != 1:
+        _blas_set(1)
 
-    ``col`` holds ``(c_in/groups * taps) x block`` elements (unused for
-    pointwise convolutions, which multiply the input planes in place).
-    """
-    cdef Geo g = make_geo(plan)
-    cdef bint pointwise = plan.is_pointwise
+
+cdef void _fwd_tile(const Geo* g, const real* x, const real* w, const real* bias, real* y, real* col,
+                    Py_ssize_t t, Py_ssize_t tile, Py_ssize_t ntiles, bint pointwise) noexcept nogil:
+    # Output columns [j0, j1) of (n, group): im2col of that tile into this
+    # thread's `col`, then y_tile = W_group @ col (row-major, so the column-major
+    # GEMM sees C^T = col^T W^T).
     cdef Py_ssize_t taps = g.k[0] * g.k[1] * g.k[2], rows = g.cpg * taps
     cdef Py_ssize_t ohw = g.o[0] * g.o[1] * g.o[2], ihw = g.i[0] * g.i[1] * g.i[2]
-    cdef Py_ssize_t n, grp, j0, j1, r, oi, j, cw
+    cdef Py_ssize_t n = t // (g.groups * ntiles), grp = (t // ntiles) % g.groups
+    cdef Py_ssize_t j0 = (t % ntiles) * tile, j1, cw, oi, j, r
+    cdef real beta = 0
     cdef real* yb
-    cdef real beta
-    with nogil:
-        _blas_threads(nthreads)
-        for n in range(g.n):
-            for grp in range(g.groups):
-                j0 = 0
-                while j0 < ohw:
-                    j1 = j0 + block if j0 + block < ohw else ohw
-                    cw = j1 - j0
-                    yb = &y[0] + (n * g.co + grp * g.opg) * ohw + j0
-                    beta = 0
-                    if has_bias:
-                        beta = 1
-                        for oi in range(g.opg):
-                            for j in range(cw):
-                                yb[oi * ohw + j] = bias[grp * g.opg + oi]
-                    if pointwise:
-                        _gemm(c'N', c'N', <int>cw, <int>g.opg, <int>g.cpg, &x[0] + (n * g.c + grp * g.cpg) * ihw + j0,
-                              <int>ihw, &w[0] + grp * g.opg * rows, <int>rows, beta, yb, <int>ohw)
-                    else:
-                        for r in prange(rows, num_threads=nthreads, schedule="static"):
-                            _col_row(&g, &x[0] + (n * g.c + grp * g.cpg + r // taps) * ihw, &col[0] + r * cw, r,
-                                     j0, j1, 0)
-                        _gemm(c'N', c'N', <int>cw, <int>g.opg, <int>rows, &col[0], <int>cw,
-                              &w[0] + grp * g.opg * rows, <int>rows, beta, yb, <int>ohw)
-                    j0 = j1
+    cdef const real* xg = x + (n * g.c + grp * g.cpg) * ihw
+    j1 = j0 + tile if j0 + tile < ohw else ohw
+    cw = j1 - j0
+    yb = y + (n * g.co + grp * g.opg) * ohw + j0
+    if bias != NULL:
+        beta = 1
+        for oi in range(g.opg):
+            for j in range(cw):
+                yb[oi * ohw + j] = bias[grp * g.opg + oi]
+    if pointwise:
+        _gemm(c'N', c'N', <int>cw, <int>g.opg, <int>g.cpg, xg + j0, <int>ihw, w + grp * g.opg * rows, <int>rows,
+              beta, yb, <int>ohw)
+        return
+    for r in range(rows):
+        _col_row(g, xg + (r // taps) * ihw, col + r * cw, r, j0, j1, 0)
+    _gemm(c'N', c'N', <int>cw, <int>g.opg, <int>rows, col, <int>cw, w + grp * g.opg * rows, <int>rows, beta, yb,
+          <int>ohw)
 
 
-def backward_input_gemm(plan, const real[::1] gy, const real[::1] w, real[::1] gx, real[::1] col,
-                        Py_ssize_t block, int nthreads):
-    """``col = W[group]^T @ grad_y[n, group]`` per column block, then col2im into ``gx`` (valid taps only)."""
-    cdef Geo g = make_geo(plan)
-    cdef bint pointwise = plan.is_pointwise
-    cdef Py_ssize_t taps = g.k[0] * g.k[1] * g.k[2], rows = g.cpg * taps
-    cdef Py_ssize_t ohw = g.o[0] * g.o[1] * g.o[2], ihw = g.i[0] * g.i[1] * g.i[2]
-    cdef Py_ssize_t n, grp, j0, j1, r, ci, i, cw
-    cdef real* gxp
-    with nogil:
-        _blas_threads(nthreads)
-        for n in range(g.n):
-            for grp in range(g.groups):
-                gxp = &gx[0] + (n * g.c + grp * g.cpg) * ihw
-                if pointwise:
-                    _gemm(c'N', c'T', <int>ihw, <int>g.cpg, <int>g.opg, &gy[0] + (n * g.co + grp * g.opg) * ohw,
-                          <int>ohw, &w[0] + grp * g.opg * rows, <int>rows, 0, gxp, <int>ihw)
-                    continue
-                for i in prange(g.cpg * ihw, num_threads=nthreads, schedule="static"):
-                    gxp[i] = 0
-                j0 = 0
-                while j0 < ohw:
-                    j1 = j0 + block if j0 + block < ohw else ohw
-                    cw = j1 - j0
-                    _gemm(c'N', c'T', <int>cw, <int>rows, <int>g.opg, &gy[0] + (n * g.co + grp * g.opg) * ohw + j0,
-                          <int>ohw, &w[0] + grp * g.opg * rows, <int>rows, 0, &col[0], <int>cw)
-                    # One channel plane per task: no two threads add to the same element.
-                    for ci in prange(g.cpg, num_threads=nthreads, schedule="static"):
-                        for r in range(ci * taps, (ci + 1) * taps):
-                            _col_row(&g, gxp + ci * ihw, &col[0] + r * cw, r, j0, j1, 1)
-                    j0 = j1
+def forward_gemm(plan, const real[::1] x, const real[::1] w, const real[::1] bias, bint has_bias, real[::1] y,
+                 real[:, ::1] cols, Py_ssize_t tile, int nthreads):
+    """``y[n, group] = W[group] @ im2col(x[n, group])``, one tile of ``tile`` output positions per task.
 
-
-def backward_weight_gemm(plan, const real[::1] gy, const real[::1] x, real[::1] gw, real[::1] col, real[::1] part,
-                         double[::1] acc, Py_ssize_t block, int nthreads):
-    """``gw[group] = sum_n grad_y[n, group] @ im2col(x[n, group])^T`` summed in float64 across blocks.
-
-    Each GEMM reduces over at most ``block`` output positions into ``part``
-    (``c_out/groups x rows``); the blocks are added into ``acc`` (float64,
-    ``c_out x rows``) so long reductions keep float64 accuracy.
+    ``cols`` is ``(nthreads, c_in/groups * taps * tile)``: each thread's
+    im2col tile (unused by pointwise convolutions, which read ``x`` in place).
     """
     cdef Geo g = make_geo(plan)
     cdef bint pointwise = plan.is_pointwise
+    cdef Py_ssize_t ohw = g.o[0] * g.o[1] * g.o[2]
+    cdef Py_ssize_t ntiles = (ohw + tile - 1) // tile, t, tasks = g.n * g.groups * ntiles
+    cdef const real* bp = &bias[0] if has_bias else NULL
+    with nogil:
+        _blas_single()
+        with parallel(num_threads=nthreads):
+            for t in prange(tasks, schedule="static"):
+                _fwd_tile(&g, &x[0], &w[0], bp, &y[0], &cols[threadid(), 0], t, tile, ntiles, pointwise)
+
+
+cdef void _bwd_input_chunk(const Geo* g, const real* gy, const real* w, real* gx, real* col, Py_ssize_t t,
+                           Py_ssize_t cc, Py_ssize_t nchunks, Py_ssize_t tile, bint pointwise) noexcept nogil:
+    # Input channels [ci0, ci1) of (n, group): for each tile of output
+    # positions, col = W[:, ci0:ci1]^T @ grad_y_tile, then col2im into these
+    # channels' planes, which no other task touches.
     cdef Py_ssize_t taps = g.k[0] * g.k[1] * g.k[2], rows = g.cpg * taps
     cdef Py_ssize_t ohw = g.o[0] * g.o[1] * g.o[2], ihw = g.i[0] * g.i[1] * g.i[2]
-    cdef Py_ssize_t n, grp, j0, j1, r, i, cw, m = g.opg * rows
-    cdef double* ab
+    cdef Py_ssize_t n = t // (g.groups * nchunks), grp = (t // nchunks) % g.groups
+    cdef Py_ssize_t ci0 = (t % nchunks) * cc, ci1, nr, j0, j1, cw, i, rl
+    cdef const real* gyg = gy + (n * g.co + grp * g.opg) * ohw
+    cdef const real* wg = w + grp * g.opg * rows
+    cdef real* gxc
+    ci1 = ci0 + cc if ci0 + cc < g.cpg else g.cpg
+    nr = (ci1 - ci0) * taps
+    gxc = gx + (n * g.c + grp * g.cpg + ci0) * ihw
+    if pointwise:
+        _gemm(c'N', c'T', <int>ohw, <int>(ci1 - ci0), <int>g.opg, gyg, <int>ohw, wg + ci0, <int>rows, 0, gxc,
+              <int>ihw)
+        return
+    for i in range((ci1 - ci0) * ihw):
+        gxc[i] = 0
+    j0 = 0
+    while j0 < ohw:
+        j1 = j0 + tile if j0 + tile < ohw else ohw
+        cw = j1 - j0
+        _gemm(c'N', c'T', <int>cw, <int>nr, <int>g.opg, gyg + j0, <int>ohw, wg + ci0 * taps, <int>rows, 0, col,
+              <int>cw)
+        for rl in range(nr):
+            _col_row(g, gxc + (rl // taps) * ihw, col + rl * cw, ci0 * taps + rl, j0, j1, 1)
+        j0 = j1
+
+
+def backward_input_gemm(plan, const real[::1] gy, const real[::1] w, real[::1] gx, real[:, ::1] cols,
+                        Py_ssize_t chunk, Py_ssize_t tile, int nthreads):
+    """Input gradient by GEMM + col2im; one chunk of ``chunk`` input channels of one ``(n, group)`` per task.
+
+    ``cols`` is ``(nthreads, chunk * taps * tile)``. Pads are dropped by col2im, never multiplied.
+    """
+    cdef Geo g = make_geo(plan)
+    cdef bint pointwise = plan.is_pointwise
+    cdef Py_ssize_t nchunks = (g.cpg + chunk - 1) // chunk, t, tasks = g.n * g.groups * nchunks
     with nogil:
-        _blas_threads(nthreads)
-        for i in range(g.co * rows):
-            acc[i] = 0
-        for n in range(g.n):
-            for grp in range(g.groups):
-                ab = &acc[0] + grp * m
-                j0 = 0
-                while j0 < ohw:
-                    j1 = j0 + block if j0 + block < ohw else ohw
-                    cw = j1 - j0
-                    if pointwise:
-                        _gemm(c'T', c'N', <int>rows, <int>g.opg, <int>cw, &x[0] + (n * g.c + grp * g.cpg) * ihw + j0,
-                              <int>ihw, &gy[0] + (n * g.co + grp * g.opg) * ohw + j0, <int>ohw, 0, &part[0],
-                              <int>rows)
-                    else:
-                        for r in prange(rows, num_threads=nthreads, schedule="static"):
-                            _col_row(&g, &x[0] + (n * g.c + grp * g.cpg + r // taps) * ihw, &col[0] + r * cw, r,
-                                     j0, j1, 0)
-                        _gemm(c'T', c'N', <int>rows, <int>g.opg, <int>cw, &col[0], <int>cw,
-                              &gy[0] + (n * g.co + grp * g.opg) * ohw + j0, <int>ohw, 0, &part[0], <int>rows)
-                    for i in range(m):
-                        ab[i] += part[i]
-                    j0 = j1
-        for i in range(g.co * rows):
-            gw[i] = <real>acc[i]
+        _blas_single()
+        with parallel(num_threads=nthreads):
+            for t in prange(tasks, schedule="static"):
+                _bwd_input_chunk(&g, &gy[0], &w[0], &gx[0], &cols[threadid(), 0], t, chunk, nchunks, tile,
+                                 pointwise)
+
+
+cdef void _bwd_weight_tile(const Geo* g, const real* gy, const real* x, real* col, real* part, double* acc,
+                           Py_ssize_t t, Py_ssize_t tile, Py_ssize_t ntiles, bint pointwise) noexcept nogil:
+    # acc[group] += grad_y_tile @ im2col(x)_tile^T: the GEMM sums at most
+    # `tile` products in the dtype, the running sum is float64.
+    cdef Py_ssize_t taps = g.k[0] * g.k[1] * g.k[2], rows = g.cpg * taps
+    cdef Py_ssize_t ohw = g.o[0] * g.o[1] * g.o[2], ihw = g.i[0] * g.i[1] * g.i[2]
+    cdef Py_ssize_t n = t // (g.groups * ntiles), grp = (t // ntiles) % g.groups
+    cdef Py_ssize_t j0 = (t % ntiles) * tile, j1, cw, r, i, m = g.opg * rows
+    cdef const real* xg = x + (n * g.c + grp * g.cpg) * ihw
+    cdef const real* gyg = gy + (n * g.co + grp * g.opg) * ohw
+    cdef double* ab = acc + grp * m
+    j1 = j0 + tile if j0 + tile < ohw else ohw
+    cw = j1 - j0
+    if pointwise:
+        _gemm(c'T', c'N', <int>rows, <int>g.opg, <int>cw, xg + j0, <int>ihw, gyg + j0, <int>ohw, 0, part, <int>rows)
+    else:
+        for r in range(rows):
+            _col_row(g, xg + (r // taps) * ihw, col + r * cw, r, j0, j1, 0)
+        _gemm(c'T', c'N', <int>rows, <int>g.opg, <int>cw, col, <int>cw, gyg + j0, <int>ohw, 0, part, <int>rows)
+    for i in range(m):
+        ab[i] += part[i]
+
+
+def backward_weight_gemm(plan, const real[::1] gy, const real[::1] x, real[::1] gw, real[:, ::1] cols,
+                         real[:, ::1] parts, double[:, ::1] accs, Py_ssize_t tile, int nthreads):
+    """Weight gradient: per-thread float64 sums of tile GEMMs, added in thread order.
+
+    ``cols`` ``(nthreads, rows * tile)``, ``parts`` ``(nthreads, c_out/groups * rows)``,
+    ``accs`` ``(nthreads, c_out * rows)`` zeros. The static schedule gives each
+    thread the same tiles on every call, so results repeat bit for bit.
+    """
+    cdef Geo g = make_geo(plan)
+    cdef bint pointwise = plan.is_pointwise
+    cdef Py_ssize_t ohw = g.o[0] * g.o[1] * g.o[2], rows = g.cpg * g.k[0] * g.k[1] * g.k[2]
+    cdef Py_ssize_t ntiles = (ohw + tile - 1) // tile, t, tasks = g.n * g.groups * ntiles, i, k
+    cdef Py_ssize_t nacc = accs.shape[0]
+    cdef double s
+    with nogil:
+        _blas_single()
+        with parallel(num_threads=nthreads):
+            for t in prange(tasks, schedule="static"):
+                _bwd_weight_tile(&g, &gy[0], &x[0], &cols[threadid(), 0], &parts[threadid(), 0],
+                                 &accs[threadid(), 0], t, tile, ntiles, pointwise)
+        for i in prange(g.co * rows, num_threads=nthreads, schedule="static"):
+            s = 0
+            for k in range(nacc):
+                s = s + accs[k, i]
+            gw[i] = <real>s

@@ -6,12 +6,13 @@ module picks an algorithm per call and hands them the kernel context's
 arrays, thread count and a cached integer :class:`~.plan.Plan` of the spec.
 
 - Convolutions with enough channels (``c_in/groups * taps >= 32`` and
-  ``c_out/groups >= 8``) run as im2col column blocks built on OpenMP threads
-  and multiplied by ``sgemm``/``dgemm`` from ``scipy.linalg.cython_blas``
-  (OpenBLAS's pool set to the context's thread count); 1x1 stride-1
-  convolutions multiply the input planes in place. The input gradient is
-  ``W^T @ grad_y`` then col2im, the weight gradient ``grad_y @ im2col^T``
-  per block of at most 4096 output positions, summed in float64.
+  ``c_out/groups >= 8``) are cut into tiles; each OpenMP worker builds the
+  im2col tile it needs in its own scratch and multiplies it with
+  ``sgemm``/``dgemm`` from ``scipy.linalg.cython_blas`` (OpenBLAS's own pool
+  held at one thread: ours are the only threads). 1x1 stride-1 convolutions
+  multiply the input planes in place. The input gradient is ``W^T @ grad_y``
+  then col2im (per chunk of input channels), the weight gradient
+  ``grad_y @ im2col^T`` per tile, summed per thread in float64.
 - Depthwise, tiny-channel and non-finite cases (an Inf weight must not meet
   a zero pad) run as direct loops that skip pads, vectorized along output rows.
 - Pools are direct loops over ``(n, c)`` planes; sums in float64.
@@ -37,11 +38,12 @@ _state: dict = {}
 #: GEMM path when the reduction (c_in/groups * taps) and c_out/groups reach these.
 GEMM_MIN_ROWS = 32
 GEMM_MIN_COLS = 8
-#: Elements of one im2col block (4 Mi: 16 MB in float32).
-COL_BUDGET = 1 << 22
-#: Output positions one float32 weight-gradient GEMM reduces over before the
-#: partial sum joins the float64 accumulator.
-WGRAD_BLOCK_F32 = 4096
+#: Elements of one thread's im2col tile (about L2: 256 KB in float32).
+TILE_BUDGET = 1 << 16
+TILE_MIN = 64
+#: Output positions one weight-gradient GEMM reduces over before its partial
+#: sum joins the float64 accumulator.
+WGRAD_TILE_CAP = 4096
 _INT32_MAX = 2**31 - 1
 #: libgomp's idle spin count unless the user set one (as the c backend does):
 #: the default 300000 spins keep OpenMP threads busy while OpenBLAS's threads run.
@@ -89,13 +91,6 @@ def _flat(a):
     return a.reshape(-1)
 
 
-def _fits_int32(plan, rows: int, block: int) -> bool:
-    ohw = int(np.prod(plan.out_shape))
-    ihw = int(np.prod(plan.in_shape))
-    cols = int(plan.ints[4])
-    return max(ohw, ihw, rows * block, cols * rows, rows) <= _INT32_MAX
-
-
 class CythonBackend(Backend):
     """Cython 3 kernels: im2col + scipy BLAS GEMM for channel-heavy convolutions, direct loops elsewhere.
 
@@ -125,19 +120,32 @@ class CythonBackend(Backend):
 
     # -- convolution --------------------------------------------------------
     @staticmethod
-    def _gemm_rows(spec, plan):
+    def _gemm_rows(plan):
+        """The GEMM reduction length ``c_in/groups * taps``, or 0 for the direct loops."""
         rows = int(plan.ints[3]) * plan.taps
         if rows < GEMM_MIN_ROWS or int(plan.ints[4]) < GEMM_MIN_COLS:
             return 0
+        if max(int(np.prod(plan.out_shape)), int(np.prod(plan.in_shape)), rows * int(plan.ints[4])) > _INT32_MAX:
+            return 0  # BLAS takes int32 sizes
         return rows
 
     @staticmethod
-    def _block(plan, rows: int, cap: int | None = None) -> int:
+    def _tile(plan, rows: int, nt: int, cap: int | None = None) -> int:
+        """Output positions per GEMM tile: an L2-sized im2col tile, tiles a multiple of the threads."""
         ohw = int(np.prod(plan.out_shape))
-        block = max(plan.out_shape[2], COL_BUDGET // max(rows, 1))
+        tile = max(TILE_MIN, TILE_BUDGET // max(rows, 1))
         if cap is not None:
-            block = min(block, cap)
-        return max(1, min(ohw, block))
+            tile = min(tile, cap)
+        per = -(-ohw // tile)
+        outer = int(plan.ints[0]) * int(plan.ints[5])  # n * groups tiles of this many
+        if (outer * per) % nt:
+            per += nt - (outer * per) % nt if outer * per < 8 * nt else 0
+        return max(1, -(-ohw // max(per, 1)))
+
+    def _gemm_threads(self, nt: int) -> int:
+        # Without control of the BLAS pool, its threads must not run inside
+        # ours: one worker, BLAS threads as the library likes.
+        return nt if load()["conv"].blas_threads() >= 0 else 1
 
     def conv_forward(self, ctx, *, x, w, bias) -> None:
         m = load()["conv"]
@@ -146,13 +154,13 @@ class CythonBackend(Backend):
         out = _flat(ctx.out)
         has_bias = bias is not None
         b = bias if has_bias else np.zeros(0, dtype=x.dtype)
-        rows = self._gemm_rows(spec, plan)
+        rows = self._gemm_rows(plan)
         if rows and m.all_finite(_flat(w), nt):
-            block = self._block(plan, rows)
-            if _fits_int32(plan, rows, block):
-                col = np.empty(0 if plan.is_pointwise else rows * block, dtype=x.dtype)
-                m.forward_gemm(plan, _flat(x), _flat(w), b, has_bias, out, col, block, nt)
-                return
+            nt = self._gemm_threads(nt)
+            tile = self._tile(plan, rows, nt)
+            cols = np.empty((nt, 0 if plan.is_pointwise else rows * tile), dtype=x.dtype)
+            m.forward_gemm(plan, _flat(x), _flat(w), b, has_bias, out, cols, tile, nt)
+            return
         m.forward_direct(plan, _flat(x), _flat(w), b, has_bias, out, nt)
 
     def conv_backward_input(self, ctx, *, grad_y, w) -> None:
@@ -160,14 +168,17 @@ class CythonBackend(Backend):
         spec, nt = ctx.spec, ctx.num_threads
         plan = plan_for(spec)
         out = _flat(ctx.out)
-        rows = self._gemm_rows(spec, plan)
+        rows = self._gemm_rows(plan)
         # Pad-safe with any weights: col2im drops the entries of pad positions.
         if rows:
-            block = self._block(plan, rows)
-            if _fits_int32(plan, rows, block):
-                col = np.empty(0 if plan.is_pointwise else rows * block, dtype=w.dtype)
-                m.backward_input_gemm(plan, _flat(grad_y), _flat(w), out, col, block, nt)
-                return
+            nt = self._gemm_threads(nt)
+            cpg, outer = int(plan.ints[3]), int(plan.ints[0]) * int(plan.ints[5])
+            chunks = min(cpg, max(1, -(-4 * nt // outer)))
+            chunk = -(-cpg // chunks)
+            tile = max(TILE_MIN, TILE_BUDGET // (chunk * plan.taps))
+            cols = np.empty((nt, 0 if plan.is_pointwise else chunk * plan.taps * tile), dtype=w.dtype)
+            m.backward_input_gemm(plan, _flat(grad_y), _flat(w), out, cols, chunk, tile, nt)
+            return
         m.backward_input_direct(plan, _flat(grad_y), _flat(w), out, nt)
 
     def conv_backward_weight(self, ctx, *, grad_y, x) -> None:
@@ -175,17 +186,16 @@ class CythonBackend(Backend):
         spec, nt = ctx.spec, ctx.num_threads
         plan = plan_for(spec)
         out = _flat(ctx.out)
-        rows = self._gemm_rows(spec, plan)
+        rows = self._gemm_rows(plan)
         # A non-finite grad_y would meet the zeros of padded im2col columns.
         if rows and m.all_finite(_flat(grad_y), nt):
-            cap = WGRAD_BLOCK_F32 if x.dtype == np.float32 else None
-            block = self._block(plan, rows, cap)
-            if _fits_int32(plan, rows, block):
-                col = np.empty(0 if plan.is_pointwise else rows * block, dtype=x.dtype)
-                part = np.empty(int(plan.ints[4]) * rows, dtype=x.dtype)
-                acc = np.empty(int(plan.ints[2]) * rows, dtype=np.float64)
-                m.backward_weight_gemm(plan, _flat(grad_y), _flat(x), out, col, part, acc, block, nt)
-                return
+            nt = self._gemm_threads(nt)
+            tile = self._tile(plan, rows, nt, WGRAD_TILE_CAP)
+            cols = np.empty((nt, 0 if plan.is_pointwise else rows * tile), dtype=x.dtype)
+            parts = np.empty((nt, int(plan.ints[4]) * rows), dtype=x.dtype)
+            accs = np.zeros((nt, int(plan.ints[2]) * rows), dtype=np.float64)
+            m.backward_weight_gemm(plan, _flat(grad_y), _flat(x), out, cols, parts, accs, tile, nt)
+            return
         scratch = np.empty((nt, plan.out_shape[2]), dtype=np.float64)
         m.backward_weight_direct(plan, _flat(grad_y), _flat(x), out, scratch, nt)
 
