@@ -182,6 +182,12 @@ POOL = [
     "lppool2d_n2_c3_i9x9_k3x3_s2",
     "lppool1d_n1_c2_i11_k3_s2_norm3_f64",
     "lppool2d_n1_c2_i8x8_k2x2_d2_p1_norm1_ceil",
+    # short output rows, long windows: one window at a time
+    "maxpool2d_n1_c2_i12x40_k5x37_s3x1_p2x0",
+    "avgpool2d_n1_c2_i12x40_k5x37_s3x2_p2x1_ceil_excl",
+    "avgpool2d_n1_c2_i12x40_k5x37_s3x2_p2x1_ceil",
+    "lppool2d_n1_c2_i12x40_k5x37_s3x1",
+    "maxpool1d_n2_c2_i300_k300",
 ]
 
 
@@ -203,6 +209,14 @@ def test_pool_kernels_match_the_reference(desc):
         y2, none = run("pool_forward", spec, x=x)
         np.testing.assert_array_equal(y2, want_y)
         assert none is None
+    if spec.kind == "max":  # NaN: the result is NaN and the index is the first NaN
+        xn = x.copy()
+        xn.flat[::7] = np.nan
+        want_yn, want_in = ref.pool_forward(xn, spec, True)
+        yn, inn = run("pool_forward", spec, x=xn, want_indices=True)
+        np.testing.assert_array_equal(yn, want_yn)
+        np.testing.assert_array_equal(inn, want_in)
+        np.testing.assert_array_equal(run("pool_forward", spec, x=xn)[0], want_yn)
     rtol = 1e-6 if spec.dtype == "float32" else 1e-13
     gx, _ = run("pool_backward", spec, grad_y=gy, x=x, y=y if spec.kind == "lp" else None,
                 indices=idx if spec.kind == "max" else None)

@@ -10,7 +10,7 @@ nothing to a sum; sums run in float64.
 
 cimport cython
 from cython.parallel cimport prange, parallel, threadid
-from libc.math cimport fabs, pow, sqrt
+from libc.math cimport fabs, pow, sqrt, INFINITY
 
 include "_common.pxi"
 
@@ -102,14 +102,120 @@ cdef void _max_plane(const Geo* g, const real* x, real* y, int64_t* idx, Py_ssiz
                 o += 1
 
 
-def max_forward(plan, const real[::1] x, real[::1] y, int64_t[::1] idx, bint with_indices, int nthreads):
-    """Max pool; with indices, the flat in-plane index of each window's first max (or first NaN)."""
+cdef void _max_rows(const Geo* g, const real* x, real* y, int64_t* idx, int64_t* ibuf, Py_ssize_t p) noexcept nogil:
+    # Row-vectorized max: for one output row every output column visits its
+    # taps in row-major window order (kd, kh shared by the row; kw through the
+    # columns where tap kw is valid). Pads never enter; strict > keeps the
+    # first maximum; the first NaN stays. With indices, `ibuf` holds -1 until
+    # a window's first valid tap.
+    cdef Py_ssize_t OD = g.o[0], OH = g.o[1], OW = g.o[2], ID = g.i[0], IH = g.i[1], IW = g.i[2]
+    cdef const real* xp = x + p * ID * IH * IW
+    cdef Py_ssize_t od, oh, ow, kd, kh, kw, rb, lo, hi, off, at, s = g.s[2]
+    cdef real* yr
+    cdef int64_t* ir
+    cdef real v, b
+    cdef const real* xr
+    for od in range(OD):
+        for oh in range(OH):
+            yr = y + ((p * OD + od) * OH + oh) * OW
+            if idx != NULL:
+                ir = idx + ((p * OD + od) * OH + oh) * OW
+                for ow in range(OW):
+                    ir[ow] = -1
+                    yr[ow] = 0
+            else:
+                for ow in range(OW):
+                    yr[ow] = -INFINITY
+            for kd in range(g.tlo[0][od], g.thi[0][od]):
+                for kh in range(g.tlo[1][oh], g.thi[1][oh]):
+                    rb = ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW
+                    xr = xp + rb
+                    for kw in range(g.k[2]):
+                        lo = g.owlo[kw]
+                        hi = g.owhi[kw]
+                        off = kw * g.dl[2] - g.plo[2]
+                        if idx != NULL:
+                            for ow in range(lo, hi):
+                                at = ow * s + off
+                                v = xr[at]
+                                b = yr[ow]
+                                if ir[ow] < 0 or v > b or (v != v and b == b):
+                                    yr[ow] = v
+                                    ir[ow] = rb + at
+                        elif s == 1:
+                            for ow in range(lo, hi):
+                                v = xr[ow + off]
+                                b = yr[ow]
+                                yr[ow] = v if (v > b or v != v) else b
+                        else:
+                            for ow in range(lo, hi):
+                                v = xr[ow * s + off]
+                                b = yr[ow]
+                                yr[ow] = v if (v > b or v != v) else b
+
+
+cdef void _sum_rows(const Geo* g, const real* x, real* y, double* acc, Py_ssize_t p, double lp,
+                    double override) noexcept nogil:
+    # Row-vectorized average / Lp: float64 sums per output column in `acc`.
+    cdef Py_ssize_t OD = g.o[0], OH = g.o[1], OW = g.o[2], ID = g.i[0], IH = g.i[1], IW = g.i[2]
+    cdef const real* xp = x + p * ID * IH * IW
+    cdef Py_ssize_t od, oh, ow, kd, kh, kw, lo, hi, off, s = g.s[2]
+    cdef const real* xr
+    cdef real* yr
+    cdef double f01
+    for od in range(OD):
+        for oh in range(OH):
+            yr = y + ((p * OD + od) * OH + oh) * OW
+            for ow in range(OW):
+                acc[ow] = 0
+            for kd in range(g.tlo[0][od], g.thi[0][od]):
+                for kh in range(g.tlo[1][oh], g.thi[1][oh]):
+                    xr = xp + ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW
+                    for kw in range(g.k[2]):
+                        lo = g.owlo[kw]
+                        hi = g.owhi[kw]
+                        off = kw * g.dl[2] - g.plo[2]
+                        if lp == 0:
+                            if s == 1:
+                                for ow in range(lo, hi):
+                                    acc[ow] += xr[ow + off]
+                            else:
+                                for ow in range(lo, hi):
+                                    acc[ow] += xr[ow * s + off]
+                        elif lp == 2.0:
+                            for ow in range(lo, hi):
+                                acc[ow] += <double>xr[ow * s + off] * <double>xr[ow * s + off]
+                        else:
+                            for ow in range(lo, hi):
+                                acc[ow] += _pow_p(xr[ow * s + off], lp)
+            if lp > 0:
+                for ow in range(OW):
+                    yr[ow] = <real>_root(acc[ow], lp)
+            elif override > 0:
+                for ow in range(OW):
+                    yr[ow] = <real>(acc[ow] / override)
+            else:
+                f01 = <double>g.fac[0][od] * <double>g.fac[1][oh]
+                for ow in range(OW):
+                    yr[ow] = <real>(acc[ow] / (f01 * <double>g.fac[2][ow]))
+
+
+def max_forward(plan, const real[::1] x, real[::1] y, int64_t[::1] idx, bint with_indices, bint by_rows,
+                int nthreads):
+    """Max pool; with indices, the flat in-plane index of each window's first max (or first NaN).
+
+    ``by_rows``: vectorize along output rows (many output columns), else one
+    window at a time (few, long windows such as global pools).
+    """
     cdef Geo g = make_geo(plan)
     cdef Py_ssize_t p, planes = g.n * g.c
     cdef int64_t* ip = &idx[0] if with_indices else NULL
     with nogil:
         for p in prange(planes, num_threads=nthreads, schedule="dynamic"):
-            _max_plane(&g, &x[0], &y[0], ip, p)
+            if by_rows:
+                _max_rows(&g, &x[0], &y[0], ip, NULL, p)
+            else:
+                _max_plane(&g, &x[0], &y[0], ip, p)
 
 
 cdef void _sum_plane(const Geo* g, const real* x, real* y, Py_ssize_t p, double lp, double override) noexcept nogil:
@@ -138,16 +244,22 @@ cdef void _sum_plane(const Geo* g, const real* x, real* y, Py_ssize_t p, double 
                 o += 1
 
 
-def sum_forward(plan, const real[::1] x, real[::1] y, int nthreads):
-    """Average (``plan.p == 0``) or Lp pool, summed in float64."""
+def sum_forward(plan, const real[::1] x, real[::1] y, double[:, ::1] scratch, bint by_rows, int nthreads):
+    """Average (``plan.p == 0``) or Lp pool, summed in float64.
+
+    ``by_rows`` as for :func:`max_forward`; ``scratch`` is ``(nthreads, out_w)`` float64.
+    """
     cdef Geo g = make_geo(plan)
     cdef Py_ssize_t p, planes = g.n * g.c
     cdef double lp = plan.p, override = plan.divisor_override
     if lp == 0 and override == 0 and g.fac[0] == NULL:
         raise ValueError("an average pool's plan has neither divisor factors nor an override")
-    with nogil:
-        for p in prange(planes, num_threads=nthreads, schedule="dynamic"):
-            _sum_plane(&g, &x[0], &y[0], p, lp, override)
+    with nogil, parallel(num_threads=nthreads):
+        for p in prange(planes, schedule="dynamic"):
+            if by_rows:
+                _sum_rows(&g, &x[0], &y[0], &scratch[threadid(), 0], p, lp, override)
+            else:
+                _sum_plane(&g, &x[0], &y[0], p, lp, override)
 
 
 cdef inline double* _acc_plane(real* gxp, double* scratch) noexcept nogil:

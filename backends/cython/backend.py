@@ -36,8 +36,8 @@ _lock = threading.Lock()
 _state: dict = {}
 
 #: GEMM path when the reduction (c_in/groups * taps) and c_out/groups reach these.
-GEMM_MIN_ROWS = 32
-GEMM_MIN_COLS = 8
+GEMM_MIN_ROWS = 16
+GEMM_MIN_COLS = 4
 #: Elements of one thread's im2col tile (about L2: 256 KB in float32).
 TILE_BUDGET = 1 << 16
 TILE_MIN = 64
@@ -200,34 +200,43 @@ class CythonBackend(Backend):
         m.backward_weight_direct(plan, _flat(grad_y), _flat(x), out, scratch, nt)
 
     # -- pooling ------------------------------------------------------------
+    @staticmethod
+    def _by_rows(plan) -> bool:
+        # Vectorize along output rows unless rows are short and windows long
+        # (global pools): then one window at a time with 4 partial sums.
+        return plan.out_shape[2] >= 8 or plan.kernel[2] <= 4 * plan.out_shape[2]
+
     def pool_forward(self, ctx, *, x) -> None:
         m = load()["pool"]
         spec, nt = ctx.spec, ctx.num_threads
         plan = plan_for(spec)
+        rows = self._by_rows(plan)
         if spec.kind == "max":
             idx = ctx.indices
             with_idx = idx is not None
             m.max_forward(plan, _flat(x), _flat(ctx.out), _flat(idx) if with_idx else np.zeros(1, np.int64),
-                          with_idx, nt)
+                          with_idx, rows, nt)
         else:
-            m.sum_forward(plan, _flat(x), _flat(ctx.out), nt)
+            scratch = np.empty((nt, plan.out_shape[2]), dtype=np.float64)
+            m.sum_forward(plan, _flat(x), _flat(ctx.out), scratch, rows, nt)
 
     def pool_backward(self, ctx, *, grad_y, x, y, indices) -> None:
         m = load()["pool"]
         spec, nt = ctx.spec, ctx.num_threads
         plan = plan_for(spec)
         out = _flat(ctx.out)
+        rows = self._by_rows(plan)
         if spec.kind == "max":
             if indices is None:  # the core passes them; computed here only if it did not
                 yy = np.empty(spec.y_shape, dtype=x.dtype)
                 indices = np.empty(spec.y_shape, dtype=np.int64)
-                m.max_forward(plan, _flat(x), _flat(yy), _flat(indices), True, nt)
+                m.max_forward(plan, _flat(x), _flat(yy), _flat(indices), True, rows, nt)
             m.max_backward(plan, _flat(grad_y), _flat(indices), out, self._planes(plan, x.dtype, nt), nt)
             return
+        scratch = np.empty((nt, plan.out_shape[2]), dtype=np.float64)
         if spec.kind == "lp" and y is None:
             y = np.empty(spec.y_shape, dtype=x.dtype)
-            m.sum_forward(plan, _flat(x), _flat(y), nt)
-        scratch = np.empty((nt, plan.out_shape[2]), dtype=np.float64)
+            m.sum_forward(plan, _flat(x), _flat(y), scratch, rows, nt)
         m.sum_backward(plan, _flat(grad_y), _flat(grad_y if y is None else y), _flat(x), out, scratch,
                        self._planes(plan, x.dtype, nt), nt)
 
