@@ -62,9 +62,9 @@ def runners(spec, direction, inputs, threads):
     else:
         want = spec.kind == "max"
         if direction == "forward":
-            fcy = lambda: cy.pool_forward(ctx("pool_forward", spec.y_shape,  # noqa: E731
-                                              np.empty(spec.y_shape, np.int64) if want else None), x=x)
-            fc = lambda: c.pool_forward(x, spec, want)  # noqa: E731
+            # Forward without indices, as torch's forward and the core's max_pool without return_indices.
+            fcy = lambda: cy.pool_forward(ctx("pool_forward", spec.y_shape), x=x)  # noqa: E731
+            fc = lambda: c.pool_forward(x, spec, False)  # noqa: E731
         else:
             y, idx = c.pool_forward(x, spec, want)
             fcy = lambda: cy.pool_backward(ctx("pool_backward", spec.x_shape), grad_y=gy, x=x,  # noqa: E731

@@ -102,47 +102,36 @@ cdef void _max_plane(const Geo* g, const real* x, real* y, int64_t* idx, Py_ssiz
                 o += 1
 
 
-cdef void _max_rows(const Geo* g, const real* x, real* y, int64_t* idx, int64_t* ibuf, Py_ssize_t p) noexcept nogil:
+cdef void _max_rows(const Geo* g, const real* x, real* y, int64_t* idx, Py_ssize_t p) noexcept nogil:
     # Row-vectorized max: for one output row every output column visits its
-    # taps in row-major window order (kd, kh shared by the row; kw through the
-    # columns where tap kw is valid). Pads never enter; strict > keeps the
-    # first maximum; the first NaN stays. With indices, `ibuf` holds -1 until
-    # a window's first valid tap.
+    # valid taps (kd, kh shared by the row; kw through the columns where tap
+    # kw is valid). Pads never enter; a NaN wins and stays. With indices, a
+    # second pass visits the taps in reverse row-major order and keeps the
+    # last hit (the window's max, or a NaN), which is the first one in window
+    # order: branch-free, where a data-dependent branch mispredicts on
+    # random data.
     cdef Py_ssize_t OD = g.o[0], OH = g.o[1], OW = g.o[2], ID = g.i[0], IH = g.i[1], IW = g.i[2]
     cdef const real* xp = x + p * ID * IH * IW
-    cdef Py_ssize_t od, oh, ow, kd, kh, kw, rb, lo, hi, off, at, s = g.s[2]
+    cdef Py_ssize_t od, oh, ow, kd, kh, kw, rb, lo, hi, off, s = g.s[2], row
     cdef real* yr
     cdef int64_t* ir
     cdef real v, b
+    cdef int64_t hit
     cdef const real* xr
     for od in range(OD):
         for oh in range(OH):
-            yr = y + ((p * OD + od) * OH + oh) * OW
-            if idx != NULL:
-                ir = idx + ((p * OD + od) * OH + oh) * OW
-                for ow in range(OW):
-                    ir[ow] = -1
-                    yr[ow] = 0
-            else:
-                for ow in range(OW):
-                    yr[ow] = -INFINITY
+            row = ((p * OD + od) * OH + oh) * OW
+            yr = y + row
+            for ow in range(OW):
+                yr[ow] = -INFINITY
             for kd in range(g.tlo[0][od], g.thi[0][od]):
                 for kh in range(g.tlo[1][oh], g.thi[1][oh]):
-                    rb = ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW
-                    xr = xp + rb
+                    xr = xp + ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW
                     for kw in range(g.k[2]):
                         lo = g.owlo[kw]
                         hi = g.owhi[kw]
                         off = kw * g.dl[2] - g.plo[2]
-                        if idx != NULL:
-                            for ow in range(lo, hi):
-                                at = ow * s + off
-                                v = xr[at]
-                                b = yr[ow]
-                                if ir[ow] < 0 or v > b or (v != v and b == b):
-                                    yr[ow] = v
-                                    ir[ow] = rb + at
-                        elif s == 1:
+                        if s == 1:
                             for ow in range(lo, hi):
                                 v = xr[ow + off]
                                 b = yr[ow]
@@ -152,6 +141,25 @@ cdef void _max_rows(const Geo* g, const real* x, real* y, int64_t* idx, int64_t*
                                 v = xr[ow * s + off]
                                 b = yr[ow]
                                 yr[ow] = v if (v > b or v != v) else b
+            if idx == NULL:
+                continue
+            ir = idx + row
+            for ow in range(OW):
+                ir[ow] = 0
+            for kd in range(g.thi[0][od] - 1, g.tlo[0][od] - 1, -1):
+                for kh in range(g.thi[1][oh] - 1, g.tlo[1][oh] - 1, -1):
+                    rb = ((g.st[0][od] + kd * g.dl[0]) * IH + g.st[1][oh] + kh * g.dl[1]) * IW
+                    xr = xp + rb
+                    for kw in range(g.k[2] - 1, -1, -1):
+                        lo = g.owlo[kw]
+                        hi = g.owhi[kw]
+                        off = kw * g.dl[2] - g.plo[2]
+                        for ow in range(lo, hi):
+                            v = xr[ow * s + off]
+                            # Arithmetic select: gcc turns a ternary into a
+                            # conditional store, i.e. a mispredicted branch.
+                            hit = (v == yr[ow]) | (v != v)
+                            ir[ow] += (rb + ow * s + off - ir[ow]) * hit
 
 
 cdef void _sum_rows(const Geo* g, const real* x, real* y, double* acc, Py_ssize_t p, double lp,
@@ -213,7 +221,7 @@ def max_forward(plan, const real[::1] x, real[::1] y, int64_t[::1] idx, bint wit
     with nogil:
         for p in prange(planes, num_threads=nthreads, schedule="dynamic"):
             if by_rows:
-                _max_rows(&g, &x[0], &y[0], ip, NULL, p)
+                _max_rows(&g, &x[0], &y[0], ip, p)
             else:
                 _max_plane(&g, &x[0], &y[0], ip, p)
 
