@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build the C backend with AddressSanitizer + UndefinedBehaviorSanitizer into a
-# temporary directory and run the C-backend tests (and, with --conformance, the
-# conformance suite) against that build. Nothing in the work tree changes.
+# Build the C backend and the Cython backend's extensions with AddressSanitizer +
+# UndefinedBehaviorSanitizer into a temporary directory and run their tests (and,
+# with --conformance, the conformance suite) against that build. Nothing in the
+# work tree changes.
 #
-#   scripts/sanitize.sh                 # tests/test_c_backend.py under ASan/UBSan
-#   scripts/sanitize.sh --conformance   # ... then `convkit conformance --backend c --full`
+#   scripts/sanitize.sh                 # tests/test_c_backend.py, tests/test_cython_backend.py under ASan/UBSan
+#   scripts/sanitize.sh --conformance   # ... then `convkit conformance --backend c|cython --full`
 #   PYTHON=/path/to/python scripts/sanitize.sh -k pool   # extra args go to pytest
 set -euo pipefail
 
@@ -25,6 +26,24 @@ find "$TMP/convkit_backends" \( -name '*.so' -o -name '__pycache__' \) -prune -e
 (cd "$ROOT" && CONVKIT_C_SANITIZE=1 CONVKIT_C_BUILD_DIR="$TMP/convkit_backends/c" "$PY" csrc/build_ffi.py >/dev/null)
 rm -rf "$TMP/convkit_backends/c/_build_tmp"
 
+# The Cython extensions, cythonized and compiled from the copy (-O1 keeps stack traces readable).
+"$PY" - "$TMP" >/dev/null <<'PYEOF'
+import glob, os, sys
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+tmp = sys.argv[1]
+os.chdir(tmp)
+san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+exts = [Extension("convkit_backends.cython." + os.path.basename(p)[:-4], [p],
+                  extra_compile_args=["-O1", "-g", "-fno-omit-frame-pointer", "-fopenmp", *san],
+                  extra_link_args=["-fopenmp", *san])
+        for p in sorted(glob.glob("convkit_backends/cython/*.pyx"))]
+setup(name="convkit-sanitized", ext_modules=cythonize(exts, compiler_directives={"language_level": "3"}, quiet=True),
+      script_args=["build_ext", "--inplace", "--build-temp", os.path.join(tmp, "_cy_build")])
+PYEOF
+rm -rf "$TMP/_cy_build" "$TMP/build"
+
 CC=${CC:-gcc}
 # Python itself is not built with ASan: the runtime must be loaded first.
 PRELOAD="$("$CC" -print-file-name=libasan.so) $("$CC" -print-file-name=libubsan.so)"
@@ -39,9 +58,15 @@ run -c 'import convkit_backends.c.backend as b; ffi, lib = b.load(); info = ffi.
 assert "AddressSanitizer" in info, info
 print("sanitized build:", info, "from", b.load.__module__, b.__file__)'
 
+run -c 'import convkit_backends.cython._conv as m, convkit_backends.cython._pool as p, subprocess
+for mod in (m, p):
+    assert "__asan_init" in subprocess.run(["nm", "-D", mod.__file__], capture_output=True, text=True).stdout, mod
+print("sanitized build:", m.__file__, p.__file__)'
+
 cd "$TMP"
-run -m pytest -q -p no:cacheprovider -o addopts="" "$ROOT/tests/test_c_backend.py" "$@"
+run -m pytest -q -p no:cacheprovider -o addopts="" "$ROOT/tests/test_c_backend.py" "$ROOT/tests/test_cython_backend.py" "$@"
 
 if [[ $CONFORMANCE == 1 ]]; then
     run -m convkit conformance --backend c --full
+    run -m convkit conformance --backend cython --full
 fi
