@@ -62,6 +62,11 @@ CONV = [
     "conv3d_n1_c4_o8_i5x6x7_k3x3x3_p1",              # 3-D GEMM
     "conv3d_n2_c2_o2_i4x5x6_k2x3x2_s2x1x2_d1x2x1_p1-0x0-1x1",
     "conv2d_n3_c64_o8_i6x6_k3x3_p1_f64",
+    # past every tile, channel-chunk and batch boundary, with odd remainders
+    "conv2d_n3_c40_o33_i37x29_k3x3_p1",
+    "conv2d_n2_c32_o32_g2_i17x17_k1x1",
+    "conv1d_n2_c16_o16_i5000_k3_p1",
+    "conv2d_n5_c3_o17_i33x35_k5x5_s2_p2",
 ]
 
 

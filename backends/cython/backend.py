@@ -88,6 +88,10 @@ def load() -> dict:
 
 
 def _flat(a):
+    # A view for the C-contiguous arrays of the contract; anything else would
+    # silently become a copy (and an output written there would be lost).
+    if not a.flags.c_contiguous:
+        raise ValueError(f"the cython backend needs C-contiguous arrays, got strides {a.strides}")
     return a.reshape(-1)
 
 
@@ -175,7 +179,7 @@ class CythonBackend(Backend):
             cpg, outer = int(plan.ints[3]), int(plan.ints[0]) * int(plan.ints[5])
             chunks = min(cpg, max(1, -(-4 * nt // outer)))
             chunk = -(-cpg // chunks)
-            tile = max(TILE_MIN, TILE_BUDGET // (chunk * plan.taps))
+            tile = min(int(np.prod(plan.out_shape)), max(TILE_MIN, TILE_BUDGET // (chunk * plan.taps)))
             cols = np.empty((nt, 0 if plan.is_pointwise else chunk * plan.taps * tile), dtype=w.dtype)
             m.backward_input_gemm(plan, _flat(grad_y), _flat(w), out, cols, chunk, tile, nt)
             return
