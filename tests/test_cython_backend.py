@@ -162,8 +162,10 @@ def test_inf_weight_meets_no_zero_pad(desc):
     assert not np.isnan(gw).any()
 
 
-def test_float32_weight_gradient_accumulates_long_reductions_accurately():
-    spec = parse_descriptor("conv2d_n4_c8_o8_i128x128_k3x3_p1")  # 65536 terms per weight
+@pytest.mark.parametrize("desc", ["conv2d_n4_c8_o8_i128x128_k3x3_p1",       # GEMM tiles
+                                  "conv2d_n4_c4_o4_g4_i128x128_k3x3_p1"])   # direct, blocked lanes
+def test_float32_weight_gradient_accumulates_long_reductions_accurately(desc):
+    spec = parse_descriptor(desc)  # 65536 terms per weight
     rng = np.random.default_rng(5)
     x = rng.random(spec.x_shape, dtype=np.float32)
     gy = rng.random(spec.y_shape, dtype=np.float32)

@@ -155,16 +155,21 @@ def backward_input_direct(plan, const real[::1] gy, const real[::1] w, real[::1]
             _bwd_input_plane(&g, &gy[0], &w[0], &gx[0], p)
 
 
-cdef void _bwd_weight_task(const Geo* g, const real* gy, const real* x, real* gw, double* acc,
+cdef enum:
+    _LANE_ROWS = 32  # rows a dtype lane sums before it joins the float64 accumulator
+
+
+cdef void _bwd_weight_task(const Geo* g, const real* gy, const real* x, real* gw, double* acc, real* lane,
                            Py_ssize_t t) noexcept nogil:
-    # One (c_out, c_in/groups) pair: every tap is a float64 dot product of
-    # grad_y rows with shifted x rows, summed over the batch. `acc` holds one
-    # float64 lane per output column so the inner loop vectorizes.
+    # One (c_out, c_in/groups) pair: every tap is a dot product of grad_y rows
+    # with shifted x rows, summed over the batch. Blocked accumulation keeps
+    # the inner loop a vectorized dtype multiply-add: one lane per output
+    # column sums at most _LANE_ROWS rows, then joins a float64 lane.
     cdef Py_ssize_t oc = t // g.cpg, ci = t % g.cpg
     cdef Py_ssize_t c = (oc // g.opg) * g.cpg + ci
     cdef Py_ssize_t OD = g.o[0], OH = g.o[1], OW = g.o[2], ID = g.i[0], IH = g.i[1], IW = g.i[2]
     cdef Py_ssize_t KD = g.k[0], KH = g.k[1], KW = g.k[2]
-    cdef Py_ssize_t n, od, oh, ow, kd, kh, kw, id_, ih, lo, hi, off, s = g.s[2]
+    cdef Py_ssize_t n, od, oh, ow, kd, kh, kw, id_, ih, lo, hi, off, s = g.s[2], rows
     cdef const real* gyrow
     cdef const real* xrow
     cdef double total
@@ -176,6 +181,8 @@ cdef void _bwd_weight_task(const Geo* g, const real* gy, const real* x, real* gw
                 off = kw * g.dl[2] - g.plo[2]
                 for ow in range(lo, hi):
                     acc[ow] = 0
+                    lane[ow] = 0
+                rows = 0
                 for n in range(g.n):
                     for od in range(OD):
                         if kd < g.tlo[0][od] or kd >= g.thi[0][od]:
@@ -189,27 +196,33 @@ cdef void _bwd_weight_task(const Geo* g, const real* gy, const real* x, real* gw
                             xrow = x + (((n * g.c + c) * ID + id_) * IH + ih) * IW
                             if s == 1:
                                 for ow in range(lo, hi):
-                                    acc[ow] += <double>gyrow[ow] * <double>xrow[ow + off]
+                                    lane[ow] += gyrow[ow] * xrow[ow + off]
                             else:
                                 for ow in range(lo, hi):
-                                    acc[ow] += <double>gyrow[ow] * <double>xrow[ow * s + off]
+                                    lane[ow] += gyrow[ow] * xrow[ow * s + off]
+                            rows += 1
+                            if rows == _LANE_ROWS:
+                                for ow in range(lo, hi):
+                                    acc[ow] += lane[ow]
+                                    lane[ow] = 0
+                                rows = 0
                 total = 0
                 for ow in range(lo, hi):
-                    total += acc[ow]
+                    total += acc[ow] + lane[ow]
                 gw[((t * KD + kd) * KH + kh) * KW + kw] = <real>total
 
 
 def backward_weight_direct(plan, const real[::1] gy, const real[::1] x, real[::1] gw, double[:, ::1] scratch,
-                           int nthreads):
-    """Weight gradient accumulated in float64; one ``(c_out, c_in/groups)`` pair per task.
+                           real[:, ::1] lanes, int nthreads):
+    """Weight gradient by blocked dot products; one ``(c_out, c_in/groups)`` pair per task.
 
-    ``scratch`` is ``(nthreads, out_w)`` float64, one row per thread.
+    ``scratch`` (float64) and ``lanes`` (dtype) are ``(nthreads, out_w)``, one row per thread.
     """
     cdef Geo g = make_geo(plan)
     cdef Py_ssize_t t, tasks = g.co * g.cpg
     with nogil, parallel(num_threads=nthreads):
         for t in prange(tasks, schedule="dynamic"):
-            _bwd_weight_task(&g, &gy[0], &x[0], &gw[0], &scratch[threadid(), 0], t)
+            _bwd_weight_task(&g, &gy[0], &x[0], &gw[0], &scratch[threadid(), 0], &lanes[threadid(), 0], t)
 
 
 # -- im2col + GEMM ---------------------------------------------------------------

@@ -201,7 +201,8 @@ class CythonBackend(Backend):
             m.backward_weight_gemm(plan, _flat(grad_y), _flat(x), out, cols, parts, accs, tile, nt)
             return
         scratch = np.empty((nt, plan.out_shape[2]), dtype=np.float64)
-        m.backward_weight_direct(plan, _flat(grad_y), _flat(x), out, scratch, nt)
+        lanes = np.empty((nt, plan.out_shape[2]), dtype=x.dtype)
+        m.backward_weight_direct(plan, _flat(grad_y), _flat(x), out, scratch, lanes, nt)
 
     # -- pooling ------------------------------------------------------------
     @staticmethod
