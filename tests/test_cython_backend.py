@@ -382,3 +382,38 @@ def test_registration_and_capabilities():
     assert backend.supports("conv_forward", parse_descriptor("conv2d_n1_c1_o1_i4x4_k3x3")) is None
     assert "4-d" in backend.supports("pool_forward", PoolSpec(kind="max", n=1, c=1, in_shape=(2,) * 4,
                                                               kernel=(1,) * 4))
+
+
+# Each of these runs for 1.5 s or more uncancelled on 2 cores.
+@pytest.mark.parametrize("desc", ["conv2d_n1_c2_o2_g2_i2048x2048_k31x31",    # direct loops
+                                  "conv2d_n1_c64_o64_i768x768_k5x5_p2",       # GEMM tiles
+                                  "avgpool2d_n2_c2_i2048x2048_k31x31_s1"])     # pool rows
+def test_a_cancelled_kernel_stops_soon_and_the_next_call_is_correct(desc):
+    spec = parse_descriptor(desc)
+    rng = np.random.default_rng(2)
+    x = np.ones(spec.x_shape, np.float32)
+    arrays = {"x": x}
+    kernel = "pool_forward"
+    if isinstance(spec, ConvSpec):
+        kernel, arrays = "conv_forward", {"x": x, "w": np.ones(spec.w_shape, np.float32), "bias": None}
+    clock = __import__("time").perf_counter
+    when = []
+
+    def cancel():
+        when.append(clock())
+        cy.set_cancelled(True)
+
+    timer = threading.Timer(0.3, cancel)  # after the output is allocated, mid-kernel
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(kernel, spec, **arrays)
+        stopped = clock()
+    finally:
+        timer.join()
+        cy.set_cancelled(False)
+    assert when and stopped - when[0] < 0.1, stopped - when[0]
+    small = parse_descriptor("conv2d_n1_c2_o3_i6x6_k3x3_p1_f64")
+    xs, ws = ints(rng, small.x_shape, "float64"), ints(rng, small.w_shape, "float64")
+    np.testing.assert_array_equal(run("conv_forward", small, x=xs, w=ws, bias=None)[0],
+                                  ref.conv_forward(xs, ws, None, small))

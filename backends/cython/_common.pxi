@@ -59,3 +59,26 @@ cdef Geo make_geo(object plan) except *:
     g.owlo = _ptr(plan.ow_lo)
     g.owhi = _ptr(plan.ow_hi)
     return g
+
+
+# Cancellation (Ctrl-C): a flag polled between tasks and output rows, so a
+# long kernel stops within a row's work. Whoever sets it (the core's SIGINT
+# handling, or a test) clears it; a kernel that sees it raises KeyboardInterrupt.
+cdef extern from *:
+    """
+    static int convkit_cy_cancel_flag = 0;
+    static inline int convkit_cy_cancelled(void) { return __atomic_load_n(&convkit_cy_cancel_flag, __ATOMIC_RELAXED); }
+    static inline void convkit_cy_store_cancel(int v) { __atomic_store_n(&convkit_cy_cancel_flag, v, __ATOMIC_RELAXED); }
+    """
+    int convkit_cy_cancelled() noexcept nogil
+    void convkit_cy_store_cancel(int v) noexcept nogil
+
+
+def set_cancelled(bint value):
+    """Ask running kernels of this module to stop (``True``), or clear the request."""
+    convkit_cy_store_cancel(1 if value else 0)
+
+
+cdef inline void _raise_if_cancelled() except *:
+    if convkit_cy_cancelled():
+        raise KeyboardInterrupt("convkit cython kernel cancelled")

@@ -94,6 +94,8 @@ cdef void _fwd_plane(const Geo* g, const real* x, const real* w, const real* bia
     cdef const real* wrow
     for od in range(OD):
         for oh in range(OH):
+            if convkit_cy_cancelled():
+                return
             yrow = y + ((p * OD + od) * OH + oh) * OW
             for ow in range(OW):
                 yrow[ow] = b
@@ -118,6 +120,7 @@ def forward_direct(plan, const real[::1] x, const real[::1] w, const real[::1] b
     with nogil:
         for p in prange(planes, num_threads=nthreads, schedule="dynamic"):
             _fwd_plane(&g, &x[0], &w[0], bp, &y[0], p)
+    _raise_if_cancelled()
 
 
 cdef void _bwd_input_plane(const Geo* g, const real* gy, const real* w, real* gx, Py_ssize_t p) noexcept nogil:
@@ -137,6 +140,8 @@ cdef void _bwd_input_plane(const Geo* g, const real* gy, const real* w, real* gx
             for kd in range(g.tlo[0][od], g.thi[0][od]):
                 id_ = g.st[0][od] + kd * g.dl[0]
                 for oh in range(OH):
+                    if convkit_cy_cancelled():
+                        return
                     gyrow = gy + (((n * g.co + oc) * OD + od) * OH + oh) * OW
                     for kh in range(g.tlo[1][oh], g.thi[1][oh]):
                         ih = g.st[1][oh] + kh * g.dl[1]
@@ -153,6 +158,7 @@ def backward_input_direct(plan, const real[::1] gy, const real[::1] w, real[::1]
     with nogil:
         for p in prange(planes, num_threads=nthreads, schedule="dynamic"):
             _bwd_input_plane(&g, &gy[0], &w[0], &gx[0], p)
+    _raise_if_cancelled()
 
 
 cdef enum:
@@ -184,6 +190,8 @@ cdef void _bwd_weight_task(const Geo* g, const real* gy, const real* x, real* gw
                     lane[ow] = 0
                 rows = 0
                 for n in range(g.n):
+                    if convkit_cy_cancelled():
+                        return
                     for od in range(OD):
                         if kd < g.tlo[0][od] or kd >= g.thi[0][od]:
                             continue
@@ -223,6 +231,7 @@ def backward_weight_direct(plan, const real[::1] gy, const real[::1] x, real[::1
     with nogil, parallel(num_threads=nthreads):
         for t in prange(tasks, schedule="dynamic"):
             _bwd_weight_task(&g, &gy[0], &x[0], &gw[0], &scratch[threadid(), 0], &lanes[threadid(), 0], t)
+    _raise_if_cancelled()
 
 
 # -- im2col + GEMM ---------------------------------------------------------------
@@ -304,6 +313,8 @@ cdef void _fwd_tile(const Geo* g, const real* x, const real* w, const real* bias
     cdef real beta = 0
     cdef real* yb
     cdef const real* xg = x + (n * g.c + grp * g.cpg) * ihw
+    if convkit_cy_cancelled():
+        return
     j1 = j0 + tile if j0 + tile < ohw else ohw
     cw = j1 - j0
     yb = y + (n * g.co + grp * g.opg) * ohw + j0
@@ -339,6 +350,7 @@ def forward_gemm(plan, const real[::1] x, const real[::1] w, const real[::1] bia
         with parallel(num_threads=nthreads):
             for t in prange(tasks, schedule="static"):
                 _fwd_tile(&g, &x[0], &w[0], bp, &y[0], &cols[threadid(), 0], t, tile, ntiles, pointwise)
+    _raise_if_cancelled()
 
 
 cdef void _bwd_input_chunk(const Geo* g, const real* gy, const real* w, real* gx, real* col, Py_ssize_t t,
@@ -363,7 +375,7 @@ cdef void _bwd_input_chunk(const Geo* g, const real* gy, const real* w, real* gx
     for i in range((ci1 - ci0) * ihw):
         gxc[i] = 0
     j0 = 0
-    while j0 < ohw:
+    while j0 < ohw and not convkit_cy_cancelled():
         j1 = j0 + tile if j0 + tile < ohw else ohw
         cw = j1 - j0
         _gemm(c'N', c'T', <int>cw, <int>nr, <int>g.opg, gyg + j0, <int>ohw, wg + ci0 * taps, <int>rows, 0, col,
@@ -388,6 +400,7 @@ def backward_input_gemm(plan, const real[::1] gy, const real[::1] w, real[::1] g
             for t in prange(tasks, schedule="static"):
                 _bwd_input_chunk(&g, &gy[0], &w[0], &gx[0], &cols[threadid(), 0], t, chunk, nchunks, tile,
                                  pointwise)
+    _raise_if_cancelled()
 
 
 cdef void _bwd_weight_tile(const Geo* g, const real* gy, const real* x, real* col, real* part, double* acc,
@@ -401,6 +414,8 @@ cdef void _bwd_weight_tile(const Geo* g, const real* gy, const real* x, real* co
     cdef const real* xg = x + (n * g.c + grp * g.cpg) * ihw
     cdef const real* gyg = gy + (n * g.co + grp * g.opg) * ohw
     cdef double* ab = acc + grp * m
+    if convkit_cy_cancelled():
+        return
     j1 = j0 + tile if j0 + tile < ohw else ohw
     cw = j1 - j0
     if pointwise:
@@ -438,3 +453,4 @@ def backward_weight_gemm(plan, const real[::1] gy, const real[::1] x, real[::1] 
             for k in range(nacc):
                 s = s + accs[k, i]
             gw[i] = <real>s
+    _raise_if_cancelled()

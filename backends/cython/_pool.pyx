@@ -70,6 +70,8 @@ cdef void _max_plane(const Geo* g, const real* x, real* y, int64_t* idx, Py_ssiz
     cdef bint found, isnan_
     for od in range(OD):
         for oh in range(OH):
+            if convkit_cy_cancelled():
+                return
             for ow in range(OW):
                 found = 0
                 isnan_ = 0
@@ -120,6 +122,8 @@ cdef void _max_rows(const Geo* g, const real* x, real* y, int64_t* idx, Py_ssize
     cdef const real* xr
     for od in range(OD):
         for oh in range(OH):
+            if convkit_cy_cancelled():
+                return
             row = ((p * OD + od) * OH + oh) * OW
             yr = y + row
             for ow in range(OW):
@@ -173,6 +177,8 @@ cdef void _sum_rows(const Geo* g, const real* x, real* y, double* acc, Py_ssize_
     cdef double f01
     for od in range(OD):
         for oh in range(OH):
+            if convkit_cy_cancelled():
+                return
             yr = y + ((p * OD + od) * OH + oh) * OW
             for ow in range(OW):
                 acc[ow] = 0
@@ -224,6 +230,7 @@ def max_forward(plan, const real[::1] x, real[::1] y, int64_t[::1] idx, bint wit
                 _max_rows(&g, &x[0], &y[0], ip, p)
             else:
                 _max_plane(&g, &x[0], &y[0], ip, p)
+    _raise_if_cancelled()
 
 
 cdef void _sum_plane(const Geo* g, const real* x, real* y, Py_ssize_t p, double lp, double override) noexcept nogil:
@@ -235,6 +242,8 @@ cdef void _sum_plane(const Geo* g, const real* x, real* y, Py_ssize_t p, double 
     cdef double s, div
     for od in range(OD):
         for oh in range(OH):
+            if convkit_cy_cancelled():
+                return
             for ow in range(OW):
                 s = 0
                 for kd in range(g.tlo[0][od], g.thi[0][od]):
@@ -268,6 +277,7 @@ def sum_forward(plan, const real[::1] x, real[::1] y, double[:, ::1] scratch, bi
                 _sum_rows(&g, &x[0], &y[0], &scratch[threadid(), 0], p, lp, override)
             else:
                 _sum_plane(&g, &x[0], &y[0], p, lp, override)
+    _raise_if_cancelled()
 
 
 cdef inline double* _acc_plane(real* gxp, double* scratch) noexcept nogil:
@@ -292,6 +302,8 @@ def max_backward(plan, const real[::1] gy, const int64_t[::1] idx, real[::1] gx,
     cdef double* acc
     with nogil, parallel(num_threads=nthreads):
         for p in prange(planes, schedule="static"):
+            if convkit_cy_cancelled():
+                continue
             gxp = &gx[0] + p * ihw
             acc = _acc_plane(gxp, &planes_scratch[threadid(), 0] if real is float else NULL)
             for i in range(ihw):
@@ -303,6 +315,7 @@ def max_backward(plan, const real[::1] gy, const int64_t[::1] idx, real[::1] gx,
             if real is float:
                 for i in range(ihw):
                     gxp[i] = <real>acc[i]
+    _raise_if_cancelled()
 
 
 cdef void _scatter_plane(const Geo* g, const real* gy, const real* y, const real* x, real* gx, double* v,
@@ -321,6 +334,8 @@ cdef void _scatter_plane(const Geo* g, const real* gy, const real* y, const real
         acc[i] = 0
     for od in range(OD):
         for oh in range(OH):
+            if convkit_cy_cancelled():
+                return
             o = ((p * OD + od) * OH + oh) * OW
             for ow in range(OW):
                 if lp > 0:
@@ -381,3 +396,4 @@ def sum_backward(plan, const real[::1] gy, const real[::1] y, const real[::1] x,
         for p in prange(planes, schedule="dynamic"):
             _scatter_plane(&g, &gy[0], &y[0], &x[0], &gx[0], &scratch[threadid(), 0],
                            &planes_scratch[threadid(), 0] if real is float else NULL, p, lp, override)
+    _raise_if_cancelled()

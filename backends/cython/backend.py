@@ -30,7 +30,7 @@ from convkit.backend import Backend, Capabilities
 
 from .plan import plan_for
 
-__all__ = ["CythonBackend", "load"]
+__all__ = ["CythonBackend", "load", "set_cancelled"]
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -85,6 +85,18 @@ def load() -> dict:
         _state.update(pool=pool, blas=path)
         _state["conv"] = conv  # last: its presence means "loaded"
     return _state
+
+
+def set_cancelled(value: bool) -> None:
+    """Ask running cython kernels to stop (``True``) or clear the request (``False``).
+
+    Kernels poll the flag between tasks and output rows (without the GIL) and
+    raise ``KeyboardInterrupt`` when they see it; for the core's Ctrl-C
+    handling, which sets it on SIGINT while a kernel runs and clears it after.
+    """
+    state = load()
+    state["conv"].set_cancelled(value)
+    state["pool"].set_cancelled(value)
 
 
 def _flat(a):
