@@ -8,13 +8,21 @@ through ``torch.nn.functional``, backward through ``torch.ops.aten``). The
 three runners are timed interleaved (:func:`convkit.bench.timing.measure_interleaved`);
 medians are printed in milliseconds with ``torch / cython`` and ``c / cython``.
 
-    python scripts/bench_cython.py --threads 2 [--suite issue5] [--budget 1.0]
+    python scripts/bench_cython.py --threads 2 [--suite issue5] [--budget 1.0] [--quiet-wait 60]
+
+On a shared machine, ``--quiet-wait`` waits (up to that many seconds) before
+each problem-direction until other processes use under 10% of a core, and
+the ``busy`` column gives the cores other processes used while it was timed
+(from ``/proc/stat`` minus this process): rows with a large value are not
+to be trusted.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import time
 
 import numpy as np
 
@@ -23,6 +31,41 @@ from convkit.backend import KernelContext
 from convkit.bench.peers import TorchPeer
 from convkit.bench.timing import measure_interleaved
 from convkit.spec import ConvSpec, parse_descriptor
+
+
+def _cpu_ticks():
+    """(all busy ticks of the machine, ticks of this process) from /proc."""
+    with open("/proc/stat") as f:
+        v = [int(t) for t in f.readline().split()[1:]]
+    busy = sum(v) - v[3] - v[4]  # minus idle and iowait
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return busy, int(fields[11]) + int(fields[12])
+
+
+class OtherLoad:
+    """Cores used by other processes between :meth:`start` and :meth:`stop`."""
+
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def start(self):
+        self.t0, self.c0 = time.perf_counter(), _cpu_ticks()
+
+    def stop(self) -> float:
+        busy, mine = _cpu_ticks()
+        dt = time.perf_counter() - self.t0
+        return max(0.0, (busy - self.c0[0]) - (mine - self.c0[1])) / self.hz / dt
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.1) -> float:
+    """Wait until others use under ``threshold`` cores (sampled over 0.5 s); returns the last sample."""
+    deadline, load = time.perf_counter() + max_wait, OtherLoad()
+    while True:
+        load.start()
+        time.sleep(0.5)
+        used = load.stop()
+        if used < threshold or time.perf_counter() > deadline:
+            return used
 
 
 def suite(name):
@@ -79,13 +122,15 @@ def main():
     ap.add_argument("--suite", default="issue5")
     ap.add_argument("--budget", type=float, default=1.0, help="seconds per runner and problem-direction")
     ap.add_argument("--only", default=None, help="substring of the labels to run")
+    ap.add_argument("--quiet-wait", type=float, default=0.0, help="seconds to wait for a quiet machine per row")
     args = ap.parse_args()
     convkit.set_num_threads(args.threads)  # the v1 c backend reads it
     rng = np.random.default_rng(0)
     ratios = {"forward": [], "backward": []}
     print(f"threads={args.threads}  medians in ms  (ratio = other / cython; > 1: cython faster)")
     print(f"{'layer':32s} {'dir':8s} {'cython':>9s} {'c':>9s} {'torch':>9s} {'torch/cy':>8s} {'c/cy':>6s} "
-          f"{'cy GF/s':>7s}")
+          f"{'cy GF/s':>7s} {'busy':>5s}")
+    load = OtherLoad()
     for label, spec in suite(args.suite):
         if args.only and args.only not in label:
             continue
@@ -97,13 +142,18 @@ def main():
             fns = runners(spec, direction, inputs, args.threads)
             for fn in fns.values():
                 fn()
+            if args.quiet_wait:
+                wait_quiet(args.quiet_wait)
+            load.start()
             t = measure_interleaved(fns, {k: args.budget for k in fns})
+            busy = load.stop()
             med = {k: v.median for k, v in t.items()}
             r_t, r_c = med["torch"] / med["cython"], med["c"] / med["cython"]
             ratios[direction].append(r_t)
             flops = spec.flops * (2 if direction == "backward" and isinstance(spec, ConvSpec) else 1)
             print(f"{label:32s} {direction:8s} {med['cython'] * 1e3:9.3f} {med['c'] * 1e3:9.3f} "
-                  f"{med['torch'] * 1e3:9.3f} {r_t:8.3f} {r_c:6.3f} {flops / med['cython'] / 1e9:7.1f}", flush=True)
+                  f"{med['torch'] * 1e3:9.3f} {r_t:8.3f} {r_c:6.3f} {flops / med['cython'] / 1e9:7.1f} {busy:5.2f}",
+                  flush=True)
     for direction, rs in ratios.items():
         if rs:
             print(f"geomean torch/cython {direction}: {math.exp(np.mean(np.log(rs))):.3f}  min {min(rs):.3f}")
