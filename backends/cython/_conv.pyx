@@ -348,7 +348,7 @@ def forward_gemm(plan, const real[::1] x, const real[::1] w, const real[::1] bia
     with nogil:
         _blas_single()
         with parallel(num_threads=nthreads):
-            for t in prange(tasks, schedule="static"):
+            for t in prange(tasks, schedule="dynamic"):
                 _fwd_tile(&g, &x[0], &w[0], bp, &y[0], &cols[threadid(), 0], t, tile, ntiles, pointwise)
     _raise_if_cancelled()
 
@@ -397,7 +397,7 @@ def backward_input_gemm(plan, const real[::1] gy, const real[::1] w, real[::1] g
     with nogil:
         _blas_single()
         with parallel(num_threads=nthreads):
-            for t in prange(tasks, schedule="static"):
+            for t in prange(tasks, schedule="dynamic"):
                 _bwd_input_chunk(&g, &gy[0], &w[0], &gx[0], &cols[threadid(), 0], t, chunk, nchunks, tile,
                                  pointwise)
     _raise_if_cancelled()
