@@ -5,8 +5,8 @@ next to this one by the package's ``pip install``) hold the kernels; this
 module picks an algorithm per call and hands them the kernel context's
 arrays, thread count and a cached integer :class:`~.plan.Plan` of the spec.
 
-- Convolutions with enough channels (``c_in/groups * taps >= 32`` and
-  ``c_out/groups >= 8``) are cut into tiles; each OpenMP worker builds the
+- Convolutions with enough channels (``c_in/groups * taps >= 16`` and
+  ``c_out/groups >= 4``) are cut into tiles; each OpenMP worker builds the
   im2col tile it needs in its own scratch and multiplies it with
   ``sgemm``/``dgemm`` from ``scipy.linalg.cython_blas`` (OpenBLAS's own pool
   held at one thread: ours are the only threads). 1x1 stride-1 convolutions
@@ -46,7 +46,8 @@ TILE_MIN = 64
 WGRAD_TILE_CAP = 4096
 _INT32_MAX = 2**31 - 1
 #: libgomp's idle spin count unless the user set one (as the c backend does):
-#: the default 300000 spins keep OpenMP threads busy while OpenBLAS's threads run.
+#: the default 300000 spins keep idle OpenMP threads on the cores after every
+#: parallel region, slowing whatever runs next (other libraries' threads).
 _SPINCOUNT = "10000"
 
 
