@@ -1,6 +1,6 @@
 """Thread scaling of the cython backend: each kernel at 1 and 2 threads, timed interleaved.
 
-    python scripts/scaling_cython.py [--budget 0.5]
+    python scripts/scaling_cython.py [--budget 0.5] [--quiet-wait 20]
 
 The two thread counts are what ``CONVKIT_NUM_THREADS=1`` / ``=2`` hand the
 kernels (``ctx.num_threads``). Prints medians (ms) and the speed-up; the
@@ -20,7 +20,7 @@ from convkit.spec import ConvSpec
 from convkit_backends.cython.backend import CythonBackend
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_cython import OtherLoad, suite  # noqa: E402
+from bench_cython import OtherLoad, suite, wait_quiet  # noqa: E402
 
 
 def call(backend, spec, inputs, nt):
@@ -38,6 +38,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--suite", default="issue5")
+    ap.add_argument("--quiet-wait", type=float, default=0.0, help="seconds to wait for a quiet machine per row")
     args = ap.parse_args()
     backend, rng, load = CythonBackend(), np.random.default_rng(0), OtherLoad()
     print(f"{'layer (forward)':32s} {'1 thread':>9s} {'2 threads':>9s} {'speed-up':>8s} {'busy':>5s}")
@@ -49,6 +50,8 @@ def main():
         fns = {nt: call(backend, spec, inputs, nt) for nt in (1, 2)}
         for fn in fns.values():
             fn()
+        if args.quiet_wait:
+            wait_quiet(args.quiet_wait)
         load.start()
         t = measure_interleaved(fns, {k: args.budget for k in fns})
         busy = load.stop()
