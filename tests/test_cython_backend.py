@@ -476,3 +476,74 @@ def test_a_cancelled_kernel_stops_soon_and_the_next_call_is_correct(desc):
     xs, ws = ints(rng, small.x_shape, "float64"), ints(rng, small.w_shape, "float64")
     np.testing.assert_array_equal(run("conv_forward", small, x=xs, w=ws, bias=None)[0],
                                   ref.conv_forward(xs, ws, None, small))
+
+
+def _random_spec(rng):
+    """A small random conv or pool spec (1-3 d, any stride/dilation/pads/groups), or None if invalid."""
+    d = int(rng.integers(1, 4))
+    k, s, dl = (tuple(int(v) for v in rng.integers(1, hi, d)) for hi in (5, 4, 3))
+    ins = tuple(int(v) for v in rng.integers(1, 12, d))
+    pads = tuple((int(rng.integers(0, 4)), int(rng.integers(0, 4))) for _ in range(d))
+    dtype = "float32" if rng.random() < 0.5 else "float64"
+    try:
+        if rng.random() < 0.5:
+            g = int(rng.choice([1, 1, 2, 3]))
+            spec = ConvSpec(n=int(rng.integers(1, 4)), c_in=g * int(rng.integers(1, 12)),
+                            c_out=g * int(rng.integers(1, 12)), in_shape=ins, kernel=k, stride=s, dilation=dl,
+                            pads=pads, groups=g, dtype=dtype)
+        else:
+            kind = str(rng.choice(["max", "avg", "lp"]))
+            kw = dict(kind=kind, n=int(rng.integers(1, 3)), c=int(rng.integers(1, 4)), in_shape=ins, kernel=k,
+                      stride=s, dilation=dl, pads=tuple((min(lo, kk // 2), min(hi, kk // 2))
+                                                        for (lo, hi), kk in zip(pads, k)),
+                      ceil_mode=bool(rng.random() < 0.5), dtype=dtype)
+            if kind == "avg":
+                kw["count_include_pad"] = bool(rng.random() < 0.5)
+                kw["divisor_override"] = int(rng.integers(1, 7)) if rng.random() < 0.3 else None
+            if kind == "lp" and rng.random() < 0.5:
+                kw["p"] = float(rng.choice([1.0, 3.0]))
+            spec = PoolSpec(**kw)
+        return spec if min(spec.out_shape) > 0 else None
+    except Exception:  # an invalid combination: the core rejects it before any kernel
+        return None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_problems_match_the_reference(seed):
+    # Run with 1500 problems per seed while developing (about 3700 agreed); 60 here.
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < 60:
+        spec = _random_spec(rng)
+        if spec is None:
+            continue
+        dt = spec.dtype
+        if isinstance(spec, ConvSpec):
+            x, w, b = ints(rng, spec.x_shape, dt), ints(rng, spec.w_shape, dt, -2, 3), ints(rng, (spec.c_out,), dt)
+            gy = ints(rng, spec.y_shape, dt)
+            np.testing.assert_array_equal(run("conv_forward", spec, x=x, w=w, bias=b)[0],
+                                          ref.conv_forward(x, w, b, spec), err_msg=str(spec))
+            np.testing.assert_array_equal(run("conv_backward_input", spec, grad_y=gy, w=w)[0],
+                                          ref.conv_backward_input(gy, w, spec), err_msg=str(spec))
+            np.testing.assert_array_equal(run("conv_backward_weight", spec, grad_y=gy, x=x)[0],
+                                          ref.conv_backward_weight(gy, x, spec), err_msg=str(spec))
+        else:
+            x, gy = ints(rng, spec.x_shape, dt), ints(rng, spec.y_shape, dt)
+            if spec.kind == "max" and rng.random() < 0.3:
+                x.flat[::5] = np.nan
+            try:
+                want_y, want_idx = ref.pool_forward(x, spec, spec.kind == "max")
+            except ValueError:
+                continue  # a window wholly in the padding: the core rejects it
+            y, idx = run("pool_forward", spec, x=x, want_indices=spec.kind == "max")
+            np.testing.assert_allclose(y, want_y, rtol=1e-6 if dt == "float32" else 1e-13, err_msg=str(spec))
+            if spec.kind == "max":
+                np.testing.assert_array_equal(idx, want_idx, err_msg=str(spec))
+            if not np.isnan(x).any():
+                with np.errstate(all="ignore"):
+                    want_gx = ref.pool_backward(gy, x, want_y, want_idx, spec)
+                gx = run("pool_backward", spec, grad_y=gy, x=x, y=y if spec.kind == "lp" else None,
+                         indices=idx if spec.kind == "max" else None)[0]
+                np.testing.assert_allclose(gx, want_gx, rtol=1e-5 if dt == "float32" else 1e-12, atol=1e-6,
+                                           err_msg=str(spec))
+        done += 1
