@@ -318,11 +318,22 @@ def max_backward(plan, const real[::1] gy, const int64_t[::1] idx, real[::1] gx,
     _raise_if_cancelled()
 
 
+cdef bint _read(const Geo* g, int dim, Py_ssize_t i) noexcept nogil:
+    # Whether some window reads input position i of dim (a tap lands on it).
+    cdef Py_ssize_t t, q
+    for t in range(g.k[dim]):
+        q = i + g.plo[dim] - t * g.dl[dim]
+        if q >= 0 and q % g.s[dim] == 0 and q // g.s[dim] < g.o[dim]:
+            return True
+    return False
+
+
 cdef void _scatter_plane(const Geo* g, const real* gy, const real* y, const real* x, real* gx, double* v,
                          double* scratch, Py_ssize_t p, double lp, double override) noexcept nogil:
     # Average: each window sends gy/divisor to its valid taps. Lp: each window
-    # sends gy * y^(1-p) (0 where y is not > 0), then every input element is
-    # scaled by sign(x)|x|^(p-1) (0 where x == 0), as the reference does.
+    # sends gy * y^(1-p) (0 where y == 0, NaN where y is NaN), then every input
+    # element is scaled by sign(x)|x|^(p-1) (0 where x == 0), as the reference
+    # does; an element no window reads gets 0, NaN or infinite as it may be.
     cdef Py_ssize_t OD = g.o[0], OH = g.o[1], OW = g.o[2], ID = g.i[0], IH = g.i[1], IW = g.i[2]
     cdef Py_ssize_t ihw = ID * IH * IW, od, oh, ow, kd, kh, kw, lo, hi, off, s = g.s[2], i, o
     cdef real* gxp = gx + p * ihw
@@ -340,7 +351,7 @@ cdef void _scatter_plane(const Geo* g, const real* gy, const real* y, const real
             for ow in range(OW):
                 if lp > 0:
                     yv = y[o + ow]
-                    if yv > 0:
+                    if yv != 0:
                         if lp == 2.0:
                             v[ow] = gy[o + ow] / yv
                         else:
@@ -375,6 +386,9 @@ cdef void _scatter_plane(const Geo* g, const real* gy, const real* y, const real
                 loc = pow(xv, lp - 1.0)
             else:
                 loc = -pow(-xv, lp - 1.0)
+            if acc[i] == 0 and loc - loc != 0 and not (
+                    _read(g, 0, i // (IH * IW)) and _read(g, 1, (i // IW) % IH) and _read(g, 2, i % IW)):
+                loc = 0.0  # a non-finite element no window reads (rare: checked only then)
             gxp[i] = <real>(acc[i] * loc)
     elif real is float:
         for i in range(ihw):

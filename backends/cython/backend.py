@@ -27,6 +27,7 @@ import threading
 import numpy as np
 
 from convkit.backend import Backend, Capabilities
+from convkit.interrupt import on_cancel
 
 from .plan import plan_for
 
@@ -84,6 +85,8 @@ def load() -> dict:
         get_addr, set_addr, path = find_openblas_thread_functions()
         conv.set_blas_thread_functions(get_addr or 0, set_addr or 0)
         _state.update(pool=pool, blas=path)
+        # The core's Ctrl-C handling raises and clears our kernels' cancellation flag.
+        on_cancel(lambda value: (conv.set_cancelled(value), pool.set_cancelled(value)))
         _state["conv"] = conv  # last: its presence means "loaded"
     return _state
 
@@ -137,6 +140,9 @@ class CythonBackend(Backend):
     capabilities = Capabilities(
         dims=frozenset({1, 2, 3}),
         threads=True,
+        # GEMM tiles and chunks are sized by the thread count, and BLAS rounds by tile: the
+        # convolutions are reproducible only at a fixed thread count (the conformance suite showed it).
+        thread_invariant=frozenset({"pool_forward", "pool_backward"}),
         algorithm="Cython 3/OpenMP: im2col blocks x scipy BLAS sgemm/dgemm for channel-heavy convs (1x1 in place), "
                   "vectorized direct loops for depthwise/tiny-channel convs and all pools; float64 sums",
     )
