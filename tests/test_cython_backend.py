@@ -471,7 +471,8 @@ def test_a_cancelled_kernel_stops_soon_and_the_next_call_is_correct(desc):
     finally:
         timer.join()
         cy.set_cancelled(False)
-    assert when and stopped - when[0] < 0.1, stopped - when[0]
+    # ~10-40 ms on a quiet machine; the bound leaves room for a loaded CI runner.
+    assert when and stopped - when[0] < 0.5, stopped - when[0]
     small = parse_descriptor("conv2d_n1_c2_o3_i6x6_k3x3_p1_f64")
     xs, ws = ints(rng, small.x_shape, "float64"), ints(rng, small.w_shape, "float64")
     np.testing.assert_array_equal(run("conv_forward", small, x=xs, w=ws, bias=None)[0],
