@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit import parse_descriptor
 from convkit.backend import KernelContext
 from convkit.bench.timing import measure_interleaved
 from convkit.spec import ConvSpec
@@ -24,7 +23,7 @@ from bench_cython import OtherLoad, suite, wait_quiet  # noqa: E402
 
 
 def call(backend, spec, inputs, nt):
-    x, gy = inputs["x"], inputs["grad_y"]
+    x = inputs["x"]
 
     def ctx(kernel, shape):
         return KernelContext(kernel=kernel, spec=spec, out=np.empty(shape, spec.dtype), num_threads=nt)
@@ -43,8 +42,7 @@ def main():
     backend, rng, load = CythonBackend(), np.random.default_rng(0), OtherLoad()
     print(f"{'layer (forward)':32s} {'1 thread':>9s} {'2 threads':>9s} {'speed-up':>8s} {'busy':>5s}")
     for label, spec in suite(args.suite):
-        inputs = {"x": rng.standard_normal(spec.x_shape).astype(spec.dtype),
-                  "grad_y": rng.standard_normal(spec.y_shape).astype(spec.dtype)}
+        inputs = {"x": rng.standard_normal(spec.x_shape).astype(spec.dtype)}
         if isinstance(spec, ConvSpec):
             inputs["w"] = rng.standard_normal(spec.w_shape).astype(spec.dtype)
         fns = {nt: call(backend, spec, inputs, nt) for nt in (1, 2)}

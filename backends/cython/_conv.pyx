@@ -10,7 +10,6 @@ own scratch and multiplies it with ``sgemm``/``dgemm`` from
 (so the workers are the only threads, and the tile is hot in cache).
 """
 
-cimport cython
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport isfinite
 from scipy.linalg.cython_blas cimport sgemm, dgemm

@@ -8,7 +8,6 @@ valid taps (from the plan's geometry), so pads never win a max and add
 nothing to a sum; sums run in float64.
 """
 
-cimport cython
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport fabs, pow, sqrt, INFINITY
 
