@@ -11,6 +11,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python}
+"$PY" -c "import Cython, scipy" 2>/dev/null || { echo "sanitize.sh: needs Cython and scipy in $PY (pip install Cython scipy)" >&2; exit 2; }
 CONFORMANCE=0
 if [[ "${1:-}" == "--conformance" ]]; then
     CONFORMANCE=1
