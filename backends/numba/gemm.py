@@ -41,6 +41,7 @@ WEIGHT_CHUNKS = 8
 _lock = threading.Lock()
 _users = 0
 _limiter = None
+_controller = None  # threadpoolctl's scan of the loaded libraries costs ~1.4 ms: once per process
 
 
 def available() -> bool:
@@ -54,10 +55,13 @@ def _single_threaded_blas():
     global _users, _limiter
     with _lock:
         if _users == 0:
-            import scipy.linalg.cython_blas  # noqa: F401  (load it, so the limit reaches it)
-            from threadpoolctl import threadpool_limits
+            global _controller
+            if _controller is None:
+                import scipy.linalg.cython_blas  # noqa: F401  (load it, so the limit reaches it)
+                from threadpoolctl import ThreadpoolController
 
-            _limiter = threadpool_limits(limits=1, user_api="blas")
+                _controller = ThreadpoolController()
+            _limiter = _controller.limit(limits=1, user_api="blas")
         _users += 1
     try:
         yield
