@@ -52,7 +52,6 @@ def tap_ranges(geo, k):
 @njit(**_JIT)
 def conv_forward(x, w, bias, has_bias, out, groups, geo, prm, r0, r1):
     """Rows ``[r0, r1)`` of ``out`` (row = ``(n, oc, oz, oy)``) of the cross-correlation of ``x`` and ``w``."""
-    C = x.shape[1]
     OC, cpg, KZ, KY, KX = w.shape
     OZ, OY, OX = out.shape[2], out.shape[3], out.shape[4]
     opg = OC // groups
@@ -98,7 +97,7 @@ def conv_backward_input(grad_y, w, out, groups, geo, prm, r0, r1):
     """Rows ``[r0, r1)`` of the input gradient ``out`` (row = ``(n, ic, iz, iy)``), gathered per row."""
     C, Z, Y = out.shape[1], out.shape[2], out.shape[3]
     OC, cpg, KZ, KY, KX = w.shape
-    OZ, OY, OX = grad_y.shape[2], grad_y.shape[3], grad_y.shape[4]
+    OZ, OY = grad_y.shape[2], grad_y.shape[3]
     opg = OC // groups
     dz, dy, dx, sz, sy, sx, pz, py = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7]
     oxa, oxb = tap_ranges(geo, KX)
@@ -148,7 +147,7 @@ def conv_backward_weight(grad_y, x, acc, groups, geo, prm, r0, r1):
     and the summation order does not depend on the thread count.
     """
     OC, cpg, KZ, KY, KX = acc.shape
-    OZ, OY, OX = grad_y.shape[2], grad_y.shape[3], grad_y.shape[4]
+    OZ, OY = grad_y.shape[2], grad_y.shape[3]
     opg = OC // groups
     dz, dy, dx, sx = prm[0], prm[1], prm[2], prm[5]
     oxa, oxb = tap_ranges(geo, KX)
