@@ -48,7 +48,7 @@ def test_ctrl_c_stops_a_long_kernel(backend):
         line = child.stdout.readline().split()
         assert line and line[0] == "interrupted", (line, child.stderr.read())
         # Seconds of work were left; the kernel stopped at its next tile.
-        assert float(line[1]) - sent < 1.0, float(line[1]) - sent
+        assert float(line[1]) - sent < 3.0, float(line[1]) - sent  # ~12 ms quiet; room for a loaded runner
         assert child.stdout.readline().strip() == "ok", child.stderr.read()
         assert child.wait(timeout=30) == 0
     finally:

@@ -333,17 +333,19 @@ def test_ctrl_c_stops_a_long_kernel(path):
     import signal
     import time
 
-    desc = "conv2d_n64_c64_o64_i112x112_k3x3_p1"  # tens of seconds on 2 cores
+    desc = "conv2d_n128_c64_o64_i112x112_k3x3_p1"  # about 1 s on the GEMM path (2 cores), far more direct
     proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, desc, path], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started"
-    time.sleep(0.5)
+    time.sleep(0.1)
     sent = time.perf_counter()
     os.kill(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     waited = time.perf_counter() - sent
     assert proc.returncode == 3, out
-    assert out.startswith("interrupted")
-    assert waited < 1.0, f"Ctrl-C took {waited:.2f} s"
+    assert out.startswith("interrupted"), out
+    # Tens of ms between tiles on a quiet machine; the bound leaves room for a loaded runner
+    # (the kernel itself runs for tens of seconds).
+    assert waited < 3.0, f"Ctrl-C took {waited:.2f} s"
 
 
 _WORKQUEUE_SCRIPT = r"""
