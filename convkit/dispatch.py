@@ -36,7 +36,7 @@ from . import registry
 from .backend import KERNEL_OUTPUTS, KernelContext
 from .config import get_deterministic, get_num_threads
 from .interrupt import FLAG as CANCEL
-from .interrupt import cancellable
+from .interrupt import MIN_FLOPS, cancellable
 from .errors import (BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError,
                      OutOfMemoryError, PluginError)
 
@@ -325,17 +325,20 @@ def _execute(kernel, spec, with_indices, inputs, backend):
 def _threads_for(backend, kernel: str) -> int:
     """The thread count, or 1 in deterministic mode for a kernel whose result depends on it."""
     n = get_num_threads()
-    if n > 1 and get_deterministic():
-        caps = backend.capabilities
-        if caps.threads and kernel not in caps.thread_invariant:
-            return 1
+    caps = backend.capabilities
+    # The capability test first: the setting is read (from the environment) only when it matters.
+    if n > 1 and caps.threads and kernel not in caps.thread_invariant and get_deterministic():
+        return 1
     return n
 
 
 def _call(backend, ctx, inputs) -> None:
     try:
-        with cancellable(ctx.spec.flops):
+        if ctx.spec.flops < MIN_FLOPS:  # done within ~100 ms anyway: no Ctrl-C arming on the hot path
             result = getattr(backend, ctx.kernel)(ctx, **inputs)
+        else:
+            with cancellable():
+                result = getattr(backend, ctx.kernel)(ctx, **inputs)
     except MemoryError:
         raise
     except Exception as exc:

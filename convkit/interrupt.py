@@ -76,13 +76,13 @@ def _wakeup_pipe() -> int:
 
 
 @contextlib.contextmanager
-def cancellable(flops: int):
-    """Arm Ctrl-C for a kernel call (main thread, default SIGINT handler, large problems only).
+def cancellable():
+    """Arm Ctrl-C for a kernel call of :data:`MIN_FLOPS` or more (main thread, default SIGINT handler).
 
     Resets :data:`FLAG` first; after the call, raises ``KeyboardInterrupt``
     if a cancellation came in and Python's handler did not raise it.
     """
-    armed = (flops >= MIN_FLOPS and threading.current_thread() is threading.main_thread()
+    armed = (threading.current_thread() is threading.main_thread()
              and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
     if not armed:  # never clears the flag: an armed kernel of the main thread may be reading it
         yield
