@@ -59,7 +59,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Backend", "Capabilities", "KernelContext", "KERNELS", "KERNEL_OUTPUTS"]
+__all__ = ["Backend", "Capabilities", "KernelContext", "KERNELS", "KERNEL_INPUTS", "KERNEL_OUTPUTS"]
 
 #: The kernels of the contract, in the order above, and the spec attribute
 #: holding the shape of the array each one writes.
@@ -71,6 +71,15 @@ KERNEL_OUTPUTS = {
     "pool_backward": "x_shape",
 }
 KERNELS = tuple(KERNEL_OUTPUTS)
+#: The arrays each kernel takes, and the spec attribute giving each one's shape
+#: (``None``: the bias, ``(C_out,)``).
+KERNEL_INPUTS = {
+    "conv_forward": {"x": "x_shape", "w": "w_shape", "bias": None},
+    "conv_backward_input": {"grad_y": "y_shape", "w": "w_shape"},
+    "conv_backward_weight": {"grad_y": "y_shape", "x": "x_shape"},
+    "pool_forward": {"x": "x_shape"},
+    "pool_backward": {"grad_y": "y_shape", "x": "x_shape", "y": "y_shape", "indices": "y_shape"},
+}
 
 
 class KernelContext(NamedTuple):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import registry
-from .backend import KERNEL_OUTPUTS, KernelContext
+from .backend import KERNEL_INPUTS, KERNEL_OUTPUTS, KernelContext
 from .config import get_deterministic, get_num_threads
 from .interrupt import FLAG as CANCEL
 from .interrupt import MIN_FLOPS, cancellable
@@ -363,16 +363,6 @@ def _call_strict(backend, ctx, inputs) -> None:
                               f"{ctx.spec}; kernels must leave their inputs untouched")
 
 
-#: The arrays each kernel takes, and the spec attribute giving each one's shape.
-_KERNEL_INPUTS = {
-    "conv_forward": {"x": "x_shape", "w": "w_shape", "bias": None},
-    "conv_backward_input": {"grad_y": "y_shape", "w": "w_shape"},
-    "conv_backward_weight": {"grad_y": "y_shape", "x": "x_shape"},
-    "pool_forward": {"x": "x_shape"},
-    "pool_backward": {"grad_y": "y_shape", "x": "x_shape", "y": "y_shape", "indices": "y_shape"},
-}
-
-
 def call_kernel(backend, kernel: str, spec, *, with_indices: bool = False, **inputs):
     """Run one kernel of one backend directly, as the core would (for backend authors and tests).
 
@@ -400,7 +390,7 @@ def call_kernel(backend, kernel: str, spec, *, with_indices: bool = False, **inp
         raise ShapeError(f"call_kernel: kernels take canonical specs; got {spec}, use spec.canonical() "
                          f"({spec.canonical()})")
     args = {}
-    for name, shape_attr in _KERNEL_INPUTS[kernel].items():
+    for name, shape_attr in KERNEL_INPUTS[kernel].items():
         a = inputs.pop(name, None)
         if a is not None:
             want = (spec.c_out,) if shape_attr is None else getattr(spec, shape_attr)
@@ -413,5 +403,5 @@ def call_kernel(backend, kernel: str, spec, *, with_indices: bool = False, **inp
             a = np.ascontiguousarray(a)
         args[name] = a
     if inputs:
-        raise TypeError(f"{kernel} takes {sorted(_KERNEL_INPUTS[kernel])}, not {sorted(inputs)}")
+        raise TypeError(f"{kernel} takes {sorted(KERNEL_INPUTS[kernel])}, not {sorted(inputs)}")
     return _execute(kernel, spec, with_indices, args, backend)

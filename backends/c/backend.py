@@ -218,10 +218,6 @@ class CBackend(Backend):
     priority = 100
     capabilities = Capabilities(
         dims=frozenset({1, 2, 3}),
-        dtypes=frozenset({"float32", "float64"}),
-        groups=True,
-        dilation=True,
-        pool_kinds=frozenset({"max", "avg", "lp"}),
         threads=True,
         # The weight gradient splits its reductions by thread: its last bits follow the thread count.
         thread_invariant=frozenset({"conv_forward", "conv_backward_input", "pool_forward", "pool_backward"}),

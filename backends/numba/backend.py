@@ -53,11 +53,6 @@ class NumbaBackend(Backend):
     priority = 40
     capabilities = Capabilities(
         dims=frozenset({1, 2, 3}),
-        dtypes=frozenset({"float32", "float64"}),
-        groups=True,
-        dilation=True,
-        pool_kinds=frozenset({"max", "avg", "lp"}),
-        error_bound_factor=1.0,
         threads=True,
         # Every reduction has a fixed order whatever the thread count (float64 partials per fixed chunk).
         thread_invariant=frozenset(KERNELS),

@@ -42,13 +42,6 @@ class NumpyBackend(Backend):
     version = np.__version__
     priority = 0
     capabilities = Capabilities(
-        dims=None,
-        dtypes=frozenset({"float32", "float64"}),
-        groups=True,
-        dilation=True,
-        pool_kinds=frozenset({"max", "avg", "lp"}),
-        error_bound_factor=1.0,
-        threads=False,
         algorithm="windowed views + tensordot/einsum per group, float64 accumulation",
     )
 
