@@ -45,6 +45,12 @@ Kernels are called with keyword arguments and return nothing
     (``spec.x_shape``). ``indices`` is given for max pooling, ``y`` for Lp
     pooling, ``None`` otherwise.
 
+A backend may compute a kernel with several algorithms (direct, Winograd,
+FFT...): :meth:`Backend.algorithms` names those that can run a problem,
+and ``ctx.algorithm`` is the one the core asks for (``None``: the
+backend's own choice). Users force one with a ``"name/algorithm"`` backend
+choice (``backend="c/winograd"``); autotuning times each one.
+
 A backend implements the kernels it overrides; the dispatcher falls back
 to the next backend of a priority list for the others. Everything else
 (layouts, padding modes, flip, string paddings, bias gradient, transposed
@@ -99,6 +105,9 @@ class KernelContext(NamedTuple):
     num_threads : int
         Threads the kernel may use (``CONVKIT_NUM_THREADS`` /
         :func:`convkit.set_num_threads`), at least 1.
+    algorithm : str or None
+        The algorithm to compute with, one of :meth:`Backend.algorithms` for
+        this kernel and spec; ``None`` leaves the choice to the backend.
     """
 
     kernel: str
@@ -106,6 +115,7 @@ class KernelContext(NamedTuple):
     out: np.ndarray
     indices: np.ndarray | None = None
     num_threads: int = 1
+    algorithm: str | None = None
 
     @property
     def geometry(self):
@@ -237,6 +247,21 @@ class Backend:
         elif spec.kind not in caps.pool_kinds:
             return f"backend {self.name!r} does not support {spec.kind} pooling"
         return None
+
+    def algorithms(self, kernel: str, spec) -> tuple:
+        """The algorithms that can compute ``kernel`` on canonical ``spec``, preferred first.
+
+        Called only when :meth:`supports` accepted the problem. A backend with
+        one algorithm keeps the default, ``("default",)``; one with several
+        overrides this and honours ``ctx.algorithm`` in its kernels. The
+        answer must depend only on ``kernel`` and ``spec``.
+
+        Examples
+        --------
+        >>> Backend().algorithms("conv_forward", None)
+        ('default',)
+        """
+        return ("default",)
 
     # -- the kernels (see the module docstring); a backend overrides those it has
     def conv_forward(self, ctx: KernelContext, *, x, w, bias) -> None:

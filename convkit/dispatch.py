@@ -11,7 +11,11 @@ Precedence, first match wins:
 5. the default priority: available backends by descending priority, ``numpy`` last.
 
 Each level takes a name or a priority list (a comma-separated string or a
-sequence). A single name must run the problem or the call raises, saying
+sequence). A name may force one of the backend's algorithms,
+``"name/algorithm"`` (``"c/winograd"``): that entry runs only the
+problems the algorithm can compute (see ``Backend.algorithms``), so
+``"c/winograd,c"`` means Winograd where it applies and ``c``'s own choice
+elsewhere. A single name must run the problem or the call raises, saying
 why. A list moves on to the next backend and records why the previous one
 was skipped. Every decision is logged on the ``convkit`` logger at DEBUG
 (``CONVKIT_VERBOSE=1`` turns that on to stderr) and can be captured with
@@ -63,6 +67,7 @@ class DispatchEvent:
     backend: str
     source: str
     skipped: tuple  # ((name, reason), ...)
+    algorithm: str | None = None  # forced by a "name/algorithm" choice, else None
 
 
 def _parse(choice, where: str) -> tuple | None:
@@ -213,18 +218,26 @@ def _requested() -> tuple[tuple | None, str]:
     return None, "default priority"
 
 
-def _why_not(name: str, kernel: str, spec) -> tuple[object, str | None, type]:
+def _why_not(choice: str, kernel: str, spec) -> tuple[object, str | None, str | None, type]:
+    """``(backend, None, algorithm, _)`` if ``choice`` runs the problem, else ``(None, reason, None, error class)``."""
+    name, _, algorithm = choice.partition("/")
+    algorithm = algorithm or None
     backend = registry.get_backend(name)
     if backend is None:
         known = ", ".join(sorted(registry.all_backends())) or "none"
-        return None, f"unknown backend {name!r} (registered: {known}; see `convkit backends`)", BackendNotFoundError
+        return (None, f"unknown backend {name!r} (registered: {known}; see `convkit backends`)", None,
+                BackendNotFoundError)
     reason = registry.availability(backend)
     if reason is not None:
-        return None, f"backend {name!r} is unavailable: {reason}", BackendUnavailableError
+        return None, f"backend {name!r} is unavailable: {reason}", None, BackendUnavailableError
     reason = backend.supports(kernel, spec)
+    if reason is None and algorithm is not None:
+        algorithms = backend.algorithms(kernel, spec)
+        if algorithm not in algorithms:
+            reason = f"algorithm {algorithm!r} cannot compute it (its algorithms here: {', '.join(algorithms)})"
     if reason is not None:
-        return None, f"backend {name!r} declined {kernel} on {spec}: {reason}", BackendDeclinedError
-    return backend, None, BackendError
+        return None, f"backend {choice!r} declined {kernel} on {spec}: {reason}", None, BackendDeclinedError
+    return backend, None, algorithm, BackendError
 
 
 def _verbose() -> None:
@@ -242,17 +255,21 @@ _decisions: dict = {}
 
 
 def select(kernel: str, spec):
-    """Pick the backend for ``kernel`` on canonical ``spec``; returns ``(backend, source, skipped)``."""
+    """Pick the backend for ``kernel`` on canonical ``spec``.
+
+    Returns ``(backend, source, skipped, algorithm)``: ``algorithm`` is the
+    one a ``"name/algorithm"`` choice forces, else ``None``.
+    """
     names, source = _requested()
     key = (kernel, spec, names, registry.generation())
     hit = _decisions.get(key)
-    if hit is not None:
-        return hit[0], source, hit[1]
-    chosen, skipped = _select(kernel, spec, names, source)
-    if len(_decisions) > 4096:
-        _decisions.clear()
-    _decisions[key] = (chosen, skipped)
-    return chosen, source, skipped
+    if hit is None:
+        hit = _select(kernel, spec, names, source)
+        if len(_decisions) > 4096:
+            _decisions.clear()
+        _decisions[key] = hit
+    chosen, skipped, algorithm = hit
+    return chosen, source, skipped, algorithm
 
 
 def _select(kernel, spec, names, source):
@@ -262,9 +279,9 @@ def _select(kernel, spec, names, source):
     skipped = []
     error_cls = BackendError
     for name in names:
-        chosen, reason, error_cls = _why_not(name, kernel, spec)
+        chosen, reason, algorithm, error_cls = _why_not(name, kernel, spec)
         if chosen is not None:
-            return chosen, tuple(skipped)
+            return chosen, tuple(skipped), algorithm
         skipped.append((name, reason))
     if strict:
         raise error_cls(f"{spec.op}: {skipped[0][1]} (chosen by {source}); choose another backend, "
@@ -297,24 +314,27 @@ def run(kernel: str, spec, *, with_indices: bool = False, **inputs):
 
 def _choose(kernel, spec):
     _verbose()
-    chosen, source, skipped = select(kernel, spec)
+    chosen, source, skipped, algorithm = select(kernel, spec)
     if logger.isEnabledFor(logging.DEBUG):
         why = "".join(f"; skipped {n}: {r}" for n, r in skipped)
-        logger.debug("%s %s -> %s (by %s)%s", kernel, spec, chosen.name, source, why)
+        ran = chosen.name if algorithm is None else f"{chosen.name}/{algorithm}"
+        logger.debug("%s %s -> %s (by %s)%s", kernel, spec, ran, source, why)
     for events in _recorders.get():
-        events.append(DispatchEvent(kernel, str(spec), chosen.name, source, skipped))
-    return chosen
+        events.append(DispatchEvent(kernel, str(spec), chosen.name, source, skipped, algorithm))
+    return chosen, algorithm
 
 
-def _execute(kernel, spec, with_indices, inputs, backend):
-    """Allocate the outputs, answer empty problems, else run ``backend`` (``None``: dispatch's choice)."""
+def _execute(kernel, spec, with_indices, inputs, backend, algorithm=None):
+    """Allocate the outputs, answer empty problems, else run ``backend`` (``None``: dispatch's choice)
+    with ``algorithm`` (``None``: the backend's choice)."""
     out = np.empty(getattr(spec, KERNEL_OUTPUTS[kernel]), dtype=spec.dtype)
     ind = np.empty(spec.y_shape, dtype=np.int64) if with_indices else None
     if out.size == 0 or any(a is not None and a.size == 0 for a in inputs.values()):
         _answer_empty(kernel, out, ind, inputs.get("bias"))
     else:
-        backend = backend or _choose(kernel, spec)
-        ctx = KernelContext(kernel, spec, out, ind, _threads_for(backend, kernel))
+        if backend is None:
+            backend, algorithm = _choose(kernel, spec)
+        ctx = KernelContext(kernel, spec, out, ind, _threads_for(backend, kernel), algorithm)
         if _strict.get():
             _call_strict(backend, ctx, inputs)
         else:
@@ -363,10 +383,13 @@ def _call_strict(backend, ctx, inputs) -> None:
                               f"{ctx.spec}; kernels must leave their inputs untouched")
 
 
-def call_kernel(backend, kernel: str, spec, *, with_indices: bool = False, **inputs):
+def call_kernel(backend, kernel: str, spec, *, with_indices: bool = False, algorithm: str | None = None,
+                **inputs):
     """Run one kernel of one backend directly, as the core would (for backend authors and tests).
 
-    ``backend`` is a backend object or a registered name; ``spec`` a
+    ``backend`` is a backend object or a registered name; ``algorithm`` one
+    of its :meth:`~convkit.backend.Backend.algorithms` for the problem
+    (``None``: the backend's choice); ``spec`` a
     canonical spec; ``inputs`` the kernel's arrays by name (see
     :mod:`convkit.backend`; omitted optional ones are ``None``). The arrays
     are checked against the spec and made C-contiguous; the output is
@@ -386,6 +409,9 @@ def call_kernel(backend, kernel: str, spec, *, with_indices: bool = False, **inp
         name, backend = backend, registry.get_backend(backend)
         if backend is None:
             raise BackendNotFoundError(f"call_kernel: unknown backend {name!r}; see `convkit backends`")
+    if algorithm is not None and algorithm not in backend.algorithms(kernel, spec):
+        raise BackendDeclinedError(f"call_kernel: backend {backend.name!r} has no algorithm {algorithm!r} for "
+                                   f"{kernel} on {spec}; it has: {', '.join(backend.algorithms(kernel, spec))}")
     if spec.canonical() != spec:
         raise ShapeError(f"call_kernel: kernels take canonical specs; got {spec}, use spec.canonical() "
                          f"({spec.canonical()})")
@@ -404,4 +430,4 @@ def call_kernel(backend, kernel: str, spec, *, with_indices: bool = False, **inp
         args[name] = a
     if inputs:
         raise TypeError(f"{kernel} takes {sorted(KERNEL_INPUTS[kernel])}, not {sorted(inputs)}")
-    return _execute(kernel, spec, with_indices, args, backend)
+    return _execute(kernel, spec, with_indices, args, backend, algorithm)

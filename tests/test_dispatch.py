@@ -220,3 +220,52 @@ def test_num_threads_setting_and_env(monkeypatch):
     monkeypatch.setenv("CONVKIT_NUM_THREADS", "many")
     with pytest.raises(convkit.SpecError, match="CONVKIT_NUM_THREADS must be a positive integer"):
         convkit.get_num_threads()
+
+
+class TwoAlgorithms(Backend):
+    """Computes conv_forward with 'exact' or, on 3-tap kernels only, 'marked' (adds 5000)."""
+
+    name, priority = "algos", 985
+    capabilities = Capabilities(dims=frozenset({1}))
+
+    def algorithms(self, kernel, spec):
+        return ("exact", "marked") if spec.kernel == (3,) else ("exact",)
+
+    def conv_forward(self, ctx, *, x, w, bias):
+        ctx.out[...] = reference.conv_forward(x, w, bias, ctx.spec) + (5000.0 if ctx.algorithm == "marked" else 0.0)
+
+
+@pytest.fixture
+def algo_backend(fresh_registry):
+    convkit.register_plugin(_Plugin(TwoAlgorithms()), name="algo-plugin")
+    yield
+    convkit.unregister_plugin("algo-plugin")
+
+
+def test_name_slash_algorithm_forces_it_and_records_it(algo_backend):
+    ref = convkit.conv(X, W, backend="numpy")
+    with convkit.record() as events:
+        y = convkit.conv(X, W, backend="algos/marked")
+    np.testing.assert_array_equal(y, ref + 5000.0)
+    assert (events[0].backend, events[0].algorithm) == ("algos", "marked")
+    np.testing.assert_array_equal(convkit.conv(X, W, backend="algos"), ref)  # the backend's own choice
+
+
+def test_forced_algorithm_that_cannot_run_declines_with_its_list(algo_backend):
+    w2 = np.ones((1, 1, 2))
+    with pytest.raises(BackendDeclinedError, match=r"algorithm 'marked' cannot compute it .*exact"):
+        convkit.conv(X, w2, backend="algos/marked")
+    # In a priority list the next entry runs it instead.
+    with convkit.record() as events:
+        convkit.conv(X, w2, backend="algos/marked,algos")
+    assert (events[0].backend, events[0].algorithm) == ("algos", None)
+    assert "algos/marked" in events[0].skipped[0][0]
+
+
+def test_call_kernel_takes_an_algorithm(algo_backend):
+    spec = convkit.conv_spec(X.shape, W.shape, dtype="float64")
+    ref = convkit.conv(X, W, backend="numpy")
+    y = convkit.dispatch.call_kernel("algos", "conv_forward", spec, x=X, w=W, algorithm="marked")
+    np.testing.assert_array_equal(y, ref + 5000.0)
+    with pytest.raises(BackendDeclinedError, match="no algorithm 'fft'"):
+        convkit.dispatch.call_kernel("algos", "conv_forward", spec, x=X, w=W, algorithm="fft")
