@@ -62,6 +62,21 @@ def _format_float(v: float) -> str:
     return format(float(v), "g")
 
 
+def _remember_hash(cls):
+    """Compute a frozen spec's field hash once: specs key the dispatch caches on every call."""
+    field_hash = cls.__hash__
+
+    def __hash__(self):
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = self.__dict__["_hash"] = field_hash(self)
+        return h
+
+    cls.__hash__ = __hash__
+    return cls
+
+
+@_remember_hash
 @dataclass(frozen=True)
 class ConvSpec:
     """A normalized convolution (``op="conv"``) or transposed convolution (``op="conv_transpose"``).
@@ -211,6 +226,7 @@ class ConvSpec:
         return self.descriptor
 
 
+@_remember_hash
 @dataclass(frozen=True)
 class PoolSpec:
     """A normalized pooling problem (``kind`` = ``"max"``, ``"avg"`` or ``"lp"``).
@@ -434,10 +450,13 @@ def parse_descriptor(desc: str):
 def _key(value):
     # Types are part of the key: 1 == 1.0 == True must not share a cache entry,
     # since only the int is a valid stride.
-    if isinstance(value, (list, tuple)):
-        return (type(value).__name__, tuple(_key(v) for v in value))
+    t = type(value)
+    if t is tuple or t is list:
+        if all(type(v) is int for v in value):  # shapes and int tuples, the common case: one pass
+            return (t, tuple(value))
+        return (t, tuple(map(_key, value)))
     hash(value)  # unhashable arguments are not cached (TypeError)
-    return (type(value), value)
+    return (t, value)
 
 
 def memoize_spec(builder):
@@ -450,7 +469,7 @@ def memoize_spec(builder):
     @wraps(builder)
     def cached(*args, **kwargs):
         try:
-            key = (_key(args), _key(tuple(sorted(kwargs.items()))))
+            key = (tuple(map(_key, args)), tuple([(k, _key(v)) for k, v in sorted(kwargs.items())]))
         except TypeError:
             return builder(*args, **kwargs)
         spec = cache.get(key)
