@@ -92,6 +92,9 @@ def _as_at_run_time(obj, pkg):
         runtime = griffe.dynamic_import(obj.path)
     except ImportError:
         return obj
+    if obj.is_attribute and isinstance(runtime, (tuple, frozenset)) and all(isinstance(v, str) for v in runtime):
+        obj.value = repr(runtime)  # KERNELS: the names, not the expression that makes them
+        return obj
     if not inspect.isfunction(runtime):
         return obj
     sig = inspect.signature(runtime)
