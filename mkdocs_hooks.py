@@ -1,6 +1,6 @@
 """Build helpers of the documentation site, loaded by ``mkdocs.yml``.
 
-- :class:`SphinxRoles`, a griffe extension: the docstrings are numpydoc, read
+- :class:`ConvkitDocstrings`, a griffe extension: the docstrings are numpydoc, read
   by ``help()`` as well as by the site, so they keep Sphinx roles
   (``:func:`conv```) and the ops gain their ``backend=`` keyword only when
   ``convkit`` is imported; the extension renders the roles as cross-references
@@ -52,12 +52,13 @@ def _roles_to_refs(obj: griffe.Object, text: str) -> str:
     def ref(m):
         role, tilde, name = m.groups()
         title = name.rsplit(".", 1)[-1] if tilde else name
+        identifier = _resolve(obj, name, role in ("func", "meth"))
         # optional: a role naming an object the site does not document renders as code, not a broken link
-        return f'<autoref identifier="{_resolve(obj, name, role in ("func", "meth"))}" optional><code>{title}</code></autoref>'
+        return f'<autoref identifier="{identifier}" optional><code>{title}</code></autoref>'
     return _ROLE.sub(ref, text)
 
 
-class SphinxRoles(griffe.Extension):
+class ConvkitDocstrings(griffe.Extension):
     """Sphinx roles to autorefs cross-references; the run-time signature and docstring where import changes them."""
 
     def on_package(self, *, pkg: griffe.Module, **kwargs) -> None:
