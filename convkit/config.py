@@ -3,7 +3,8 @@
 ``CONVKIT_NUM_THREADS`` (read at call time) or :func:`set_num_threads` sets
 how many threads a backend kernel may use; the default is every core this
 process may run on. ``CONVKIT_DETERMINISTIC=1`` or :func:`set_deterministic`
-makes every result bit-identical whatever the thread count (docs/spec.md).
+makes every result bit-identical whatever the thread count
+(https://convkit.readthedocs.io/en/latest/spec/#determinism-threads-and-ctrl-c).
 """
 
 from __future__ import annotations

@@ -133,7 +133,8 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, pad
         One value for every spatial dim, or one per dim.
     padding : int, sequence or str
         An int, one int per dim, one ``(lo, hi)`` pair per dim, or ``"valid"``,
-        ``"same"``, ``"same_lower"``, ``"full"``, ``"causal"`` (see docs/spec.md).
+        ``"same"``, ``"same_lower"``, ``"full"``, ``"causal"``
+        (see https://convkit.readthedocs.io/en/latest/spec/#padding-forms).
     groups : int
         Channels split into ``groups`` independent convolutions (``groups=C_in``: depthwise).
     padding_mode : {"zeros", "reflect", "replicate", "circular"}
@@ -148,7 +149,8 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, pad
 
     Examples
     --------
-    The 1-D worked example of the course notes (``numpy.convolve(x, w, "same")``):
+    The 1-D worked example of the spec (https://convkit.readthedocs.io/en/latest/spec/#output-size),
+    ``numpy.convolve(x, w, "same")``:
 
     >>> import numpy as np
     >>> x = np.array([[[1, 3, 2, 4, 5, 6, 1, 3]]])

@@ -112,7 +112,7 @@ def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
 
     Examples
     --------
-    The pooling example of the course notes:
+    The pooling example of the spec (https://convkit.readthedocs.io/en/latest/spec/#pooling):
 
     >>> import numpy as np
     >>> x = np.array([[[[1, 1, 2, 4], [5, 4, 7, 8], [3, 2, 1, 0], [1, 6, 9, 3]]]])
@@ -170,7 +170,7 @@ def global_avg_pool(x, *, data_format="channels_first"):
 
     Examples
     --------
-    The global average example of the course notes (69 / 16):
+    The global average example of the spec (https://convkit.readthedocs.io/en/latest/spec/#pooling), 69 / 16:
 
     >>> import numpy as np
     >>> x = np.array([[[[1, 1, 2, 4], [5, 4, 7, 8], [3, 2, 1, 0], [1, 6, 9, 15]]]])

@@ -34,7 +34,7 @@ __all__ = [
     "unpool_output_shape",
 ]
 
-#: Padding strings accepted by every op (see docs/spec.md).
+#: Padding strings accepted by every op (see https://convkit.readthedocs.io/en/latest/spec/#padding-forms).
 PADDING_STRINGS = ("valid", "same", "same_lower", "full", "causal")
 
 #: The largest size, stride, dilation, padding or count any op accepts: far

@@ -1,7 +1,7 @@
 """The ``numba`` backend: every kernel of the contract JIT-compiled with Numba.
 
 Kernels are parallel (``prange``), release the GIL, and compile on first use
-into numba's on-disk cache (``NUMBA_CACHE_DIR``; see docs/numba_backend.md).
+into numba's on-disk cache (``NUMBA_CACHE_DIR``; see https://convkit.readthedocs.io/en/latest/numba_backend/#cache).
 ``import convkit_backends.numba`` does not import numba;
 :func:`warmup` compiles ahead of time for a list of problems.
 """

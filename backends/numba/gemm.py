@@ -26,7 +26,8 @@ from .runtime import launch, tiled
 
 __all__ = ["available", "use_gemm", "forward", "backward_input", "backward_weight"]
 
-#: Below these sizes the direct loops win (measured, see docs/numba_backend.md).
+#: Below these sizes the direct loops win (measured, see
+#: https://convkit.readthedocs.io/en/latest/numba_backend/#performance).
 MIN_ROWS = 8        # output channels per group: the GEMM's M
 MIN_DEPTH = 16      # input channels per group x taps: the GEMM's K
 #: Columns per block (whole output rows, at least one): L2-sized blocks of ``col``.

@@ -2,7 +2,8 @@
 
 ``convkit bench`` (:mod:`convkit.bench.runner`) times suites of problems on
 convkit's backends and its peers; ``convkit report`` (:mod:`convkit.bench.report`)
-adds the quick conformance run. See ``docs/benchmarks.md``.
+adds the quick conformance run. See
+https://convkit.readthedocs.io/en/latest/benchmarks/.
 """
 
 from .problems import DEFAULT_SUITES, DIRECTIONS, Problem, list_suites, load_suite, load_suites

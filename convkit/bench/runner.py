@@ -6,7 +6,7 @@ warmed up and timed repeatedly until a time budget; the report keeps the
 median and spread, GFLOP/s, the fraction of the practical peak (NumPy
 float32 matmul at the same thread count, measured in the same run) and
 speed-ups: ``time(comparator) / time(backend)``, so > 1 means the backend is
-faster. See ``docs/benchmarks.md``.
+faster. See https://convkit.readthedocs.io/en/latest/benchmarks/.
 """
 
 from __future__ import annotations

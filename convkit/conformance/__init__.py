@@ -2,7 +2,8 @@
 
 Ships with the package, so a plugin author runs it against a backend that
 only exists in their environment (``convkit conformance --backend NAME`` or
-:func:`parametrize_backend` in their own tests). See ``docs/conformance.md``.
+:func:`parametrize_backend` in their own tests). See
+https://convkit.readthedocs.io/en/latest/conformance/.
 
 Public names (imported lazily, so ``import convkit.conformance`` stays cheap):
 

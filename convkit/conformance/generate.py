@@ -14,7 +14,7 @@ Features that reach what small problems cannot:
   16, long 1-D rows, 3-D volumes), so a kernel that drops a tile or block
   remainder fails;
 - ``nonfinite``: NaN, +Inf and -Inf in the data inputs (the propagation
-  and index rules of docs/spec.md);
+  and index rules of https://convkit.readthedocs.io/en/latest/spec/);
 - ``long``: reductions over 2**20 elements (2**24 in the full set) of
   positive values, which a float32 running sum gets visibly wrong;
 - ``gradients``: small float64 problems whose gradients are checked against

@@ -1,6 +1,6 @@
 """Derived tolerances: how far a backend's result may be from the reference's.
 
-The policy (stated in full in ``docs/conformance.md``):
+The policy (stated in full in https://convkit.readthedocs.io/en/latest/conformance/#tolerances):
 
 * **Selections are exact.** Max pooling values and indices, global max
   pooling, unpooling and the gather of its gradient pick input values; any
@@ -65,7 +65,8 @@ def effective_factor(capabilities, kernels_run) -> tuple[float, bool, str | None
     if declared > DIRECT_FACTOR_CAP and not nondirect:
         return declared, True, (f"declares error_bound_factor {declared:g} above the cap {DIRECT_FACTOR_CAP:g} "
                                 f"for direct algorithms without naming a non-direct one "
-                                f"(Capabilities.nondirect); see docs/conformance.md")
+                                f"(Capabilities.nondirect); see "
+                                f"https://convkit.readthedocs.io/en/latest/conformance/#tolerances")
     if any(k in nondirect for k in kernels_run):
         return declared, False, None
     return min(declared, DIRECT_FACTOR_CAP), True, None
