@@ -70,6 +70,11 @@ CASES = [
     (lambda: convkit.conv_transpose(X, np.zeros((4, 2, 3, 3)), padding="full"), SpecError,
      r"padding 'full' is not defined for transposed convolution"),
     (lambda: convkit.max_pool(X, 0), SpecError, r"max_pool: kernel_size must be positive"),
+    (lambda: convkit.max_pool(X, (2, 2, 2)), SpecError,
+     r"max_pool: kernel_size must be an int or a sequence of 2 ints \(one per spatial dim: the input has 2\), "
+     r"got \(2, 2, 2\); pass e.g. kernel_size=\(2, 2\)$"),
+    (lambda: convkit.avg_pool(X, (1, 3, 5)), SpecError, r"pass e.g. kernel_size=\(3, 5\)$"),
+    (lambda: convkit.conv(X, W, groups=2, stride=[2]), SpecError, r"pass e.g. stride=\(2, 2\)$"),
     (lambda: convkit.max_pool(X, 9), ShapeError, r"max_pool: the \(dilated\) window is larger"),
     (lambda: convkit.max_pool(X, 2, padding=2), ShapeError, r"max_pool: 2 of the 6 pooling windows of spatial dim 0 cover only padding"),
     (lambda: convkit.avg_pool(X, 2, divisor_override=0), SpecError, r"avg_pool: divisor_override must be a positive int"),
