@@ -28,7 +28,6 @@ __all__ = ["as_float", "result_dtype", "output_dtype", "to_channels_first", "fro
            "canonical_spec", "fit_spatial", "conv_inputs", "conv_input_grad", "conv_weight_grad"]
 
 
-
 def as_float(a, name: str, op: str) -> np.ndarray:
     """``a`` as an ndarray of a float dtype convkit computes in (no copy when possible).
 
@@ -166,7 +165,7 @@ def unpad_mode_adjoint(g: np.ndarray, in_shape, pads, mode: str) -> np.ndarray:
         out = moved[lo:lo + n].copy()
         if copies:
             source = np.pad(np.arange(n), (lo, hi), mode=PADDING_MODES[mode].numpy)
-            for j in (*range(lo), *range(lo + n, lo + n + hi)):
+            for j in (*range(lo), *range(lo + n, lo + n + hi)):  # a sample may be the source of many pads
                 out[source[j]] += moved[j]
         g = np.moveaxis(out, 0, axis)
     return np.ascontiguousarray(g)
