@@ -155,13 +155,16 @@ def _warn_if_ambiguous(x_shape, w_shape, spec, kw, op, builder):
         other = builder(x_shape, w_shape, **{**kw, "weight_format": "OI..."}, bias=spec.bias, dtype=spec.dtype, op=op)
     except SpecError:
         return
-    order = np.arange(np.prod(w_shape, dtype=np.int64)).reshape(w_shape)
-    if np.array_equal(ln.weight_to_cf(order, "...IO", order.dtype), ln.weight_to_cf(order, "OI...", order.dtype)):
+    d = len(w_shape) - 2
+    perm = (d + 1, d, *range(d))  # "...IO" -> "OI..."
+    moved = [a for a in perm if w_shape[a] > 1]
+    if tuple(w_shape[a] for a in perm) == tuple(w_shape) and moved == sorted(moved):
         return  # both readings put every element in the same place
-    warn_user(f"{op}: weight shape {tuple(w_shape)} fits data_format='channels_last' as (*k, C_in/groups, C_out) "
-              f"= kernel {spec.kernel}, {spec.c_out} output channels (the default, weight_format='...IO', used "
-              f"here) and also as PyTorch's (C_out, C_in/groups, *k) = kernel {other.kernel}, {other.c_out} output "
-              f"channels; pass weight_format='...IO' or weight_format='OI...' to say which", WeightFormatWarning)
+    shapes_ = _WEIGHT_SHAPES[spec.op]
+    warn_user(f"{op}: weight shape {tuple(w_shape)} fits data_format='channels_last' as {shapes_['...IO']} = kernel "
+              f"{spec.kernel}, {spec.c_out} output channels (the default, weight_format='...IO', used here) and "
+              f"also as PyTorch's {shapes_['OI...']} = kernel {other.kernel}, {other.c_out} output channels; pass "
+              f"weight_format='...IO' or weight_format='OI...' to say which", WeightFormatWarning)
 
 
 @accepts_backend

@@ -276,6 +276,9 @@ def test_no_weight_format_warning_when_only_one_reading_fits():
         warnings.simplefilter("error")
         convkit.conv(np.zeros((2, 10, 10, 3)), np.zeros((3, 3, 3, 96)), data_format="channels_last")
         convkit.conv(np.zeros((2, 3, 10, 10)), np.zeros((96, 3, 3, 3)))  # channels_first never guesses
+        convkit.conv(np.zeros((1, 4, 4, 1)), np.ones((1, 1, 1, 1)), data_format="channels_last")  # same either way
+    with pytest.warns(convkit.WeightFormatWarning, match=r"conv_transpose: .* as \(\*k, C_out/groups, C_in\)"):
+        convkit.conv_transpose(np.zeros((1, 4, 4, 3)), np.zeros((3, 2, 2, 3)), data_format="channels_last")
 
 
 @pytest.mark.parametrize("layout,fmt", [("channels_first", "...IO"), ("channels_last", "OI...")])
