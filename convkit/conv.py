@@ -143,7 +143,7 @@ def _conv_prepare(x, weight, bias, kw, op, grad=None, builder=conv_spec):
 
 
 def _warn_if_ambiguous(x_shape, w_shape, spec, kw, op, builder):
-    """Warn when a weight read by the channels_last default (``"...IO"``) also fits as ``"OI..."``, with another meaning.
+    """Warn when a weight read by the channels_last default ``"...IO"`` also fits ``"OI..."``, with another meaning.
 
     channels_last alone says nothing about the weight: Keras means
     ``(*k, I, O)``, a PyTorch model in ``memory_format=channels_last`` keeps

@@ -77,7 +77,7 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def warn_user(message: str, category=UserWarning) -> None:
-    """``warnings.warn`` attributed to the first caller outside convkit (so filters and the shown line are the user's)."""
+    """``warnings.warn`` attributed to the first caller outside convkit (filters and the line shown are the user's)."""
     frame, level = sys._getframe(0), 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1

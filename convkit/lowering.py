@@ -57,7 +57,7 @@ def result_dtype(*arrays) -> np.dtype:
 
 
 def output_dtype(*arrays) -> np.dtype:
-    """The dtype an op returns: float16 when every array is float16 (as NumPy and PyTorch do), else :func:`result_dtype`.
+    """The dtype an op returns: float16 when every array is float16 (as in NumPy, PyTorch), else :func:`result_dtype`.
 
     Examples
     --------

@@ -132,7 +132,7 @@ def check_gradients(op, arrays, gy=None, backend="numpy", h=1e-6, seed=0, direct
 
 
 def check_adjoint(op, arrays, gy=None, backend="numpy", seed=0, **kw) -> dict:
-    """``{name: (<op(arrays) - op(arrays with name zeroed), gy>, <input, gradient>)}`` for every input ``op`` is linear in.
+    """``{name: (<op(a) - op(a with name zeroed), gy>, <input, gradient>)}`` for every input ``op`` is linear in.
 
     Convolutions are linear in ``x`` and in ``weight`` separately (the other
     held fixed, no bias), or affine in ``x`` with a constant pad value (the
