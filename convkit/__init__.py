@@ -19,7 +19,8 @@ from .conv import (ConvGrads, conv, conv1d, conv2d, conv3d, conv_grad, conv_spec
                    conv_transpose_grad, conv_transpose_spec)
 from .dispatch import get_backend_setting, record, set_backend, use_backend
 from .errors import (BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError,
-                     ConvkitError, DTypeError, OutOfMemoryError, PluginError, ShapeError, SpecError)
+                     ConvkitError, DTypeError, OutOfMemoryError, PluginError, ShapeError, SpecError,
+                     WeightFormatWarning)
 from .hookspecs import hookimpl
 from .pool import (avg_pool, avg_pool_grad, global_avg_pool, global_max_pool, lp_pool, lp_pool_grad, max_pool,
                    max_pool_grad, max_unpool, max_unpool_grad, pool_spec)
@@ -37,5 +38,5 @@ __all__ = [
     "max_unpool", "max_unpool_grad", "parse_descriptor", "pool_spec", "record", "register_plugin",
     "set_backend", "set_num_threads", "unregister_plugin", "use_backend",
     "BackendDeclinedError", "BackendError", "BackendNotFoundError", "BackendUnavailableError", "ConvkitError",
-    "DTypeError", "OutOfMemoryError", "PluginError", "ShapeError", "SpecError",
+    "DTypeError", "OutOfMemoryError", "PluginError", "ShapeError", "SpecError", "WeightFormatWarning",
 ]

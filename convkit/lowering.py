@@ -21,20 +21,20 @@ from dataclasses import replace
 import numpy as np
 
 from .errors import DTypeError, ShapeError, SpecError
+from .spec import PADDING_MODES, padding_mode_help
 
-__all__ = ["as_float", "result_dtype", "to_channels_first", "from_channels_first", "weight_to_cf",
+__all__ = ["as_float", "result_dtype", "output_dtype", "to_channels_first", "from_channels_first", "weight_to_cf",
            "weight_from_cf", "flip_kernel", "pad_mode", "unpad_mode_adjoint", "check_pad_mode",
            "canonical_spec", "fit_spatial", "conv_inputs", "conv_input_grad", "conv_weight_grad"]
-
-# numpy.pad's names for convkit's padding modes.
-_NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 def as_float(a, name: str, op: str) -> np.ndarray:
     """``a`` as an ndarray of a float dtype convkit computes in (no copy when possible).
 
-    bool and integers promote to float64, float16 to float32; complex,
-    object, string and extended-precision arrays are rejected.
+    bool and integers promote to float64; float16 stays float16 (it computes
+    in float32, :func:`result_dtype`, and results return to float16,
+    :func:`output_dtype`); complex, object, string and extended-precision
+    arrays are rejected.
     """
     try:
         arr = np.asarray(a)
@@ -43,11 +43,8 @@ def as_float(a, name: str, op: str) -> np.ndarray:
     kind = arr.dtype.kind
     if kind in "biu":
         return arr.astype(np.float64)
-    if kind == "f":
-        if arr.dtype == np.float16:
-            return arr.astype(np.float32)
-        if arr.dtype in (np.float32, np.float64):
-            return arr
+    if kind == "f" and arr.dtype in (np.float16, np.float32, np.float64):
+        return arr
     raise DTypeError(
         f"{op}: {name} has dtype {arr.dtype}, but convkit computes in float32 or float64 "
         f"(integer and bool inputs promote to float64); convert it, e.g. {name}.astype(np.float64)"
@@ -55,8 +52,23 @@ def as_float(a, name: str, op: str) -> np.ndarray:
 
 
 def result_dtype(*arrays) -> np.dtype:
-    """float64 if any array is float64, else float32."""
+    """The dtype kernels compute in: float64 if any array is float64, else float32 (float16 too)."""
     return np.dtype(np.float64) if any(a is not None and a.dtype == np.float64 for a in arrays) else np.dtype(np.float32)
+
+
+def output_dtype(*arrays) -> np.dtype:
+    """The dtype an op returns: float16 when every array is float16 (as in NumPy, PyTorch), else :func:`result_dtype`.
+
+    Examples
+    --------
+    >>> half, single = np.ones(2, np.float16), np.ones(2, np.float32)
+    >>> output_dtype(half, None, half), output_dtype(half, single)
+    (dtype('float16'), dtype('float32'))
+    """
+    given = [a for a in arrays if a is not None]
+    if given and all(a.dtype == np.float16 for a in given):
+        return np.dtype(np.float16)
+    return result_dtype(*arrays)
 
 
 def _cf_axes(ndim: int) -> tuple:
@@ -71,66 +83,90 @@ def to_channels_first(x: np.ndarray, layout: str, dtype) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=dtype)
 
 
-def from_channels_first(y: np.ndarray, layout: str) -> np.ndarray:
-    """A channels_first result back in the user's layout (C-contiguous)."""
+def from_channels_first(y: np.ndarray, layout: str, dtype=None) -> np.ndarray:
+    """A channels_first result back in the user's layout (C-contiguous), cast to ``dtype`` if given."""
     if layout == "channels_last":
-        return np.ascontiguousarray(y.transpose(0, *range(2, y.ndim), 1))
-    return y
+        y = y.transpose(0, *range(2, y.ndim), 1)
+    return np.ascontiguousarray(y, dtype=dtype)
 
 
-def weight_to_cf(w: np.ndarray, layout: str, dtype) -> np.ndarray:
-    """Weight ``(*k, a, b)`` (channels_last) as ``(b, a, *k)``, contiguous, of ``dtype``."""
-    if layout == "channels_last":
+def _kernel_first(weight_format: str) -> bool:
+    # A layout name stands for its default weight format (DEFAULT_WEIGHT_FORMAT).
+    return weight_format in ("...IO", "channels_last")
+
+
+def weight_to_cf(w: np.ndarray, weight_format: str, dtype) -> np.ndarray:
+    """Weight ``(*k, a, b)`` (``"...IO"``) as ``(b, a, *k)`` (``"OI..."``), contiguous, of ``dtype``.
+
+    ``weight_format`` is ``"OI..."`` or ``"...IO"``, or a data_format, which
+    stands for its default weight format.
+    """
+    if _kernel_first(weight_format):
         d = w.ndim - 2
         w = w.transpose(d + 1, d, *range(d))
     return np.ascontiguousarray(w, dtype=dtype)
 
 
-def weight_from_cf(w: np.ndarray, layout: str) -> np.ndarray:
+def weight_from_cf(w: np.ndarray, weight_format: str) -> np.ndarray:
     """Inverse of :func:`weight_to_cf`."""
-    if layout == "channels_last":
+    if _kernel_first(weight_format):
         d = w.ndim - 2
         return np.ascontiguousarray(w.transpose(*range(2, d + 2), 1, 0))
     return w
 
 
 def check_pad_mode(mode: str, in_shape, pads, op: str) -> None:
-    """Raise if a non-zero padding mode cannot produce ``pads`` from ``in_shape``."""
+    """Raise if ``mode`` cannot produce ``pads`` from ``in_shape``: modes that copy the input need some.
+
+    Pads wider than the input are fine: reflect, symmetric and circular
+    padding repeat as ``numpy.pad`` does (docs/spec.md).
+    """
+    if PADDING_MODES[mode].numpy == "constant":
+        return
     for i, (n, (lo, hi)) in enumerate(zip(in_shape, pads)):
-        if mode == "reflect" and max(lo, hi) >= n and max(lo, hi) > 0:
-            raise ShapeError(
-                f"{op}: reflect padding must be narrower than the input in spatial dim {i}: padding "
-                f"{(lo, hi)} vs input size {n}; use padding_mode='replicate' or 'zeros', or less padding")
-        if mode == "circular" and max(lo, hi) > n:
-            raise ShapeError(
-                f"{op}: circular padding may wrap at most once in spatial dim {i}: padding {(lo, hi)} "
-                f"vs input size {n}; use less padding")
-        if mode in ("replicate", "reflect", "circular") and n == 0 and (lo or hi):
-            raise ShapeError(f"{op}: {mode} padding needs a non-empty input in spatial dim {i}")
+        if n == 0 and (lo or hi):
+            raise ShapeError(f"{op}: {mode} padding copies input values, but spatial dim {i} of the input is empty "
+                             f"(padding {(lo, hi)}); use padding_mode='zeros' or 'constant'")
 
 
-def pad_mode(x: np.ndarray, pads, mode: str) -> np.ndarray:
-    """Pad the spatial dims of channels_first ``x`` with a non-zero ``mode``."""
-    if mode not in _NP_PAD_MODE:
-        raise SpecError(f"pad_mode: unknown padding mode {mode!r}")
-    return np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_PAD_MODE[mode])
+def pad_mode(x: np.ndarray, pads, mode: str, *, pad_value: float = 0.0) -> np.ndarray:
+    """Pad the spatial dims of channels_first ``x`` by ``pads`` in ``mode`` (a key of ``PADDING_MODES``).
+
+    ``pad_value`` is the value of ``mode="constant"``. Pads may be wider than
+    the input (reflect, symmetric and circular repeat).
+
+    Examples
+    --------
+    >>> pad_mode(np.array([[[1.0, 2.0, 3.0]]]), ((4, 2),), "symmetric")[0, 0].tolist()
+    [3.0, 3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0]
+    >>> pad_mode(np.array([[[1.0, 2.0]]]), ((1, 1),), "constant", pad_value=-1)[0, 0].tolist()
+    [-1.0, 1.0, 2.0, -1.0]
+    """
+    if mode not in PADDING_MODES:
+        raise SpecError(f"pad_mode: unknown padding mode {mode!r}; {padding_mode_help(mode)}")
+    np_mode = PADDING_MODES[mode].numpy
+    extra = {"constant_values": pad_value} if np_mode == "constant" else {}
+    return np.pad(x, ((0, 0), (0, 0), *pads), mode=np_mode, **extra)
 
 
 def unpad_mode_adjoint(g: np.ndarray, in_shape, pads, mode: str) -> np.ndarray:
-    """Adjoint of :func:`pad_mode`: fold the gradient of the padded array back.
+    """Adjoint of :func:`pad_mode` (in ``x``): fold the gradient of the padded array back.
 
-    Each padded position is a copy of one input position; padding numpy's
-    ``arange`` with the same mode gives that source index, so the adjoint is
-    a scatter-add along each dim in turn (padding is separable per dim).
+    Each padded position is a copy of one input position, or (zeros,
+    constant) of none; padding numpy's ``arange`` with the same mode gives
+    that source index, so the adjoint is a scatter-add along each dim in turn
+    (padding is separable per dim). A pad value is a constant: it gets no gradient.
     """
+    copies = PADDING_MODES[mode].numpy != "constant"
     for axis, (n, (lo, hi)) in enumerate(zip(in_shape, pads), start=2):
         if lo == 0 and hi == 0:
             continue
-        source = np.pad(np.arange(n), (lo, hi), mode=_NP_PAD_MODE[mode])
         moved = np.moveaxis(g, axis, 0)
         out = moved[lo:lo + n].copy()
-        for j in (*range(lo), *range(lo + n, lo + n + hi)):
-            out[source[j]] += moved[j]
+        if copies:
+            source = np.pad(np.arange(n), (lo, hi), mode=PADDING_MODES[mode].numpy)
+            for j in (*range(lo), *range(lo + n, lo + n + hi)):  # a sample may be the source of many pads
+                out[source[j]] += moved[j]
         g = np.moveaxis(out, 0, axis)
     return np.ascontiguousarray(g)
 
@@ -157,15 +193,15 @@ def canonical_spec(spec):
     elif spec.op == "conv_transpose":
         pads = tuple((lo, max(hi - p, 0)) for (lo, hi), p in zip(spec.pads, spec.output_padding))
         canon = replace(spec, op="conv", c_in=spec.c_out, c_out=spec.c_in, in_shape=spec.out_shape, pads=pads,
-                        output_padding=(0,) * spec.d, layout="channels_first", bias=False)
+                        output_padding=(0,) * spec.d, layout="channels_first", weight_format="OI...", bias=False)
     elif spec.padding_mode != "zeros":
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(spec.in_shape, spec.pads))
-        canon = replace(spec, in_shape=padded, pads=((0, 0),) * spec.d, padding_mode="zeros",
-                        layout="channels_first", flip=False)
-    elif (spec.layout, spec.flip) == ("channels_first", False):
+        canon = replace(spec, in_shape=padded, pads=((0, 0),) * spec.d, padding_mode="zeros", pad_value=0.0,
+                        layout="channels_first", weight_format="OI...", flip=False)
+    elif (spec.layout, spec.weight_format, spec.flip) == ("channels_first", "OI...", False):
         canon = spec
     else:
-        canon = replace(spec, layout="channels_first", flip=False)
+        canon = replace(spec, layout="channels_first", weight_format="OI...", flip=False)
     return _clamp_stride(canon)
 
 
@@ -204,13 +240,13 @@ def conv_inputs(x: np.ndarray, w: np.ndarray, spec):
     output gradient (zero-extended to the forward's output shape).
     """
     xc = to_channels_first(x, spec.layout, spec.dtype)
-    wc = weight_to_cf(w, spec.layout, spec.dtype)
+    wc = weight_to_cf(w, spec.weight_format, spec.dtype)
     if spec.op == "conv_transpose":
         return fit_spatial(xc, spec.canonical().out_shape), wc
     if spec.flip:
         wc = flip_kernel(wc)
     if spec.padding_mode != "zeros":
-        xc = pad_mode(xc, spec.pads, spec.padding_mode)
+        xc = pad_mode(xc, spec.pads, spec.padding_mode, pad_value=spec.pad_value)
     return xc, wc
 
 
@@ -227,4 +263,4 @@ def conv_weight_grad(gw: np.ndarray, spec) -> np.ndarray:
     """A kernel's weight gradient (canonical) back in the user's form: unflip, user layout."""
     if spec.op == "conv" and spec.flip:
         gw = flip_kernel(gw)
-    return weight_from_cf(gw, spec.layout)
+    return weight_from_cf(gw, spec.weight_format)

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 
 __all__ = ["Op", "OPS", "ops_for", "forward_op", "backward_op"]
 
-_CONV_KW = ("stride", "padding", "dilation", "groups", "padding_mode", "data_format", "flip")
-_CONVT_KW = ("stride", "padding", "output_padding", "dilation", "groups", "output_shape", "data_format")
+_CONV_KW = ("stride", "padding", "dilation", "groups", "padding_mode", "pad_value", "data_format", "weight_format",
+            "flip")
+_CONVT_KW = ("stride", "padding", "output_padding", "dilation", "groups", "output_shape", "data_format",
+             "weight_format")
 _POOL_KW = ("stride", "padding", "dilation", "ceil_mode", "count_include_pad", "divisor_override", "p",
             "data_format")
 
@@ -103,6 +105,7 @@ class Op:
     def arguments(self, spec) -> tuple[dict, dict]:
         """The way back: ``(shapes, kwargs)`` of a call of this op that builds ``spec``."""
         cl = spec.layout == "channels_last"
+        kernel_first = getattr(spec, "weight_format", None) == "...IO"
 
         def user(n, c, spatial):
             return (n, *spatial, c) if cl else (n, c, *spatial)
@@ -111,13 +114,13 @@ class Op:
             transposed = self.family == "conv_transpose"
             a, b = (spec.c_in, spec.c_out // spec.groups) if transposed else (spec.c_out, spec.c_in // spec.groups)
             shapes = {"x": user(spec.n, spec.c_in, spec.in_shape),
-                      "weight": (*spec.kernel, b, a) if cl else (a, b, *spec.kernel)}
+                      "weight": (*spec.kernel, b, a) if kernel_first else (a, b, *spec.kernel)}
             kwargs = dict(stride=spec.stride, padding=spec.pads, dilation=spec.dilation, groups=spec.groups,
-                          data_format=spec.layout)
+                          data_format=spec.layout, weight_format=spec.weight_format)
             if transposed:
                 kwargs["output_padding"] = spec.output_padding
             else:
-                kwargs.update(padding_mode=spec.padding_mode, flip=spec.flip)
+                kwargs.update(padding_mode=spec.padding_mode, pad_value=spec.pad_value, flip=spec.flip)
             if self.grad:
                 shapes["grad_output"] = user(spec.n, spec.c_out, spec.out_shape)
             elif spec.bias:

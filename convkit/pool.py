@@ -74,16 +74,16 @@ def pool_spec(kind, x_shape, kernel_size, *, stride=None, padding=0, dilation=1,
 
 
 def _prepare(kind, x, kernel_size, kw, op, grad=None):
+    """Canonical ``x``, the spec, and the dtype of the results (float16 stays float16)."""
     x = ln.as_float(x, "x", op)
-    dtype = ln.result_dtype(x, grad)
-    spec = pool_spec(kind, x.shape, kernel_size, dtype=dtype, op=op, **kw)
-    return ln.to_channels_first(x, spec.layout, spec.dtype), spec
+    spec = pool_spec(kind, x.shape, kernel_size, dtype=ln.result_dtype(x, grad), op=op, **kw)
+    return ln.to_channels_first(x, spec.layout, spec.dtype), spec, ln.output_dtype(x, grad)
 
 
 def _forward(kind, x, kernel_size, kw, return_indices=False):
-    xc, spec = _prepare(kind, x, kernel_size, kw, f"{kind}_pool")
+    xc, spec, out = _prepare(kind, x, kernel_size, kw, f"{kind}_pool")
     y, idx = run("pool_forward", spec.canonical(), x=xc, with_indices=bool(return_indices) and kind == "max")
-    y = ln.from_channels_first(y, spec.layout)
+    y = ln.from_channels_first(y, spec.layout, out)
     if return_indices:
         return y, ln.from_channels_first(idx, spec.layout)
     return y
@@ -102,6 +102,10 @@ def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
         ``stride=None`` means ``kernel_size``.
     padding : int, sequence or str
         As in :func:`convkit.conv`; padded positions never hold the maximum.
+        ``"same"`` puts the odd extra pad of an even kernel at the **end**
+        (TF / ONNX ``SAME_UPPER``); ``"same_lower"`` at the start, as
+        ``numpy.convolve(mode="same")`` and ``scipy.ndimage.maximum_filter(x,
+        size=k, mode="constant", cval=-inf)`` (stride 1) centre their window.
     ceil_mode : bool
         Round the output size up; a window must still start inside the input
         or the left padding.
@@ -109,6 +113,14 @@ def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
         Also return int64 indices of the maxima, flattened over the spatial
         dims of each ``(n, c)`` plane; ties go to the first maximum in
         row-major window order.
+    data_format : {"channels_first", "channels_last"}
+
+    Returns
+    -------
+    ndarray or (ndarray, ndarray)
+        The maxima in ``x``'s layout and dtype (float16 stays float16:
+        a maximum is exact; integers and bool give float64), and with
+        ``return_indices`` the int64 indices.
 
     Examples
     --------
@@ -118,6 +130,12 @@ def max_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
     >>> x = np.array([[[[1, 1, 2, 4], [5, 4, 7, 8], [3, 2, 1, 0], [1, 6, 9, 3]]]])
     >>> max_pool(x, 2)[0, 0].tolist()
     [[5.0, 8.0], [6.0, 9.0]]
+
+    An even window with stride 1: ``"same"`` looks ahead, ``"same_lower"`` back:
+
+    >>> v = np.array([[[1.0, 5.0, 2.0, 0.0]]])
+    >>> max_pool(v, 2, stride=1, padding="same").tolist(), max_pool(v, 2, stride=1, padding="same_lower").tolist()
+    ([[[5.0, 5.0, 2.0, 0.0]]], [[[1.0, 5.0, 5.0, 2.0]]])
     """
     kw = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, data_format=data_format)
     return _forward("max", x, kernel_size, kw, return_indices)
@@ -128,8 +146,26 @@ def avg_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
              divisor_override=None, data_format="channels_first"):
     """N-d average pooling.
 
-    ``count_include_pad`` counts padded positions (not the ``ceil_mode``
-    overhang) in the divisor; ``divisor_override`` replaces the divisor.
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C, *spatial)`` or ``(N, *spatial, C)``.
+    kernel_size, stride, padding, dilation, ceil_mode, data_format
+        As in :func:`max_pool`: ``padding="same"`` puts the odd extra pad of
+        an even kernel at the end (TF / ONNX ``SAME_UPPER``);
+        ``"same_lower"`` at the start, as ``numpy.convolve(mode="same")``
+        and ``scipy.ndimage.uniform_filter(x, size=k, mode="constant")``
+        (stride 1) centre their window.
+    count_include_pad : bool
+        Count padded positions (not the ``ceil_mode`` overhang) in the divisor.
+    divisor_override : int, optional
+        Replaces the divisor.
+
+    Returns
+    -------
+    ndarray
+        In ``x``'s layout; float16 for float16 (computed in float32), float64
+        for float64, integers and bool, else float32.
 
     Examples
     --------
@@ -148,6 +184,22 @@ def avg_pool(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=Fa
 def lp_pool(x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
             data_format="channels_first"):
     """N-d power-average pooling: ``(sum |x|**p) ** (1/p)`` over each window (ONNX ``LpPool``).
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C, *spatial)`` or ``(N, *spatial, C)``.
+    p : float
+        The norm, positive and finite.
+    kernel_size, stride, padding, dilation, ceil_mode, data_format
+        As in :func:`max_pool` (``padding="same"``: the odd extra pad at the
+        end; ``"same_lower"``, as ``numpy.convolve(mode="same")``: at the start).
+
+    Returns
+    -------
+    ndarray
+        In ``x``'s layout; float16 for float16 (computed in float32), float64
+        for float64, integers and bool, else float32.
 
     Examples
     --------
@@ -168,6 +220,8 @@ def _global_kernel(x, data_format, op):
 def global_avg_pool(x, *, data_format="channels_first"):
     """Mean over all spatial dims, keeping them as size 1.
 
+    Returns the dtype :func:`avg_pool` does (float16 stays float16).
+
     Examples
     --------
     The global average example of the spec (https://convkit.readthedocs.io/en/latest/spec/#pooling), 69 / 16:
@@ -185,6 +239,8 @@ def global_avg_pool(x, *, data_format="channels_first"):
 def global_max_pool(x, *, data_format="channels_first"):
     """Maximum over all spatial dims, keeping them as size 1.
 
+    Returns the dtype :func:`max_pool` does (float16 stays float16).
+
     Examples
     --------
     >>> import numpy as np
@@ -198,7 +254,7 @@ def global_max_pool(x, *, data_format="channels_first"):
 def _grad(kind, grad_output, x, kernel_size, kw, indices=None):
     op = f"{kind}_pool_grad"
     grad_output = ln.as_float(grad_output, "grad_output", op)
-    xc, spec = _prepare(kind, x, kernel_size, kw, op, grad=grad_output)
+    xc, spec, out = _prepare(kind, x, kernel_size, kw, op, grad=grad_output)
     g = _check_like_output(grad_output, spec, "grad_output", op).astype(spec.dtype, copy=False)
     g = np.ascontiguousarray(g)
     kspec = spec.canonical()
@@ -211,7 +267,7 @@ def _grad(kind, grad_output, x, kernel_size, kw, indices=None):
     elif kind == "lp":
         y, _ = run("pool_forward", kspec, x=xc)
     gx = run("pool_backward", kspec, grad_y=g, x=xc, y=y, indices=idx)
-    return ln.from_channels_first(gx, spec.layout)
+    return ln.from_channels_first(gx, spec.layout, out)
 
 
 def _check_like_output(a, spec, name, op):
@@ -253,6 +309,8 @@ def max_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilati
     """Gradient of :func:`max_pool` with respect to ``x`` (to the first maximum of each window).
 
     ``indices`` from the forward call may be passed to skip recomputing them.
+    Keywords as in :func:`max_pool`; the gradient has ``x``'s layout and the
+    forward's dtype rule (float16 if ``x`` and ``grad_output`` are float16).
 
     Examples
     --------
@@ -269,6 +327,9 @@ def avg_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilati
                   count_include_pad=True, divisor_override=None, data_format="channels_first"):
     """Gradient of :func:`avg_pool` with respect to ``x``.
 
+    Keywords as in :func:`avg_pool`; the gradient has ``x``'s layout and the
+    forward's dtype rule (float16 if ``x`` and ``grad_output`` are float16).
+
     Examples
     --------
     >>> import numpy as np
@@ -284,6 +345,9 @@ def avg_pool_grad(grad_output, x, kernel_size, *, stride=None, padding=0, dilati
 def lp_pool_grad(grad_output, x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
                  data_format="channels_first"):
     """Gradient of :func:`lp_pool` with respect to ``x`` (zero where a window's norm is zero).
+
+    Keywords as in :func:`lp_pool`; the gradient has ``x``'s layout and the
+    forward's dtype rule (float16 if ``x`` and ``grad_output`` are float16).
 
     Examples
     --------
@@ -328,6 +392,8 @@ def max_unpool(x, indices, kernel_size, *, stride=None, padding=0, output_size=N
                data_format="channels_first"):
     """Partial inverse of :func:`max_pool`: put each value at its index, zeros elsewhere.
 
+    The result has ``x``'s dtype (float16 stays float16; integers give float64).
+
     Examples
     --------
     >>> import numpy as np
@@ -346,6 +412,8 @@ def max_unpool(x, indices, kernel_size, *, stride=None, padding=0, output_size=N
 def max_unpool_grad(grad_output, indices, kernel_size, *, stride=None, padding=0, output_size=None,
                     data_format="channels_first"):
     """Gradient of :func:`max_unpool` with respect to its values (a gather at ``indices``).
+
+    The result has ``grad_output``'s dtype (float16 stays float16).
 
     Examples
     --------

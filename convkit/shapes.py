@@ -88,7 +88,7 @@ def normalize_tuple(value, d: int, name: str, op: str, *, minimum: int = 1) -> t
         if len(value) != d or not all(_is_int(v) for v in value):
             raise SpecError(
                 f"{op}: {name} must be an int or a sequence of {d} ints (one per spatial "
-                f"dim), got {value!r}; pass e.g. {name}={(1,) * d!r}"
+                f"dim: the input has {d}), got {value!r}; pass e.g. {name}={_suggest(value, d)!r}"
             )
         values = tuple(int(v) for v in value)
     else:
@@ -102,6 +102,28 @@ def normalize_tuple(value, d: int, name: str, op: str, *, minimum: int = 1) -> t
             raise SpecError(f"{op}: {name} must be {rule} in every dim, got {values}; use values >= {minimum}")
         check_extent(v, name, op)
     return values
+
+
+def _suggest(value, d: int) -> tuple:
+    """``value`` fitted to ``d`` dims for an error message: the same number everywhere if it had one, else its
+    last ``d`` entries (the trailing, spatial ones), else the entries padded with the last one.
+
+    Examples
+    --------
+    >>> _suggest((2, 2, 2), 2), _suggest((1, 3, 3), 2), _suggest((3,), 2), _suggest((2.0, 2), 2)
+    ((2, 2), (3, 3), (3, 3), (2, 2))
+    """
+    ints = []
+    for v in value:
+        if _is_int(v) or (isinstance(v, float) and v.is_integer()):
+            ints.append(max(int(v), 1))
+    if not ints:
+        return (1,) * d
+    if len(set(ints)) == 1:
+        return (ints[0],) * d
+    if len(ints) >= d:
+        return tuple(ints[-d:])
+    return tuple(ints) + (ints[-1],) * (d - len(ints))
 
 
 def normalize_pads(padding, d: int, op: str) -> tuple[tuple[int, int], ...]:

@@ -18,7 +18,9 @@ Grammar: ``{op}{d}d`` then ``_``-separated tokens, each a key and a value:
 ``i`` input spatial shape, ``k`` kernel, ``s`` stride, ``d`` dilation,
 ``p`` pads (``lo-hi`` per dim, or one number when ``lo == hi``; dims joined by
 ``x``; one entry stands for every dim), ``op`` output_padding, ``f32``/``f64``
-dtype, ``m`` padding mode, ``cl`` channels_last, ``flip``, ``bias``,
+dtype, ``m`` padding mode, ``v`` its pad value (``mconstant_v1.5``), ``cl``
+channels_last, ``woi``/``wio`` a weight format other than the layout's
+(``weight_format="OI..."`` / ``"...IO"``), ``flip``, ``bias``,
 ``ceil``, ``excl`` (``count_include_pad=False``), ``div`` divisor_override,
 ``norm`` the p of an Lp pool. Omitted keys take their defaults (stride 1 for
 convs and the kernel for pools, dilation 1, no padding, float32, zeros,
@@ -27,21 +29,98 @@ channels_first).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property, wraps
 
+import numpy as np
+
 from . import shapes
 from .errors import SpecError
 
-__all__ = ["ConvSpec", "PoolSpec", "parse_descriptor", "PADDING_MODES", "LAYOUTS", "DTYPES", "POOL_KINDS"]
+__all__ = ["ConvSpec", "PoolSpec", "parse_descriptor", "PadMode", "PADDING_MODES", "padding_mode_help", "LAYOUTS",
+           "WEIGHT_FORMATS", "DEFAULT_WEIGHT_FORMAT", "DTYPES", "POOL_KINDS"]
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+@dataclass(frozen=True)
+class PadMode:
+    """What a padding mode puts in the pads, and its names elsewhere (``None``: no such mode there).
+
+    ``numpy`` is the ``numpy.pad`` mode that computes it (:mod:`convkit.lowering`
+    pads with it); ``scipy_signal`` the ``boundary=`` of
+    ``scipy.signal.convolve2d``; ``ndimage`` the ``mode=`` of
+    ``scipy.ndimage.convolve``; ``torch`` the ``mode=`` of
+    ``torch.nn.functional.pad``.
+    """
+
+    numpy: str
+    scipy_signal: str | None
+    ndimage: str | None
+    torch: str | None
+    rule: str
+
+
+#: The padding modes: the one table every op, error message and doc reads.
+#: Pads may be wider than the input in every mode: reflect, symmetric and
+#: circular then repeat, as ``numpy.pad`` and SciPy do.
+PADDING_MODES = {
+    "zeros": PadMode("constant", "fill", "constant", "constant", "zeros (the default)"),
+    "constant": PadMode("constant", "fill", "constant", "constant", "pad_value (``padding_mode='constant', "
+                        "pad_value=v``)"),
+    "reflect": PadMode("reflect", None, "mirror", "reflect", "mirror image without the edge: 3 2 | 1 2 3 | 2 1"),
+    "symmetric": PadMode("symmetric", "symm", "reflect", None, "mirror image with the edge: 2 1 | 1 2 3 | 3 2"),
+    "replicate": PadMode("edge", None, "nearest", "replicate", "the edge sample repeated: 1 1 | 1 2 3 | 3 3"),
+    "circular": PadMode("wrap", "wrap", "wrap", "circular", "periodic: 2 3 | 1 2 3 | 1 2"),
+}
+
+
+def padding_mode_help(mode) -> str:
+    """The sentence an unknown ``padding_mode`` error ends with: the choices, and the convkit name of a foreign one.
+
+    Examples
+    --------
+    >>> padding_mode_help("symm")
+    "use one of 'zeros', 'constant', 'reflect', 'symmetric', 'replicate', 'circular'; SciPy's boundary='symm' is padding_mode='symmetric'"
+    """
+    text = f"use one of {', '.join(map(repr, PADDING_MODES))}"
+    for field, who in (("numpy", "numpy.pad's mode"), ("scipy_signal", "SciPy's boundary"),
+                       ("ndimage", "scipy.ndimage's mode"), ("torch", "PyTorch's mode")):
+        same = [name for name, m in PADDING_MODES.items() if getattr(m, field) == mode and name != "zeros"]
+        if same and mode not in PADDING_MODES:
+            return f"{text}; {who}={mode!r} is padding_mode={same[0]!r}"
+    return text
+
+
 LAYOUTS = ("channels_first", "channels_last")
+#: Weight layouts: ``"OI..."`` ``(C_out, C_in/groups, *k)`` (PyTorch) and ``"...IO"``
+#: ``(*k, C_in/groups, C_out)`` (TF/Keras); a transposed conv's are ``(C_in, C_out/groups, *k)``
+#: and ``(*k, C_out/groups, C_in)``, as in those frameworks.
+WEIGHT_FORMATS = ("OI...", "...IO")
+#: The weight format each data_format implies when ``weight_format`` is not given.
+DEFAULT_WEIGHT_FORMAT = {"channels_first": "OI...", "channels_last": "...IO"}
 DTYPES = ("float32", "float64")
 POOL_KINDS = ("max", "avg", "lp")
 
 _DTYPE_TOKEN = {"float32": "f32", "float64": "f64"}
+_WEIGHT_TOKEN = {"OI...": "woi", "...IO": "wio"}
+
+
+def check_pad_value(value, padding_mode: str, op: str) -> float:
+    """``value`` as a float if it is a finite real number and ``padding_mode`` takes it, else a :class:`SpecError`.
+
+    Examples
+    --------
+    >>> check_pad_value(2, "constant", "conv")
+    2.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(
+            value):
+        raise SpecError(f"{op}: pad_value must be a finite real number, got {value!r}; e.g. pad_value=1.0")
+    if value != 0 and padding_mode != "constant":
+        raise SpecError(f"{op}: pad_value={value!r} is only used by padding_mode='constant', got padding_mode="
+                        f"{padding_mode!r}; pass padding_mode='constant' to pad with it, or drop pad_value")
+    return float(value)
 
 
 def _dims(values) -> str:
@@ -84,7 +163,9 @@ class ConvSpec:
     Shapes are channels_first whatever ``layout`` says; ``layout`` only tells
     how the user's arrays are laid out. For ``conv_transpose``, ``c_in`` and
     ``c_out`` are the transposed op's own channels, ``in_shape`` its input and
-    the weight is ``(c_in, c_out // groups, *kernel)``.
+    the weight is ``(c_in, c_out // groups, *kernel)`` (in ``weight_format``;
+    ``None`` means the layout's default). ``padding_mode="constant"`` with a
+    zero ``pad_value`` is the ``"zeros"`` mode, so a problem has one spec.
 
     Examples
     --------
@@ -111,9 +192,13 @@ class ConvSpec:
     bias: bool = False
     op: str = "conv"
     output_padding: tuple = None
+    pad_value: float = 0.0
+    weight_format: str = None
 
     def __post_init__(self):
         d = len(self.in_shape)
+        if self.weight_format is None:
+            object.__setattr__(self, "weight_format", DEFAULT_WEIGHT_FORMAT.get(self.layout))
         for name, default in (("stride", 1), ("dilation", 1), ("output_padding", 0)):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, (default,) * d)
@@ -130,9 +215,16 @@ class ConvSpec:
         if self.dtype not in DTYPES:
             raise SpecError(f"{self.op}: dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.padding_mode not in PADDING_MODES:
-            raise SpecError(f"{self.op}: unknown padding_mode {self.padding_mode!r}; use one of {PADDING_MODES}")
+            raise SpecError(f"{self.op}: unknown padding_mode {self.padding_mode!r}; "
+                            f"{padding_mode_help(self.padding_mode)}")
+        object.__setattr__(self, "pad_value", check_pad_value(self.pad_value, self.padding_mode, self.op))
+        if self.padding_mode == "constant" and self.pad_value == 0:
+            object.__setattr__(self, "padding_mode", "zeros")
         if self.layout not in LAYOUTS:
             raise SpecError(f"{self.op}: unknown data_format {self.layout!r}; use one of {LAYOUTS}")
+        if self.weight_format not in WEIGHT_FORMATS:
+            raise SpecError(f"{self.op}: unknown weight_format {self.weight_format!r}; use 'OI...' "
+                            f"((C_out, C_in/groups, *k), PyTorch) or '...IO' ((*k, C_in/groups, C_out), TF/Keras)")
 
     # -- derived shapes (channels_first) ------------------------------------
     @property
@@ -214,8 +306,12 @@ class ConvSpec:
             tok.append(_DTYPE_TOKEN[self.dtype])
         if self.padding_mode != "zeros":
             tok.append(f"m{self.padding_mode}")
+        if self.pad_value:
+            tok.append(f"v{self.pad_value!r}")
         if self.layout == "channels_last":
             tok.append("cl")
+        if self.weight_format != DEFAULT_WEIGHT_FORMAT[self.layout]:
+            tok.append(_WEIGHT_TOKEN[self.weight_format])
         if self.flip:
             tok.append("flip")
         if self.bias:
@@ -348,7 +444,7 @@ class PoolSpec:
 
 
 _HEAD = re.compile(r"^(conv|convt|maxpool|avgpool|lppool)(\d+)d$")
-_TOKEN = re.compile(r"^(op|norm|div|[ncogiksdpm])(.+)$")
+_TOKEN = re.compile(r"^(op|norm|div|[ncogiksdpmv])(.+)$")
 
 
 def _parse_dims(text: str, d: int, key: str, desc: str) -> tuple:
@@ -410,6 +506,9 @@ def parse_descriptor(desc: str):
         if tok in ("flip", "bias", "ceil", "excl"):
             flags.add(tok)
             continue
+        if tok in ("woi", "wio"):
+            fields["weight_format"] = {v: k for k, v in _WEIGHT_TOKEN.items()}[tok]
+            continue
         tm = _TOKEN.match(tok)
         if not tm:
             raise SpecError(f"descriptor {desc!r}: cannot read token {tok!r} (see convkit.spec for the grammar)")
@@ -423,7 +522,7 @@ def parse_descriptor(desc: str):
                 fields[key] = _parse_pads(val, d, desc)
             elif key == "m":
                 fields[key] = val
-            elif key == "norm":
+            elif key in ("norm", "v"):
                 fields[key] = float(val)
         except SpecError:
             raise
@@ -441,7 +540,7 @@ def parse_descriptor(desc: str):
         return ConvSpec(n=fields["n"], c_in=fields["c"], c_out=fields["o"], groups=fields.get("g", 1),
                         padding_mode=fields.get("m", "zeros"), flip="flip" in flags, bias="bias" in flags,
                         op="conv_transpose" if name == "convt" else "conv", output_padding=fields.get("op"),
-                        **common)
+                        pad_value=fields.get("v", 0.0), weight_format=fields.get("weight_format"), **common)
     return PoolSpec(kind=name[:-4], n=fields["n"], c=fields["c"], ceil_mode="ceil" in flags,
                     count_include_pad="excl" not in flags, divisor_override=fields.get("div"),
                     p=fields.get("norm"), **common)

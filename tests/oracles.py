@@ -17,7 +17,8 @@ from convkit.conformance import bruteforce
 from convkit.spec import ConvSpec, PoolSpec
 
 
-_NP_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_NP_MODE = {"reflect": "reflect", "symmetric": "symmetric", "replicate": "edge", "circular": "wrap",
+            "constant": "constant"}
 
 
 def _pads(padding, in_shape, kernel, stride, dilation):
@@ -64,14 +65,15 @@ def assert_conv_matches_bruteforce(case):
     """The reference's ``conv`` of ``case`` equals the brute-force loops of the definition."""
     a, kw = case.arrays(), case.kw
     x, w, d = _cf(a["x"], case.layout), a["weight"], a["x"].ndim - 2
-    if case.layout == "channels_last":
+    if kw["weight_format"] == "...IO":
         w = w.transpose(d + 1, d, *range(d))
     if kw["flip"]:
         w = w[(Ellipsis,) + (slice(None, None, -1),) * d]
     stride, dilation = _tuple(kw["stride"], d), _tuple(kw["dilation"], d)
     pads = _pads(kw["padding"], x.shape[2:], w.shape[2:], stride, dilation)
     if kw["padding_mode"] != "zeros":
-        x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_MODE[kw["padding_mode"]])
+        extra = {"constant_values": kw["pad_value"]} if kw["padding_mode"] == "constant" else {}
+        x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_MODE[kw["padding_mode"]], **extra)
         pads = ((0, 0),) * d
     spec = ConvSpec(n=x.shape[0], c_in=x.shape[1], c_out=w.shape[0], in_shape=x.shape[2:], kernel=w.shape[2:],
                     stride=stride, dilation=dilation, pads=pads, groups=kw["groups"], dtype=case.dtype)
@@ -124,7 +126,7 @@ def assert_conv_transpose_matches_its_definition(case):
     """The reference's ``conv_transpose`` of ``case`` equals its scatter definition."""
     a, kw = case.arrays(), case.kw
     x, w, d = _cf(a["x"], case.layout), a["weight"], a["x"].ndim - 2
-    if case.layout == "channels_last":
+    if kw["weight_format"] == "...IO":
         w = w.transpose(d + 1, d, *range(d))
     stride, dilation, extra = _tuple(kw["stride"], d), _tuple(kw["dilation"], d), _tuple(kw["output_padding"], d)
     pads = _pads(kw["padding"], x.shape[2:], w.shape[2:], stride, dilation)

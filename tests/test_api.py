@@ -82,14 +82,16 @@ def test_flip_is_true_convolution_and_its_weight_gradient():
     np.testing.assert_array_equal(gw, convkit.conv_grad(g, x, w[..., ::-1]).weight[..., ::-1])
 
 
-@pytest.mark.parametrize("xd,wd,out", [
-    (np.float32, np.float32, np.float32), (np.float64, np.float32, np.float64), (np.int64, np.float32, np.float64),
-    (bool, np.int32, np.float64), (np.float16, np.float32, np.float32),
+@pytest.mark.parametrize("xd,wd,out,pooled", [
+    (np.float32, np.float32, np.float32, np.float32), (np.float64, np.float32, np.float64, np.float64),
+    (np.int64, np.float32, np.float64, np.float64), (bool, np.int32, np.float64, np.float64),
+    (np.float16, np.float32, np.float32, np.float16), (np.float16, np.float16, np.float16, np.float16),
+    (np.float16, np.int8, np.float64, np.float16),
 ])
-def test_dtype_rules(xd, wd, out):
+def test_dtype_rules(xd, wd, out, pooled):
     y = convkit.conv(np.ones((1, 2, 5), dtype=xd), np.ones((3, 2, 2), dtype=wd))
     assert y.dtype == out
-    assert convkit.max_pool(np.ones((1, 2, 4), dtype=xd), 2).dtype == (out if xd != np.float64 else np.float64)
+    assert convkit.max_pool(np.ones((1, 2, 4), dtype=xd), 2).dtype == pooled
 
 
 def test_any_memory_order_and_negative_strides():
@@ -247,3 +249,86 @@ def test_deterministic_mode_gives_the_same_bits_on_any_thread_count(monkeypatch,
     monkeypatch.setenv("CONVKIT_DETERMINISTIC", "maybe")
     with pytest.raises(convkit.SpecError, match="CONVKIT_DETERMINISTIC must be 1 or 0"):
         convkit.get_deterministic()
+
+
+# -- weight_format ------------------------------------------------------------------------
+def test_pytorch_weight_with_channels_last_data_issue_14():
+    # x (4, 32, 32, 3) channels_last with a PyTorch-layout weight (8, 3, 3, 3): torch is the oracle.
+    torch = pytest.importorskip("torch")
+    x, w, b = ints(4, 32, 32, 3), ints(8, 3, 3, 3), ints(8)
+    want = torch.nn.functional.conv2d(torch.tensor(np.moveaxis(x, -1, 1)), torch.tensor(w), torch.tensor(b),
+                                      padding=1).numpy()
+    got = convkit.conv(x, w, b, padding="same", data_format="channels_last", weight_format="OI...")
+    assert got.shape == (4, 32, 32, 8)
+    np.testing.assert_array_equal(np.moveaxis(got, -1, 1), want)
+    # Without weight_format the documented default reads (*k, C_in, C_out), and says the shape fits both.
+    with pytest.warns(convkit.WeightFormatWarning, match=r"weight shape \(8, 3, 3, 3\) fits .* pass "
+                                                         r"weight_format='\.\.\.IO' or weight_format='OI\.\.\.'") as rec:
+        default = convkit.conv(x, w, padding="same", data_format="channels_last")
+    assert rec[0].filename == __file__  # the warning points at the caller's line
+    np.testing.assert_array_equal(default, convkit.conv(x, w, padding="same", data_format="channels_last",
+                                                        weight_format="...IO"))
+
+
+def test_no_weight_format_warning_when_only_one_reading_fits():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        convkit.conv(np.zeros((2, 10, 10, 3)), np.zeros((3, 3, 3, 96)), data_format="channels_last")
+        convkit.conv(np.zeros((2, 3, 10, 10)), np.zeros((96, 3, 3, 3)))  # channels_first never guesses
+        convkit.conv(np.zeros((1, 4, 4, 1)), np.ones((1, 1, 1, 1)), data_format="channels_last")  # same either way
+    with pytest.warns(convkit.WeightFormatWarning, match=r"conv_transpose: .* as \(\*k, C_out/groups, C_in\)"):
+        convkit.conv_transpose(np.zeros((1, 4, 4, 3)), np.zeros((3, 2, 2, 3)), data_format="channels_last")
+
+
+@pytest.mark.parametrize("layout,fmt", [("channels_first", "...IO"), ("channels_last", "OI...")])
+def test_weight_format_is_independent_of_the_data_layout(layout, fmt):
+    x, w, b = ints(2, 4, 7, 6), ints(6, 2, 3, 2), ints(6)  # channels_first, (O, I, *k)
+    kw = dict(groups=2, padding=((1, 0), (2, 1)), stride=(2, 1))
+    want = convkit.conv(x, w, b, **kw)
+    g = ints(*want.shape)
+    want_grads = convkit.conv_grad(g, x, w, **kw)
+    def user_w(a):  # (O, I, *k) -> (*k, I, O) for "...IO"
+        return a if fmt == "OI..." else np.moveaxis(np.moveaxis(a, 0, -1), 0, -2)
+
+    xu = x if layout == "channels_first" else np.moveaxis(x, 1, -1)
+    gu = g if layout == "channels_first" else np.moveaxis(g, 1, -1)
+    got = convkit.conv(xu, user_w(w), b, data_format=layout, weight_format=fmt, **kw)
+    np.testing.assert_array_equal(got if layout == "channels_first" else np.moveaxis(got, -1, 1), want)
+    grads = convkit.conv_grad(gu, xu, user_w(w), data_format=layout, weight_format=fmt, **kw)
+    np.testing.assert_array_equal(grads.weight, user_w(want_grads.weight))  # in the weight's own format
+    gi = grads.input if layout == "channels_first" else np.moveaxis(grads.input, -1, 1)
+    np.testing.assert_array_equal(gi, want_grads.input)
+    # Transposed convolution: its weight (C_in, C_out/groups, *k) or (*k, C_out/groups, C_in).
+    wt = ints(4, 3, 3, 2)
+    want_t = convkit.conv_transpose(x, wt, groups=2, stride=2)
+    wtu = user_w(wt)
+    got_t = convkit.conv_transpose(xu, wtu, groups=2, stride=2, data_format=layout, weight_format=fmt)
+    np.testing.assert_array_equal(got_t if layout == "channels_first" else np.moveaxis(got_t, -1, 1), want_t)
+    gt = convkit.conv_transpose_grad(np.ones_like(got_t), xu, wtu, groups=2, stride=2, data_format=layout,
+                                     weight_format=fmt).weight
+    assert gt.shape == wtu.shape
+
+
+# -- float16 --------------------------------------------------------------------------------
+def test_float16_computes_in_float32_and_returns_float16():
+    x, w, b = (rng.standard_normal(s).astype(np.float16) for s in ((2, 3, 9, 8), (4, 3, 3, 3), (4,)))
+    f32 = [a.astype(np.float32) for a in (x, w, b)]
+    y = convkit.conv(x, w, b, padding=1)
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(y, convkit.conv(*f32, padding=1).astype(np.float16))  # one rounding at the end
+    g = rng.standard_normal(y.shape).astype(np.float16)
+    grads = convkit.conv_grad(g, x, w, padding=1, padding_mode="symmetric")
+    want = convkit.conv_grad(g.astype(np.float32), *f32[:2], padding=1, padding_mode="symmetric")
+    for got, ref in zip(grads, want):
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got, ref.astype(np.float16))
+    assert convkit.conv_transpose(x, w.transpose(1, 0, 2, 3)).dtype == np.float16
+    p, idx = convkit.max_pool(x, 2, return_indices=True)
+    assert p.dtype == np.float16 and idx.dtype == np.int64
+    np.testing.assert_array_equal(p, convkit.max_pool(f32[0], 2).astype(np.float16))  # exact: a selection
+    for a in (convkit.avg_pool(x, 2), convkit.lp_pool(x, 2, 2), convkit.global_avg_pool(x),
+              convkit.max_unpool(p, idx, 2), convkit.max_pool_grad(p, x, 2), convkit.avg_pool_grad(p, x, 2)):
+        assert a.dtype == np.float16
+    # Mixed with float32 the result is float32, as numpy.result_type says.
+    assert convkit.conv(x, f32[1]).dtype == np.float32 == np.result_type(np.float16, np.float32)

@@ -102,8 +102,8 @@ def test_bench_callable_computes_what_the_api_computes():
                                           backend="numpy")
         else:
             w = inputs["w"].transpose(2, 3, 1, 0)
-            want = convkit.conv(x, w, padding=1, padding_mode="reflect", data_format="channels_last", flip=True,
-                                backend="numpy")
+            want = convkit.conv(x, w, padding=1, padding_mode="reflect", data_format="channels_last",
+                                weight_format="...IO", flip=True, backend="numpy")
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 

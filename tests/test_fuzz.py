@@ -63,9 +63,12 @@ def valid_cases(draw):
                        output_padding=draw(st.integers(0, 2)))
             return _convt_case(family, cfg, "fuzz", 0, "")
         if family.startswith("conv"):
+            mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "symmetric", "replicate", "circular",
+                                         "constant"]))
             cfg.update(groups=draw(st.integers(1, 3)), cpg=draw(st.integers(1, 3)), opg=draw(st.integers(1, 3)),
-                       bias=draw(st.booleans()), flip=draw(st.booleans()),
-                       padding_mode=draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"])),
+                       bias=draw(st.booleans()), flip=draw(st.booleans()), padding_mode=mode,
+                       pad_value=draw(st.sampled_from([-1.5, 2.0])) if mode == "constant" else 0.0,
+                       weight_format=draw(st.sampled_from(["OI...", "...IO"])),
                        padding=draw(st.one_of(st.integers(0, 3), st.just(_pairs(draw, d)),
                                               st.sampled_from(["valid", "same", "same_lower", "full", "causal"]))))
             return _conv_case(family, cfg, "fuzz", 0, "")
@@ -120,7 +123,7 @@ def invalid_calls(draw):
     bad_int = draw(st.integers(-3, 0))
     rule = draw(st.sampled_from([
         "stride", "dilation", "negative_padding", "padding_string", "padding_mode", "groups", "kernel_too_big",
-        "rank", "weight_rank", "complex", "object", "bias_shape", "reflect_too_wide", "output_padding",
+        "rank", "weight_rank", "complex", "object", "bias_shape", "pad_value_mode", "output_padding",
         "pool_padding", "divisor", "lp_norm", "data_format", "grad_shape", "unpool_indices", "kernel_size"]))
     table = {
         "stride": (SpecError, _conv(x, w, stride=bad_int)),
@@ -135,7 +138,9 @@ def invalid_calls(draw):
         "complex": (DTypeError, _conv(x.astype(complex), w)),
         "object": (DTypeError, _conv(x.astype(object), w)),
         "bias_shape": (ShapeError, lambda b: convkit.conv(x, w, np.ones(draw(st.integers(3, 5))), backend=b)),
-        "reflect_too_wide": (ShapeError, _conv(x, w, padding=size, padding_mode="reflect")),
+        "pad_value_mode": (SpecError, _conv(x, w, padding=size, pad_value=draw(st.sampled_from([-1, 0.5, 3])),
+                                            padding_mode=draw(st.sampled_from(["zeros", "reflect", "symmetric",
+                                                                               "replicate", "circular"])))),
         "output_padding": (SpecError, lambda b: convkit.conv_transpose(
             x, np.ones((c, 2) + (2,) * d), stride=2, output_padding=draw(st.integers(2, 4)), backend=b)),
         "pool_padding": (ShapeError, lambda b: convkit.max_pool(x, 2, padding=draw(st.integers(2, 4)), backend=b)),

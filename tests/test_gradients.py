@@ -60,7 +60,10 @@ CONV_FD = [
     dict(padding=((2, 1), (1, 0)), padding_mode="reflect"),
     dict(padding=1, padding_mode="replicate", stride=(1, 2)),
     dict(padding=((1, 2), (2, 1)), padding_mode="circular"),
-    dict(flip=True, padding=1, data_format="channels_last"),
+    dict(padding=((2, 1), (1, 3)), padding_mode="symmetric"),
+    dict(padding=((7, 5), (2, 9)), padding_mode="reflect"),  # wider than the input: reflects again
+    dict(padding=((3, 2), (0, 1)), padding_mode="constant", pad_value=-2.5),
+    dict(flip=True, padding=1, data_format="channels_last", weight_format="...IO"),
 ]
 
 
@@ -91,7 +94,7 @@ CONVT_FD = [
     dict(stride=(2, 3), dilation=(1, 2), padding=((1, 0), (0, 1))),
     dict(stride=2, output_shape=(9, 8)),
     dict(stride=2, padding="same"),
-    dict(groups=2, stride=2, data_format="channels_last"),
+    dict(groups=2, stride=2, data_format="channels_last", weight_format="...IO"),
 ]
 
 
@@ -153,7 +156,11 @@ ADJOINT_CONV = [
     dict(stride=2, padding=((2, 1), (0, 3)), dilation=(1, 2), groups=2),
     dict(padding="same", padding_mode="reflect"),
     dict(padding=((3, 0), (1, 2)), padding_mode="circular", stride=(3, 1)),
-    dict(padding="same_lower", padding_mode="replicate", stride=2, flip=True, data_format="channels_last"),
+    dict(padding=((30, 5), (9, 40)), padding_mode="symmetric", stride=(3, 1)),
+    dict(padding=((25, 26), (1, 22)), padding_mode="circular", dilation=2),
+    dict(padding=2, padding_mode="constant", pad_value=3.0),
+    dict(padding="same_lower", padding_mode="replicate", stride=2, flip=True, data_format="channels_last",
+         weight_format="...IO"),
 ]
 
 

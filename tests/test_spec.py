@@ -15,6 +15,12 @@ SPECS = [
              groups=2),
     ConvSpec(n=1, c_in=8, c_out=4, in_shape=(7, 7), kernel=(3, 3), stride=(2, 2), pads=((1, 1), (1, 1)),
              op="conv_transpose", output_padding=(1, 0)),
+    ConvSpec(n=1, c_in=2, c_out=2, in_shape=(3,), kernel=(2,), pads=((5, 4),), padding_mode="constant",
+             pad_value=-0.1, layout="channels_last", weight_format="OI..."),
+    ConvSpec(n=1, c_in=2, c_out=2, in_shape=(3, 3), kernel=(2, 2), pads=((5, 4), (0, 9)), padding_mode="symmetric",
+             weight_format="...IO"),
+    ConvSpec(n=1, c_in=8, c_out=4, in_shape=(7,), kernel=(3,), op="conv_transpose", layout="channels_last",
+             weight_format="OI..."),
     PoolSpec(kind="max", n=8, c=64, in_shape=(112, 112), kernel=(3, 3), stride=(2, 2), pads=((1, 1), (1, 1)),
              ceil_mode=True),
     PoolSpec(kind="avg", n=1, c=1, in_shape=(5, 5), kernel=(3, 3), count_include_pad=False, divisor_override=4,
@@ -37,7 +43,7 @@ def test_specs_are_frozen():
 
 def test_descriptor_omits_defaults():
     assert SPECS[0].descriptor == "conv2d_n2_c3_o8_i16x16_k5x5_p2"
-    assert SPECS[4].descriptor == "maxpool2d_n8_c64_i112x112_k3x3_s2_p1_ceil"
+    assert SPECS[7].descriptor == "maxpool2d_n8_c64_i112x112_k3x3_s2_p1_ceil"
 
 
 def test_descriptor_shorthand_expands_to_every_dim():
@@ -66,6 +72,18 @@ def test_canonical_is_what_kernels_receive():
     assert t.canonical().pads == ((0, 0),) and t.canonical().out_shape == (6,) and t.out_shape == (12,)
 
 
+def test_pad_value_and_weight_format_tokens():
+    assert SPECS[4].descriptor == "conv1d_n1_c2_o2_i3_k2_p5-4_mconstant_v-0.1_cl_woi"
+    assert SPECS[5].descriptor == "conv2d_n1_c2_o2_i3x3_k2x2_p5-4x0-9_msymmetric_wio"
+    # The canonical problem: zero pads around a pre-padded input, the weight as (O, I, *k).
+    k = SPECS[4].canonical()
+    assert (k.in_shape, k.padding_mode, k.pad_value, k.weight_format) == ((12,), "zeros", 0.0, "OI...")
+    assert SPECS[6].canonical().weight_format == "OI..."
+    # constant with 0 is zeros: one problem, one spec.
+    assert ConvSpec(n=1, c_in=1, c_out=1, in_shape=(3,), kernel=(2,), padding_mode="constant") == \
+        ConvSpec(n=1, c_in=1, c_out=1, in_shape=(3,), kernel=(2,))
+
+
 def test_flops_formula():
     spec = parse_descriptor("conv2d_n1_c64_o64_i56x56_k3x3_p1")
     assert spec.flops == 2 * 64 * 56 * 56 * 64 * 9
@@ -75,6 +93,8 @@ def test_flops_formula():
     ("", "non-empty"), ("pool2d_n1", "must start with"), ("conv2d_n1_c1_o1_i4x4", "missing token"),
     ("conv2d_n1_c1_o1_i4x4_k3x3_zz", "cannot read token 'zz'"), ("conv2d_n1_c1_o1_i4x4x4_k3x3", "has 3 dims"),
     ("conv2d_n1_c1_o1_i4x4_k3x3_mfoo", "unknown padding_mode 'foo'"), ("conv2d_n1_c1_o1_i4x4_k3x3_pa", "pads"),
+    ("conv2d_n1_c1_o1_i4x4_k3x3_mreflect_v2", "pad_value=2.0 is only used by padding_mode='constant'"),
+    ("conv2d_n1_c1_o1_i4x4_k3x3_mconstant_vx", "bad value in token 'vx'"),
 ])
 def test_bad_descriptors(bad, match):
     with pytest.raises(SpecError, match=match):

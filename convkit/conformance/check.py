@@ -127,7 +127,7 @@ def reference(case, cache: dict | None = None) -> tuple[dict, dict]:
     arrays = case.arrays()
     with np.errstate(all="ignore"):  # NaN/Inf cases: IEEE results are the point, not warnings
         ref = execute(case, arrays, "numpy")
-        terms = execute(case, tolerance.abs_inputs(case, arrays), "numpy")
+        terms = execute(tolerance.abs_case(case), tolerance.abs_inputs(case, arrays), "numpy")
     if cache is not None:
         cache[key] = (ref, terms)
     return ref, terms

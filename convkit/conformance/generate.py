@@ -19,6 +19,11 @@ Features that reach what small problems cannot:
   positive values, which a float32 running sum gets visibly wrong;
 - ``gradients``: small float64 problems whose gradients are checked against
   finite differences of the backend's own forward op.
+
+Every padding mode of :data:`convkit.spec.PADDING_MODES` gets ``padding_mode``
+cases with small, ``"same"`` and wider-than-the-input pads (which reflect,
+symmetric and circular padding repeat); ``weight_format`` cases pair each
+layout with the other weight format.
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ import numpy as np
 from ..conv import conv_spec, conv_transpose_spec
 from ..errors import ConvkitError
 from ..pool import pool_spec
+from ..spec import DEFAULT_WEIGHT_FORMAT, PADDING_MODES
 from .cases import make_case
 
 __all__ = ["generate"]
 
 _SIZES = {1: (4, 13), 2: (3, 9), 3: (2, 6)}
 _PAD_STRINGS = ("valid", "same", "same_lower", "full", "causal")
+#: The modes ``padding_mode`` cases cycle through: every one but the default.
+_MODES = tuple(m for m in PADDING_MODES if m != "zeros")
+#: Pad values of ``"constant"`` cases: dyadic, so integer-valued cases stay exact in float32.
+_PAD_VALUES = (-1.5, 2.0, 0.5)
 
 
 def _ints(rng, lo, hi, d):
@@ -164,15 +174,26 @@ def _suffix_padding(cfg):
 
 # -- convolution -------------------------------------------------------------------
 _CONV_FEATURES = ("basic", "dims", "dtype", "batch", "groups", "depthwise", "kernel", "stride", "dilation",
-                  "padding", "padding_str", "padding_mode", "layout", "flip", "bias", "memory", "mixed", "large",
-                  "nonfinite")
+                  "padding", "padding_str", "padding_mode", "layout", "weight_format", "flip", "bias", "memory",
+                  "mixed", "large", "nonfinite")
 
 
 def _conv_cfg(rng):
     cfg = _common(rng)
     cfg.update(groups=1, cpg=int(rng.integers(1, 4)), opg=int(rng.integers(1, 4)), padding_mode="zeros",
-               flip=False, bias=bool(rng.random() < 0.5))
+               pad_value=0.0, weight_format=None, flip=False, bias=bool(rng.random() < 0.5))
     return cfg
+
+
+def _set_mode(rng, cfg, mode):
+    cfg["padding_mode"] = mode
+    cfg["pad_value"] = _pick(rng, _PAD_VALUES) if mode == "constant" else 0.0
+
+
+def _weight_format(rng, cfg, i):
+    """The layout with the other weight format: channels_last with PyTorch's, channels_first with TF's."""
+    cfg["data_format"] = ("channels_last", "channels_first")[i % 2]
+    cfg["weight_format"] = ("OI...", "...IO")[i % 2]
 
 
 def _conv_feature(rng, cfg, feature, i):
@@ -197,9 +218,18 @@ def _conv_feature(rng, cfg, feature, i):
             cfg["kernel"] = (_pick(rng, (2, 4)),) * d  # even kernels tell same from same_lower
             cfg["stride"] = (1, 2, 3)[(i // 5) % 3] if i >= 5 else 2
     elif feature == "padding_mode":
-        cfg["padding_mode"] = ("reflect", "replicate", "circular")[i % 3]
-        cfg["padding"] = _asym_pairs(rng, d, 3) if i % 2 else "same"
+        # Every mode with small asymmetric pads and pads wider than the input (which repeat); "same" too
+        # in the full set.
+        _set_mode(rng, cfg, _MODES[i % len(_MODES)])
+        form = (i // len(_MODES)) % 4
+        if form % 2:
+            cfg["in_shape"] = _ints(rng, 1, 4, d)
+            cfg["padding"] = tuple((n + int(rng.integers(0, 3)), n + int(rng.integers(1, 4))) for n in cfg["in_shape"])
+            return "wide"
+        cfg["padding"] = _asym_pairs(rng, d, 3) if form == 0 else "same"
         cfg["in_shape"] = tuple(max(n, 3) for n in cfg["in_shape"])
+    elif feature == "weight_format":
+        _weight_format(rng, cfg, i)
     elif feature == "flip":
         cfg["flip"] = True
         cfg["kernel"] = _ints(rng, 2, 4, d)
@@ -208,10 +238,16 @@ def _conv_feature(rng, cfg, feature, i):
     elif feature == "mixed":
         cfg.update(groups=_pick(rng, (1, 2)), stride=_ints(rng, 1, 4, d), dilation=_ints(rng, 1, 3, d),
                    padding=_pick(rng, (_asym_pairs(rng, d), "same", "full", 1)), flip=bool(rng.random() < .5),
-                   padding_mode=_pick(rng, ("zeros", "zeros", "reflect", "replicate", "circular")),
                    data_format=_pick(rng, ("channels_first", "channels_last")),
+                   weight_format=_pick(rng, (None, "OI...", "...IO")),
                    memory=_pick(rng, ("contiguous", "noncontiguous", "negstride")))
+        _set_mode(rng, cfg, _pick(rng, ("zeros",) * 2 + _MODES))
     return ""
+
+
+def _weight_kw(cfg):
+    """The weight format of a case, always explicit (the layout's default when the feature leaves it open)."""
+    return cfg.get("weight_format") or DEFAULT_WEIGHT_FORMAT[cfg["data_format"]]
 
 
 def _conv_case(op, cfg, feature, seed, tag, check="reference"):
@@ -219,8 +255,10 @@ def _conv_case(op, cfg, feature, seed, tag, check="reference"):
     c_in, c_out = g * cfg["cpg"], g * cfg["opg"]
     cl = cfg["data_format"] == "channels_last"
     x = (cfg["n"], *cfg["in_shape"], c_in) if cl else (cfg["n"], c_in, *cfg["in_shape"])
-    w = (*cfg["kernel"], cfg["cpg"], c_out) if cl else (c_out, cfg["cpg"], *cfg["kernel"])
+    wf = _weight_kw(cfg)
+    w = (*cfg["kernel"], cfg["cpg"], c_out) if wf == "...IO" else (c_out, cfg["cpg"], *cfg["kernel"])
     kw = {k: cfg[k] for k in ("stride", "padding", "dilation", "groups", "padding_mode", "data_format", "flip")}
+    kw.update(pad_value=cfg.get("pad_value", 0.0), weight_format=wf)
     spec = conv_spec(x, w, bias=cfg["bias"] and op != "conv_grad", dtype=cfg["dtype"], **kw)
     if op in ("conv1d", "conv2d", "conv3d") and d != int(op[4]):
         raise ConvkitError("wrong rank for the wrapper")
@@ -236,13 +274,14 @@ def _conv_case(op, cfg, feature, seed, tag, check="reference"):
 
 # -- transposed convolution ------------------------------------------------------
 _CONVT_FEATURES = ("basic", "dims", "dtype", "batch", "groups", "stride", "dilation", "padding", "padding_str",
-                   "output_padding", "output_shape", "layout", "bias", "memory", "mixed", "large", "nonfinite")
+                   "output_padding", "output_shape", "layout", "weight_format", "bias", "memory", "mixed", "large",
+                   "nonfinite")
 
 
 def _convt_cfg(rng):
     cfg = _common(rng)
     cfg.update(groups=1, cpg=int(rng.integers(1, 4)), opg=int(rng.integers(1, 4)), output_padding=0,
-               output_shape=None, bias=bool(rng.random() < 0.5),
+               output_shape=None, weight_format=None, bias=bool(rng.random() < 0.5),
                in_shape=tuple(max(2, v - 2) for v in cfg["in_shape"]))
     return cfg
 
@@ -278,10 +317,13 @@ def _convt_feature(rng, cfg, feature, i):
         return "oshape" + "x".join(map(str, cfg["output_shape"]))
     elif feature == "bias":
         cfg["bias"] = True
+    elif feature == "weight_format":
+        _weight_format(rng, cfg, i)
     elif feature == "mixed":
         cfg.update(groups=_pick(rng, (1, 2)), stride=_ints(rng, 1, 4, d), dilation=_ints(rng, 1, 3, d),
                    padding=_pick(rng, (_asym_pairs(rng, d, 2), 1, 0)), bias=True,
                    data_format=_pick(rng, ("channels_first", "channels_last")),
+                   weight_format=_pick(rng, (None, "OI...", "...IO")),
                    memory=_pick(rng, ("contiguous", "noncontiguous", "negstride")))
         cfg["output_padding"] = tuple(int(rng.integers(0, max(s, dl))) for s, dl in
                                       zip(cfg["stride"], cfg["dilation"]))
@@ -293,8 +335,10 @@ def _convt_case(op, cfg, feature, seed, tag, check="reference"):
     c_in, c_out = g * cfg["cpg"], g * cfg["opg"]
     cl = cfg["data_format"] == "channels_last"
     x = (cfg["n"], *cfg["in_shape"], c_in) if cl else (cfg["n"], c_in, *cfg["in_shape"])
-    w = (*cfg["kernel"], cfg["opg"], c_in) if cl else (c_in, cfg["opg"], *cfg["kernel"])
+    wf = _weight_kw(cfg)
+    w = (*cfg["kernel"], cfg["opg"], c_in) if wf == "...IO" else (c_in, cfg["opg"], *cfg["kernel"])
     kw = {k: cfg[k] for k in ("stride", "padding", "output_padding", "dilation", "groups", "data_format")}
+    kw["weight_format"] = wf
     if cfg["output_shape"] is not None:
         kw["output_shape"] = cfg["output_shape"]
     spec = conv_transpose_spec(x, w, bias=cfg["bias"] and op == "conv_transpose", dtype=cfg["dtype"], **kw)
@@ -449,7 +493,7 @@ def _global_case(op, rng, seed, i, values=None, feature="basic", check="referenc
 
 # -- the draw ----------------------------------------------------------------------
 # Features with a fixed list of variants get at least one case per variant.
-_VARIANTS = {"padding_str": 5, "kernel": 4, "padding_mode": 3, "norm": 4, "batch": 3, "dims": 3, "padding": 3,
+_VARIANTS = {"padding_str": 5, "kernel": 4, "padding_mode": 2 * len(_MODES), "weight_format": 2, "norm": 4, "batch": 3, "dims": 3, "padding": 3,
              "large": 4, "ceil": 4, "ceil_pad": 6, "divisor": 6, "exclude_pad": 6}
 
 
@@ -525,7 +569,23 @@ _GRADIENT_OPS = (("conv", "conv"), ("conv_transpose", "convt"), ("max_pool", "ma
 
 
 def _gradient_cases(rng, seed, per_op):
-    """Small float64 problems (every feature mixed in) for the finite-difference checks."""
+    """Small float64 problems (every feature mixed in) for the finite-difference checks.
+
+    Convolutions also get one case per padding mode and pad form (a spread
+    of them in the quick set): the fold of the pads' gradient back onto the
+    input is the core's, and only finite differences check it.
+    """
+    forms = range(4 * len(_MODES)) if per_op > 2 else range(0, 2 * len(_MODES), 2)
+    for i in forms:
+        for _ in range(60):
+            cfg = _conv_cfg(rng)
+            try:
+                tag = _conv_feature(rng, cfg, "padding_mode", i)
+                cfg.update(dtype="float64", values="rand", in_shape=tuple(min(n, 5) for n in cfg["in_shape"]))
+                yield _conv_case("conv", cfg, "gradients", seed, tag, check="gradients")
+                break
+            except (ConvkitError, ValueError):
+                continue
     for op, family in _GRADIENT_OPS:
         made = 0
         for _ in range(60 * per_op):

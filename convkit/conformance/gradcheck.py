@@ -132,21 +132,35 @@ def check_gradients(op, arrays, gy=None, backend="numpy", h=1e-6, seed=0, direct
 
 
 def check_adjoint(op, arrays, gy=None, backend="numpy", seed=0, **kw) -> dict:
-    """``{name: (<op(arrays), gy>, <input, gradient>)}`` for every input ``op`` is linear in.
+    """``{name: (<op(a) - op(a with name zeroed), gy>, <input, gradient>)}`` for every input ``op`` is linear in.
 
     Convolutions are linear in ``x`` and in ``weight`` separately (the other
-    held fixed, no bias); average pooling and unpooling in ``x``; max
-    pooling is linear in ``x`` once its maxima are fixed, which the pair
-    ``max_pool`` / ``max_pool_grad`` on the same ``x`` does.
+    held fixed, no bias), or affine in ``x`` with a constant pad value (the
+    pads' contribution is ``op`` of a zero ``x``, subtracted); average
+    pooling and unpooling are linear in ``x``; max pooling is linear in ``x``
+    once its maxima are fixed, which the pair ``max_pool`` / ``max_pool_grad``
+    on the same ``x`` does.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> arrays = {"x": rng.standard_normal((1, 1, 4)), "weight": rng.standard_normal((1, 1, 2))}
+    >>> pairs = check_adjoint("conv", arrays, padding=3, padding_mode="constant", pad_value=2.0)
+    >>> max(max_rel_error(*p) for p in pairs.values()) < 1e-12
+    True
     """
     arrays = {k: v for k, v in arrays.items() if k != "bias"}
     y = forward(op, arrays, backend, **kw)
     if gy is None:
         gy = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
-    lhs = float(np.vdot(y.astype(np.float64), gy.astype(np.float64)))
+    gy64 = gy.astype(np.float64)
     grads = gradients(op, arrays, gy, backend, **kw)
-    return {name: (lhs, float(np.vdot(arrays[name].astype(np.float64), g.astype(np.float64))))
-            for name, g in grads.items()}
+    out = {}
+    for name, g in grads.items():
+        offset = forward(op, {**arrays, name: np.zeros_like(arrays[name])}, backend, **kw)
+        lhs = float(np.vdot(y.astype(np.float64) - offset.astype(np.float64), gy64))
+        out[name] = (lhs, float(np.vdot(arrays[name].astype(np.float64), g.astype(np.float64))))
+    return out
 
 
 def max_rel_error(a, b) -> float:

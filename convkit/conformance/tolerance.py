@@ -22,7 +22,8 @@ The policy (stated in full in https://convkit.readthedocs.io/en/latest/conforman
       factor * 2 * K * eps(dtype) * sum|terms|
 
   with ``factor`` the backend's ``error_bound_factor`` and ``sum|terms|``
-  computed by running the reference on ``|x|``, ``|w|``, ``|grad|``.
+  computed by running the reference on ``|x|``, ``|w|``, ``|grad|`` (and
+  ``|pad_value|``).
   ``K`` per output is given by :func:`accumulation_length`.
 
 Examples
@@ -36,12 +37,13 @@ True
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from ..ops import OPS
 
-__all__ = ["case_spec", "accumulation_length", "rule", "abs_inputs", "allowed_error", "compare", "eps",
+__all__ = ["case_spec", "accumulation_length", "rule", "abs_case", "abs_inputs", "allowed_error", "compare", "eps",
            "DIRECT_FACTOR_CAP", "effective_factor"]
 
 #: The largest ``error_bound_factor`` a direct algorithm may declare. The
@@ -114,8 +116,8 @@ def accumulation_length(case, output: str, spec=None) -> int:
         cpg, opg = spec.c_in // spec.groups, spec.c_out // spec.groups
         if op != "conv_grad":
             return cpg * taps + 1
-        if output == "input":  # non-zero padding modes fold up to 3 copies per dim back
-            return opg * taps * (3 ** spec.d if spec.padding_mode != "zeros" else 1)
+        if output == "input":  # padding modes that copy the input fold copies back: ceil(padded / n) per dim
+            return opg * taps * _copies(spec)
         return max(spec.n * math.prod(spec.out_shape), 1)
     if family == "conv_transpose":
         if op == "conv_transpose":
@@ -135,6 +137,16 @@ def accumulation_length(case, output: str, spec=None) -> int:
     return taps + 1  # avg pool gradient, max pool gradient (sums over the windows covering an input)
 
 
+def _copies(spec) -> int:
+    """How many padded positions one input position may be the source of (1: none but itself)."""
+    if spec.padding_mode in ("zeros", "constant"):
+        return 1
+    if spec.padding_mode == "replicate":  # an edge sample fills its whole pad
+        return math.prod(1 + lo + hi for lo, hi in spec.pads)
+    # reflect has the shortest period, 2 (n - 1), in which a sample appears at most twice.
+    return math.prod((n + lo + hi) // max(n - 1, 1) + 2 for n, (lo, hi) in zip(spec.in_shape, spec.pads))
+
+
 def _accurate_sum(k: int) -> int:
     """The length a pool's sum of ``k`` terms counts for: pools must sum in float64 or pairwise.
 
@@ -144,6 +156,14 @@ def _accurate_sum(k: int) -> int:
     half its value) fails the check.
     """
     return min(k, 2 * (math.ceil(math.log2(max(k, 2))) + 1))
+
+
+def abs_case(case):
+    """``case`` with the keywords its ``sum|terms|`` run takes: a constant pad value in absolute value too."""
+    kw = case.kw
+    if not kw.get("pad_value"):
+        return case
+    return replace(case, kwargs=tuple(sorted({**kw, "pad_value": abs(kw["pad_value"])}.items())))
 
 
 def abs_inputs(case, arrays: dict) -> dict:
