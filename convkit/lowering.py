@@ -119,7 +119,7 @@ def check_pad_mode(mode: str, in_shape, pads, op: str) -> None:
     """Raise if ``mode`` cannot produce ``pads`` from ``in_shape``: modes that copy the input need some.
 
     Pads wider than the input are fine: reflect, symmetric and circular
-    padding repeat as ``numpy.pad`` does (docs/spec.md).
+    padding repeat as ``numpy.pad`` does (https://convkit.readthedocs.io/en/latest/spec/#padding-modes).
     """
     if PADDING_MODES[mode].numpy == "constant":
         return
