@@ -92,37 +92,36 @@ def _ranges(bounds):
 def pad_global(x, pads, mode):
     """Channels_first dask ``x`` padded at its global edges with convkit's ``mode`` (lazily).
 
-    The padding is convkit's own (:func:`convkit.lowering.pad_mode`, whose
-    ``numpy.pad`` call dispatches to ``dask.array.pad``). ``dask.array.pad``
-    is wrong where a pad exceeds what one reflection or wrap covers, so each
-    dim is checked on an index array first; where dask disagrees with numpy,
-    the padded dim is gathered by index instead.
+    What each padded position holds comes from convkit's own padding,
+    :func:`convkit.lowering.pad_mode`, applied to an index array: where every
+    padded value is a copy of an input value (reflect, replicate, circular,
+    however far they wrap), the pads are gathered by index; otherwise (a
+    constant) ``pad_mode`` pads the dask array itself (``numpy.pad``
+    dispatches to ``dask.array.pad``, which is wrong past one reflection or
+    wrap, and slow on many chunks: hence the gather).
 
     Examples
     --------
     >>> import dask.array as da, numpy as np
     >>> x = da.from_array(np.arange(3.0).reshape(1, 1, 3), chunks=2)
-    >>> pad_global(x, ((5, 4),), "circular").compute()[0, 0].tolist()
-    [1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0]
+    >>> pad_global(x, ((2, 1),), "reflect").compute()[0, 0].tolist()
+    [2.0, 1.0, 0.0, 1.0, 2.0, 1.0]
     """
-    d = len(pads)
     for i, (lo, hi) in enumerate(pads):
         if not (lo or hi):
             continue
         axis, n = i + 2, x.shape[i + 2]
-        one = tuple((lo, hi) if j == i else (0, 0) for j in range(d))
-        probe = np.arange(n, dtype=np.float64).reshape((1, 1) + (1,) * i + (n,) + (1,) * (d - i - 1))
-        want = ln.pad_mode(probe, one, mode)
-        got = ln.pad_mode(da.from_array(probe, chunks=(1, 1) + (1,) * i + (x.chunks[axis],) + (1,) * (d - i - 1)),
-                          one, mode).compute(scheduler="sync")
-        if np.array_equal(got, want):
-            x = ln.pad_mode(x, one, mode)
+        index = np.arange(n, dtype=np.float64).reshape(1, 1, n)
+        src = ln.pad_mode(index, ((lo, hi),), mode)[0, 0]
+        if not np.array_equal(ln.pad_mode(index + 0.5, ((lo, hi),), mode)[0, 0], src + 0.5):
+            x = ln.pad_mode(x, tuple((lo, hi) if j == i else (0, 0) for j in range(len(pads))), mode)
             continue
-        src = want.ravel()
-        if not (np.all(src == np.round(src)) and np.all((src >= 0) & (src < n))):
-            raise SpecError(f"convkit.dask: padding_mode {mode!r} with pads {(lo, hi)} on a dim of size {n} is not "
-                            f"supported on dask arrays (dask.array.pad differs from numpy.pad there); use less padding")
-        x = da.take(x, src.astype(np.intp), axis=axis)
+        src = src.astype(np.intp)
+        parts = [da.take(x, src[:lo], axis=axis)] if lo else []
+        parts.append(x)
+        if hi:
+            parts.append(da.take(x, src[lo + n:], axis=axis))
+        x = da.concatenate(parts, axis=axis)
     return x
 
 
@@ -131,8 +130,9 @@ def fold_global(g, in_shape, pads, mode):
 
     Which input position each padded position copies (and with what weight)
     comes from convkit's own adjoint, :func:`convkit.lowering.unpad_mode_adjoint`,
-    applied to unit vectors; the dask array then gets one scatter-add per
-    padded position, dim by dim, in the order that function uses.
+    applied to unit vectors. Along each dim the input positions that receive
+    a copy become one-wide slabs with the copies added (in the order that
+    function adds them); the rest is the interior, untouched.
     """
     for i, (n, (lo, hi)) in enumerate(zip(in_shape, pads)):
         if not (lo or hi):
@@ -142,13 +142,23 @@ def fold_global(g, in_shape, pads, mode):
         unit = np.zeros((len(padded_at), 1, length))
         unit[np.arange(len(padded_at)), 0, padded_at] = 1.0
         into = ln.unpad_mode_adjoint(unit, (n,), ((lo, hi),), mode)[:, 0]  # (padded position, input position)
-        at = (slice(None),) * axis
-        out = g[at + (slice(lo, lo + n),)]
-        for row, p in enumerate(padded_at):
-            for t in np.flatnonzero(into[row]):
-                add = g[at + (p,)] if into[row, t] == 1 else g[at + (p,)] * into[row, t]
-                out[at + (int(t),)] = out[at + (int(t),)] + add
-        g = out
+
+        def slab(a, b):
+            return g[(slice(None),) * axis + (slice(a, b),)]
+
+        pieces, done = [], 0
+        for t in np.flatnonzero(into.any(axis=0)):
+            if t > done:
+                pieces.append(slab(lo + done, lo + t))
+            total = slab(lo + t, lo + t + 1)
+            for row, p in enumerate(padded_at):
+                if into[row, t]:
+                    total = total + (slab(p, p + 1) if into[row, t] == 1 else slab(p, p + 1) * into[row, t])
+            pieces.append(total)
+            done = t + 1
+        if done < n:
+            pieces.append(slab(lo + done, lo + n))
+        g = da.concatenate(pieces, axis=axis)
     return g
 
 
@@ -161,7 +171,10 @@ def _padded(x, spec):
     anchors = [edges(c) for c in x.chunks[2:]]
     if spec.padding_mode == "zeros":
         return x, spec.pads, anchors
-    return pad_global(x, spec.pads, spec.padding_mode), ((0, 0),) * spec.d, anchors
+    # The pads join the edge chunks (no thin chunks of pad only: fewer, larger tasks).
+    chunks = (*x.chunks[:2], *((c[0] + lo, *c[1:-1], c[-1] + hi) if len(c) > 1 else (c[0] + lo + hi,)
+                               for c, (lo, hi) in zip(x.chunks[2:], spec.pads)))
+    return pad_global(x, spec.pads, spec.padding_mode).rechunk(chunks), ((0, 0),) * spec.d, anchors
 
 
 def _forward_plan(x, pads, spec, anchors):
@@ -337,13 +350,14 @@ def conv_grad(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups
                                  False, spec.flip, run)
         gx = g.array(blocks, (xc.chunks[0], np.diff(pieces), *map(np.diff, own)), spec.dtype, "-input")
         if spec.padding_mode != "zeros":
-            gx = fold_global(gx, spec.in_shape, spec.pads, spec.padding_mode)
+            gx = fold_global(gx, spec.in_shape, spec.pads, spec.padding_mode).rechunk(
+                (gx.chunks[0], gx.chunks[1], *(tuple(np.diff(a)) for a in anchors)))
         gx = _user(gx, data_format)
     if "weight" in wrt:
         kw = dict(stride=spec.stride, dilation=spec.dilation, flip=spec.flip)
-        parts = []
+        parts, plan = [], _forward_plan(xc, pads, spec, anchors)
         for n0, n1 in _ranges(edges(xc.chunks[0])):
-            for _, wins in _grid(_forward_plan(xc, pads, spec, anchors)):
+            for _, wins in _grid(plan):
                 for pair in (p for chunk in pairs for p in chunk):
                     parts.append((partial(bk.weight_part, pair=pair, pads=tuple(w.pads for w in wins), kw=kw, **run),
                                   g.gather(gyc, [(n0, n1), (pair.o0, pair.o1), *((w.j0, w.j1) for w in wins)]),
