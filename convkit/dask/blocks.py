@@ -34,11 +34,11 @@ def adjoint_part(dy, w, *, pair, pads, transpose, flip, kw, starts, target, chan
     """
     if transpose:  # a conv_transpose weight (C_in, C_out/groups, *k)
         wsub = w[pair.i0:pair.i1, pair.col0:pair.col0 + pair.cols]
-        c0, c1 = pair.o0, pair.o1
+        c0 = pair.o0
     else:  # a conv weight (C_out, C_in/groups, *k) is the transposed conv's (C_in, C_out/groups, *k)
         wsub = w[pair.o0:pair.o1, pair.col0:pair.col0 + pair.cols]
         wsub = ln.flip_kernel(wsub) if flip else wsub
-        c0, c1 = pair.i0, pair.i1
+        c0 = pair.i0
     with use_num_threads(threads):
         local = convkit.conv_transpose(dy, wsub, padding=pads, groups=pair.groups, backend=backend, **kw)
     return place(local.astype(dtype, copy=False), starts, target, c0 - channel0)

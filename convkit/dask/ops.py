@@ -20,7 +20,7 @@ from convkit.config import _parse as _parse_threads
 from convkit.conv import ConvGrads, _check_bias, _check_wrt, conv_spec, conv_transpose_spec
 from convkit.dispatch import _parse as _parse_backend
 from convkit.dispatch import _requested
-from convkit.errors import ShapeError, SpecError
+from convkit.errors import ShapeError
 from convkit.pool import _layout_split, pool_spec
 
 from . import blocks as bk
@@ -458,9 +458,7 @@ def _global(kind, x, data_format, backend, threads):
     op = f"global_{kind}_pool"
     x = _array(x, "x", op)
     dtype = _dtype(op, x=x)
-    _layout_split(tuple(x.shape), data_format, op)
-    if data_format not in ("channels_first", "channels_last"):
-        raise SpecError(f"{op}: unknown data_format {data_format!r}")
+    _layout_split(tuple(x.shape), data_format, op)  # raises for a bad layout or rank, naming the op
     run = _run_with(backend, threads, op)
     xc = _cf(x, data_format)
     whole = all(len(c) == 1 for c in xc.chunks[2:])
