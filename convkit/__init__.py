@@ -14,7 +14,7 @@ Examples
 """
 
 from .backend import Backend, Capabilities, KERNELS
-from .config import get_deterministic, get_num_threads, set_deterministic, set_num_threads
+from .config import get_deterministic, get_num_threads, set_deterministic, set_num_threads, use_num_threads
 from .conv import (ConvGrads, conv, conv1d, conv2d, conv3d, conv_grad, conv_spec, conv_transpose,
                    conv_transpose_grad, conv_transpose_spec)
 from .dispatch import get_backend_setting, record, set_backend, use_backend
@@ -36,7 +36,7 @@ __all__ = [
     "get_num_threads", "set_deterministic",
     "global_avg_pool", "global_max_pool", "hookimpl", "lp_pool", "lp_pool_grad", "max_pool", "max_pool_grad",
     "max_unpool", "max_unpool_grad", "parse_descriptor", "pool_spec", "record", "register_plugin",
-    "set_backend", "set_num_threads", "unregister_plugin", "use_backend",
+    "set_backend", "set_num_threads", "unregister_plugin", "use_backend", "use_num_threads",
     "BackendDeclinedError", "BackendError", "BackendNotFoundError", "BackendUnavailableError", "ConvkitError",
     "DTypeError", "OutOfMemoryError", "PluginError", "ShapeError", "SpecError", "WeightFormatWarning",
 ]

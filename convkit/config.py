@@ -2,21 +2,26 @@
 
 ``CONVKIT_NUM_THREADS`` (read at call time) or :func:`set_num_threads` sets
 how many threads a backend kernel may use; the default is every core this
-process may run on. ``CONVKIT_DETERMINISTIC=1`` or :func:`set_deterministic`
-makes every result bit-identical whatever the thread count
+process may run on. :func:`use_num_threads` overrides both for a block of
+code in one thread (what a Dask worker thread running convkit needs).
+``CONVKIT_DETERMINISTIC=1`` or :func:`set_deterministic` makes every result
+bit-identical whatever the thread count
 (https://convkit.readthedocs.io/en/latest/spec/#determinism-threads-and-ctrl-c).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
 
 from .errors import SpecError
 
-__all__ = ["get_num_threads", "set_num_threads", "get_deterministic", "set_deterministic"]
+__all__ = ["get_num_threads", "set_num_threads", "use_num_threads", "get_deterministic", "set_deterministic"]
 
 _lock = threading.Lock()
+_context_threads: contextvars.ContextVar = contextvars.ContextVar("convkit_num_threads", default=None)
 _num_threads: int | None = None
 _deterministic: bool | None = None
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
@@ -40,13 +45,16 @@ def _parse(value, source: str) -> int:
 
 
 def get_num_threads() -> int:
-    """Threads a kernel may use: :func:`set_num_threads`, else ``CONVKIT_NUM_THREADS``, else the core count.
+    """Threads a kernel may use: :func:`use_num_threads`, else :func:`set_num_threads`, else ``CONVKIT_NUM_THREADS``, else the core count.
 
     Examples
     --------
     >>> get_num_threads() >= 1
     True
     """
+    ctx = _context_threads.get()
+    if ctx is not None:
+        return ctx
     if _num_threads is not None:
         return _num_threads
     env = os.environ.get("CONVKIT_NUM_THREADS", "").strip()
@@ -67,6 +75,23 @@ def set_num_threads(n: int | None) -> None:
     global _num_threads
     with _lock:
         _num_threads = None if n is None else _parse(n, "set_num_threads(n)")
+
+
+@contextlib.contextmanager
+def use_num_threads(n: int | None):
+    """Run the block with ``n`` backend threads (context-local: each thread sees its own); ``None`` changes nothing.
+
+    Examples
+    --------
+    >>> with use_num_threads(1):
+    ...     get_num_threads()
+    1
+    """
+    token = _context_threads.set(None if n is None else _parse(n, "use_num_threads(n)"))
+    try:
+        yield
+    finally:
+        _context_threads.reset(token)
 
 
 def get_deterministic() -> bool:
