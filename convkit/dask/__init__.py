@@ -10,7 +10,7 @@ with the same keywords as the in-memory ops, plus
 - ``threads``: backend threads per task, default 1, so a worker's threads
   times the backend's threads never oversubscribe its cores.
 
-How the blocks are cut (docs/dask.md): chunks along N are independent;
+How the blocks are cut (https://convkit.readthedocs.io/en/latest/dask/): chunks along N are independent;
 along the spatial dims each block reads the halo its windows need from its
 neighbours, its output boundaries are the input's divided by the stride
 (rounded up to it), and padding modes apply at the global array's edges;
