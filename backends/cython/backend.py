@@ -5,6 +5,10 @@ next to this one by the package's ``pip install``) hold the kernels; this
 module picks an algorithm per call and hands them the kernel context's
 arrays, thread count and a cached integer :class:`~.plan.Plan` of the spec.
 
+- Convolutions with ``c_in/groups >= 16`` run as an implicit GEMM: the input
+  zero padded (and split into its stride phases) once, then one BLAS call per
+  tap on a strided view of it, no im2col (the input gradient likewise on the
+  padded ``grad_y``, stride 1). Otherwise:
 - Convolutions with enough channels (``c_in/groups * taps >= 16`` and
   ``c_out/groups >= 4``) are cut into tiles; each OpenMP worker builds the
   im2col tile it needs in its own scratch and multiplies it with
@@ -149,7 +153,9 @@ class CythonBackend(Backend):
         # GEMM tiles and chunks are sized by the thread count, and BLAS rounds by tile: the
         # convolutions are reproducible only at a fixed thread count (the conformance suite showed it).
         thread_invariant=frozenset({"pool_forward", "pool_backward"}),
-        algorithm="Cython 3/OpenMP: im2col blocks x scipy BLAS sgemm/dgemm for channel-heavy convs (1x1 in place), "
+        algorithm="Cython 3/OpenMP: implicit GEMM (scipy BLAS sgemm/dgemm per tap on shifted views of the padded, "
+                  "stride-phase-split input) for channel-heavy convs, im2col blocks x BLAS for few input channels "
+                  "(1x1 in place), "
                   "vectorized direct loops for depthwise/tiny-channel convs and all pools; float64 sums",
     )
 

@@ -56,7 +56,8 @@ class NumbaBackend(Backend):
         threads=True,
         # Every reduction has a fixed order whatever the thread count (float64 partials per fixed chunk).
         thread_invariant=frozenset(KERNELS),
-        algorithm=("large convs: im2col blocks x BLAS (np.dot in the JIT); others: direct loops vectorized "
+        algorithm=("large convs: implicit GEMM (BLAS per tap on shifted views of the padded, stride-phase-split "
+                   "input; c_in/g >= 16) or im2col blocks x BLAS (np.dot in the JIT); others: direct loops vectorized "
                    "along rows; float64 sums for pools and the weight gradient"),
     )
 
