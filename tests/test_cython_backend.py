@@ -221,6 +221,54 @@ def test_inf_weight_meets_no_zero_pad(desc):
     assert not np.isnan(gw).any()
 
 
+# The implicit GEMM (shifted views of the padded, phase-split input; no im2col): stride 1 and 2,
+# dilation, asymmetric pads, groups, 1-3 d, chunks that split rows, and the 1x1 stride-2 subsample.
+IMPLICIT = ["conv2d_n2_c16_o16_i13x17_k3x5_d2_p2-1x3-0", "conv2d_n1_c32_o16_i14x15_k3x3_s2_p1",
+            "conv2d_n2_c32_o24_g2_i9x11_k2x3_s3x2_p1-0x0-2", "conv3d_n2_c16_o8_i5x6x7_k3x3x3_s2x1x2_p1",
+            "conv1d_n3_c16_o16_i700_k3_d2_p2", "conv2d_n1_c16_o8_i9x9_k1x1_s2", "conv2d_n1_c16_o16_i40x40_k3x3_p1_f64"]
+
+
+@pytest.mark.parametrize("desc", IMPLICIT)
+def test_implicit_gemm_matches_the_reference_exactly(desc, monkeypatch):
+    spec = parse_descriptor(desc)
+    conv, used = cy.load()["conv"], []
+    for name in ("implicit_forward", "implicit_backward_weight"):
+        f = getattr(conv, name)
+        monkeypatch.setattr(conv, name, lambda *a, f=f, name=name: (used.append(name), f(*a))[1])
+    rng = np.random.default_rng(3)
+    x, w = ints(rng, spec.x_shape, spec.dtype), ints(rng, spec.w_shape, spec.dtype)
+    b, gy = ints(rng, (spec.c_out,), spec.dtype), ints(rng, spec.y_shape, spec.dtype)
+    for nt in (1, 2):
+        np.testing.assert_array_equal(run("conv_forward", spec, num_threads=nt, x=x, w=w, bias=b)[0],
+                                      ref.conv_forward(x, w, b, spec))
+        np.testing.assert_array_equal(run("conv_backward_input", spec, num_threads=nt, grad_y=gy, w=w)[0],
+                                      ref.conv_backward_input(gy, w, spec))
+        np.testing.assert_array_equal(run("conv_backward_weight", spec, num_threads=nt, grad_y=gy, x=x)[0],
+                                      ref.conv_backward_weight(gy, x, spec))
+    # forward and weight gradient always; the input gradient (a forward on grad_y) for stride 1
+    assert used.count("implicit_backward_weight") == 2
+    assert used.count("implicit_forward") == (4 if set(spec.stride) == {1} else 2)
+
+
+def test_implicit_gemm_non_finite_operands_take_the_exact_paths():
+    # Inf weights would meet grad_y's / x's zero pads, and an Inf in x at the right edge is read by
+    # the wide grid's garbage columns (times a zero grad_y) for the weight gradient.
+    spec = parse_descriptor("conv2d_n1_c16_o8_i7x9_k3x3_p1_f64")
+    rng = np.random.default_rng(4)
+    x, w = ints(rng, spec.x_shape, spec.dtype), ints(rng, spec.w_shape, spec.dtype)
+    gy = ints(rng, spec.y_shape, spec.dtype)
+    w[0, 0, 0, 0] = np.inf
+    x[0, 3, 2, 8] = np.inf
+    with np.errstate(invalid="ignore"):  # the brute-force loops meet 0 * inf too
+        want_y, want_gw = _brute_conv(x, w, spec), _brute_conv(x, None, spec, grad_y=gy)
+    np.testing.assert_array_equal(run("conv_forward", spec, x=x, w=w, bias=None)[0], want_y)
+    np.testing.assert_array_equal(run("conv_backward_input", spec, grad_y=gy, w=w)[0],
+                                  ref.conv_backward_input(gy, w, spec))
+    gw = run("conv_backward_weight", spec, grad_y=gy, x=x)[0]
+    np.testing.assert_array_equal(gw, want_gw)
+    assert np.isfinite(gw[:, 3, :, 0]).all()  # tap kw=0 never reads the last input column
+
+
 @pytest.mark.parametrize("desc", ["conv2d_n4_c8_o8_i128x128_k3x3_p1",       # GEMM tiles
                                   "conv2d_n4_c4_o4_g4_i128x128_k3x3_p1"])   # direct, blocked lanes
 def test_float32_weight_gradient_accumulates_long_reductions_accurately(desc):

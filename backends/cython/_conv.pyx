@@ -453,3 +453,218 @@ def backward_weight_gemm(plan, const real[::1] gy, const real[::1] x, real[::1] 
                 s = s + accs[k, i]
             gw[i] = <real>s
     _raise_if_cancelled()
+
+
+# -- implicit GEMM over shifted views (no im2col) --------------------------------
+# The source planes (x, or grad_y for the input gradient) are zero padded once
+# into `src`, each channel split into its stride phases: phase image
+# (a, b, c) of a channel holds the padded input at positions s*q + residue,
+# for the residues (k*dil mod s) the taps use (stride 1: one phase, the padded
+# plane). An output position (od, oh, ow) then reads, for tap (kd, kh, kw), its
+# phase image at (od + qd, oh + qh, ow + qw), q = (k*dil) // s: flat index
+# j + off[tap] with j = (od*Qh + oh)*Qw + ow. So over the "wide" grid of Qw
+# columns per output row every tap is one GEMM on a strided view of src:
+#   Y_wide (cout/g x L) += W_tap (cout/g x cin/g) @ src_g[:, off : off + L]
+# (leading dimension P, a channel's elements), K = cin/g. The Qw - OW columns
+# past each row's end are garbage (they wrap into the next row) and are
+# dropped when copying out. A task is a chunk of one (n, group, od) plane's
+# wide range, which ends at (OH-1)*Qw + OW: the last tap then reads exactly up
+# to its phase image's end.
+cdef struct Imp:
+    Py_ssize_t n, cin, cout, groups, cig, cog, taps
+    Py_ssize_t Dp, Hp, Wp, OD, OH, OW
+    Py_ssize_t P  # elements per source channel (all its phase images)
+    Py_ssize_t chunk, nchunks  # wide positions per task, tasks per (n, group, od)
+    const int64_t* off
+
+
+cdef Imp make_imp(Py_ssize_t[::1] v, const int64_t[::1] off):
+    cdef Imp q
+    q.n, q.cin, q.cout, q.groups = v[0], v[1], v[2], v[3]
+    q.cig, q.cog = q.cin // q.groups, q.cout // q.groups
+    q.Dp, q.Hp, q.Wp, q.OD, q.OH, q.OW = v[4], v[5], v[6], v[7], v[8], v[9]
+    q.chunk = v[10]
+    q.P = v[11]
+    q.taps = off.shape[0]
+    q.nchunks = ((q.OH - 1) * q.Wp + q.OW + q.chunk - 1) // q.chunk
+    q.off = &off[0]
+    return q
+
+
+def gather_phases(const real[::1] src, real[::1] dst, Py_ssize_t planes, Py_ssize_t[::1] dims,
+                  Py_ssize_t[::1] res, int nthreads):
+    """The implicit GEMM's source: each plane of ``src`` split into its stride phases, zero padded.
+
+    ``dims`` = ``D, H, W`` (``src`` planes), ``pd, ph, pw`` (low pads), ``sd, sh, sw``
+    (strides), ``Qd, Qh, Qw`` (phase image), ``nd, nh, nw`` (residues used per dim);
+    ``res`` the residues (``nd`` then ``nh`` then ``nw``). ``dst[p, (a*nh + b)*nw + c, qd, qh, qw]
+    = src[p, sd*qd + res_d[a] - pd, sh*qh + res_h[b] - ph, sw*qw + res_w[c] - pw]`` inside ``src``,
+    zero elsewhere. Stride 1 (one residue 0 per dim) is a plain zero pad. One phase-image row per
+    iteration; polls the cancellation flag per row (first touch of a large fresh buffer can take a second).
+    """
+    cdef Py_ssize_t D = dims[0], H = dims[1], W = dims[2], pd = dims[3], ph = dims[4], pw = dims[5]
+    cdef Py_ssize_t sd = dims[6], sh = dims[7], sw = dims[8], Qd = dims[9], Qh = dims[10], Qw = dims[11]
+    cdef Py_ssize_t nd = dims[12], nh = dims[13], nw = dims[14], nph = nd * nh * nw
+    cdef Py_ssize_t r, p, f, d, h, i, qa, qb, rw, q
+    cdef real* o
+    cdef const real* s
+    with nogil:
+        for r in prange(planes * nph * Qd * Qh, num_threads=nthreads, schedule="static"):
+            if convkit_cy_cancelled():
+                continue
+            q = r // Qh
+            f = (q // Qd) % nph  # phase (a*nh + b)*nw + c
+            p = q // (Qd * nph)
+            h = sh * (r % Qh) + res[nd + (f // nw) % nh] - ph
+            d = sd * (q % Qd) + res[f // (nw * nh)] - pd
+            rw = res[nd + nh + f % nw] - pw
+            o = &dst[0] + r * Qw
+            qa = Qw
+            qb = Qw
+            if 0 <= d < D and 0 <= h < H:
+                # valid qw: 0 <= sw*qw + rw < W
+                qa = 0 if rw >= 0 else (-rw + sw - 1) // sw
+                qb = (W - rw + sw - 1) // sw if W > rw else 0
+                if qb > Qw:
+                    qb = Qw
+                if qa > qb:
+                    qa = qb
+                s = &src[0] + ((p * D + d) * H + h) * W
+                if sw == 1:
+                    for i in range(qa, qb):
+                        o[i] = s[i + rw]
+                else:
+                    for i in range(qa, qb):
+                        o[i] = s[i * sw + rw]
+            else:
+                qa = 0
+                qb = 0
+            for i in range(qa):
+                o[i] = 0
+            for i in range(qb, Qw):
+                o[i] = 0
+    _raise_if_cancelled()
+
+
+cdef void _imp_fwd_task(const Imp* q, const real* src, const real* wt, const real* bias, real* y, real* buf,
+                        Py_ssize_t t) noexcept nogil:
+    # One chunk [j0, j1) of plane (n, grp, od): buf (cog x L) = sum_taps W_tap @ src view, then the
+    # valid columns (+ bias) into y.
+    cdef Py_ssize_t blk = t % q.nchunks, od = (t // q.nchunks) % q.OD
+    cdef Py_ssize_t grp = (t // (q.nchunks * q.OD)) % q.groups, n = t // (q.nchunks * q.OD * q.groups)
+    cdef Py_ssize_t P = q.P, Lw = (q.OH - 1) * q.Wp + q.OW
+    cdef Py_ssize_t j0 = blk * q.chunk, j1, L, tap, oc, oh, a, b, ow
+    cdef const real* sg = src + (n * q.cin + grp * q.cig) * P + od * q.Hp * q.Wp
+    cdef real* yp
+    cdef real* bp
+    cdef real bv
+    if convkit_cy_cancelled():
+        return
+    j1 = j0 + q.chunk if j0 + q.chunk < Lw else Lw
+    L = j1 - j0
+    for tap in range(q.taps):
+        _gemm(c'N', c'N', <int>L, <int>q.cog, <int>q.cig, sg + j0 + q.off[tap], <int>P,
+              wt + (grp * q.taps + tap) * q.cog * q.cig, <int>q.cig, 0 if tap == 0 else 1, buf, <int>L)
+    for oc in range(q.cog):
+        bv = bias[grp * q.cog + oc] if bias != NULL else 0
+        yp = y + ((n * q.cout + grp * q.cog + oc) * q.OD + od) * q.OH * q.OW
+        bp = buf + oc * L - j0
+        for oh in range(j0 // q.Wp, (j1 - 1) // q.Wp + 1):
+            a = j0 - oh * q.Wp if j0 > oh * q.Wp else 0
+            b = j1 - oh * q.Wp if j1 - oh * q.Wp < q.OW else q.OW
+            for ow in range(a, b):
+                yp[oh * q.OW + ow] = bp[oh * q.Wp + ow] + bv
+
+
+def implicit_forward(Py_ssize_t[::1] v, const int64_t[::1] off, const real[::1] src, const real[::1] wt,
+                     const real[::1] bias, bint has_bias, real[::1] y, real[:, ::1] bufs, int nthreads):
+    """Convolution of the phase-split padded ``src`` by implicit GEMM (see above); writes all of ``y``.
+
+    ``v`` = ``n, c_in, c_out, groups, Qd, Qh, Qw, OD, OH, OW, chunk, P`` (phase image, output grid,
+    elements per source channel); ``off[tap]`` the tap's offset in a source channel; ``wt``
+    ``(groups, taps, c_out/g, c_in/g)``; ``bufs`` ``(nthreads, c_out/g * chunk)``.
+    """
+    cdef Imp q = make_imp(v, off)
+    cdef Py_ssize_t t, tasks = q.n * q.groups * q.OD * q.nchunks
+    cdef const real* bp = &bias[0] if has_bias else NULL
+    with nogil:
+        _blas_single()
+        with parallel(num_threads=nthreads):
+            for t in prange(tasks, schedule="dynamic"):
+                _imp_fwd_task(&q, &src[0], &wt[0], bp, &y[0], &bufs[threadid(), 0], t)
+    _raise_if_cancelled()
+
+
+cdef void _imp_wgt_task(const Imp* q, const real* src, const real* gy, real* gbuf, real* part, double* acc,
+                        Py_ssize_t t) noexcept nogil:
+    # acc[grp, oc, ci, tap] += sum over the chunk's valid positions of gy * src view: one GEMM per
+    # tap with K = chunk positions (float32 partial sums of at most `chunk` products), grad_y laid out
+    # on the wide grid with zeros in the garbage columns.
+    cdef Py_ssize_t blk = t % q.nchunks, od = (t // q.nchunks) % q.OD
+    cdef Py_ssize_t grp = (t // (q.nchunks * q.OD)) % q.groups, n = t // (q.nchunks * q.OD * q.groups)
+    cdef Py_ssize_t P = q.P, Lw = (q.OH - 1) * q.Wp + q.OW, OP = q.OD * q.OH * q.OW
+    cdef Py_ssize_t j0 = blk * q.chunk, j1, L, tap, oc, ci, oh, a, b, ow, i
+    cdef const real* sg = src + (n * q.cin + grp * q.cig) * P + od * q.Hp * q.Wp
+    cdef const real* gp
+    cdef const real* gop
+    cdef real* dst
+    cdef int ldg
+    cdef double* ab
+    cdef real* pt
+    if convkit_cy_cancelled():
+        return
+    j1 = j0 + q.chunk if j0 + q.chunk < Lw else Lw
+    L = j1 - j0
+    gp = gy + (n * q.cout + grp * q.cog) * OP + od * q.OH * q.OW
+    if q.Wp == q.OW:
+        gop = gp + j0  # no garbage columns: grad_y is the operand in place
+        ldg = <int>OP
+    else:
+        for oc in range(q.cog):
+            dst = gbuf + oc * L - j0
+            for oh in range(j0 // q.Wp, (j1 - 1) // q.Wp + 1):
+                a = j0 - oh * q.Wp if j0 > oh * q.Wp else 0
+                b = j1 - oh * q.Wp if j1 - oh * q.Wp < q.Wp else q.Wp
+                for ow in range(a, b if b < q.OW else q.OW):
+                    dst[oh * q.Wp + ow] = gp[oc * OP + oh * q.OW + ow]
+                for ow in range(q.OW if a < q.OW else a, b):
+                    dst[oh * q.Wp + ow] = 0
+        gop = gbuf
+        ldg = <int>L
+    for tap in range(q.taps):
+        _gemm(c'T', c'N', <int>q.cig, <int>q.cog, <int>L, sg + j0 + q.off[tap], <int>P, gop, ldg, 0,
+              part + tap * q.cog * q.cig, <int>q.cig)
+    ab = acc + grp * q.cog * q.cig * q.taps
+    for oc in range(q.cog):
+        for ci in range(q.cig):
+            pt = part + oc * q.cig + ci
+            i = (oc * q.cig + ci) * q.taps
+            for tap in range(q.taps):
+                ab[i + tap] += pt[tap * q.cog * q.cig]
+
+
+def implicit_backward_weight(Py_ssize_t[::1] v, const int64_t[::1] off, const real[::1] src, const real[::1] gy,
+                             real[::1] gw, real[:, ::1] gbufs, real[:, ::1] parts, double[:, ::1] accs,
+                             int nthreads):
+    """Weight gradient by implicit GEMM on the phase-split ``src``; per-thread float64 sums in thread order.
+
+    ``gbufs`` ``(nthreads, c_out/g * chunk)``, ``parts`` ``(nthreads, taps * c_out/g * c_in/g)``,
+    ``accs`` ``(nthreads, c_out * c_in/g * taps)`` zeros. Static schedule: the same tasks per
+    thread on every call, so results repeat bit for bit at a given thread count.
+    """
+    cdef Imp q = make_imp(v, off)
+    cdef Py_ssize_t t, tasks = q.n * q.groups * q.OD * q.nchunks, i, k, m = q.cout * q.cig * q.taps
+    cdef Py_ssize_t nacc = accs.shape[0]
+    cdef double s
+    with nogil:
+        _blas_single()
+        with parallel(num_threads=nthreads):
+            for t in prange(tasks, schedule="static"):
+                _imp_wgt_task(&q, &src[0], &gy[0], &gbufs[threadid(), 0], &parts[threadid(), 0],
+                              &accs[threadid(), 0], t)
+        for i in prange(m, num_threads=nthreads, schedule="static"):
+            s = 0
+            for k in range(nacc):
+                s = s + accs[k, i]
+            gw[i] = <real>s
+    _raise_if_cancelled()

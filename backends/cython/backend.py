@@ -5,6 +5,10 @@ next to this one by the package's ``pip install``) hold the kernels; this
 module picks an algorithm per call and hands them the kernel context's
 arrays, thread count and a cached integer :class:`~.plan.Plan` of the spec.
 
+- Convolutions with ``c_in/groups >= 16`` run as an implicit GEMM: the input
+  zero padded (and split into its stride phases) once, then one BLAS call per
+  tap on a strided view of it, no im2col (the input gradient likewise on the
+  padded ``grad_y``, stride 1). Otherwise:
 - Convolutions with enough channels (``c_in/groups * taps >= 16`` and
   ``c_out/groups >= 4``) are cut into tiles; each OpenMP worker builds the
   im2col tile it needs in its own scratch and multiplies it with
@@ -21,6 +25,7 @@ arrays, thread count and a cached integer :class:`~.plan.Plan` of the spec.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import threading
 
@@ -46,6 +51,11 @@ TILE_MIN = 64
 #: sum joins the float64 accumulator.
 WGRAD_TILE_CAP = 4096
 _INT32_MAX = 2**31 - 1
+#: Implicit GEMM (stride 1): each tap's GEMM reduces over c_in/groups, so it needs this many.
+IMPLICIT_MIN_CIG = 16
+#: Elements of one thread's output block of the implicit GEMM (c_out/groups x chunk): about L2.
+IMPLICIT_BUDGET = 1 << 16
+IMPLICIT_MIN_CHUNK = 256
 #: libgomp's idle spin count unless the user set one (as the c backend does):
 #: the default 300000 spins keep idle OpenMP threads on the cores after every
 #: parallel region, slowing whatever runs next (other libraries' threads).
@@ -143,7 +153,9 @@ class CythonBackend(Backend):
         # GEMM tiles and chunks are sized by the thread count, and BLAS rounds by tile: the
         # convolutions are reproducible only at a fixed thread count (the conformance suite showed it).
         thread_invariant=frozenset({"pool_forward", "pool_backward"}),
-        algorithm="Cython 3/OpenMP: im2col blocks x scipy BLAS sgemm/dgemm for channel-heavy convs (1x1 in place), "
+        algorithm="Cython 3/OpenMP: implicit GEMM (scipy BLAS sgemm/dgemm per tap on shifted views of the padded, "
+                  "stride-phase-split input) for channel-heavy convs, im2col blocks x BLAS for few input channels "
+                  "(1x1 in place), "
                   "vectorized direct loops for depthwise/tiny-channel convs and all pools; float64 sums",
     )
 
@@ -179,6 +191,72 @@ class CythonBackend(Backend):
             per += nt - (outer * per) % nt if outer * per < 8 * nt else 0
         return max(1, -(-ohw // max(per, 1)))
 
+    # -- implicit GEMM (BLAS on shifted views) -----------------------------------
+    @staticmethod
+    def _implicit(plan, kernel: str):
+        """Geometry of the implicit GEMM for ``kernel``, or None when it does not apply.
+
+        A dict: ``base`` (source planes: x, or grad_y for the input gradient),
+        ``lo`` (its low pads), ``stride``, ``res`` (per dim the residues
+        ``k*dil mod stride`` the taps use), ``q`` (phase image) and ``out``
+        (output grid) sizes, ``off`` (per tap, its offset in a source channel)
+        and ``P`` (elements per source channel). The input gradient is the
+        same computation on grad_y with the flipped kernel, for stride 1 only.
+        """
+        cpg, opg = int(plan.ints[3]), int(plan.ints[4])
+        if plan.is_pointwise:
+            return None
+        reach = [(kk - 1) * dl for kk, dl in zip(plan.kernel, plan.dilation)]
+        if kernel == "conv_backward_input":
+            if set(plan.stride) != {1} or opg < IMPLICIT_MIN_CIG or cpg < GEMM_MIN_COLS:
+                return None
+            lo = tuple(r - p for r, p in zip(reach, plan.pad_lo))
+            base, out, stride = plan.out_shape, plan.in_shape, (1, 1, 1)
+        else:
+            if cpg < IMPLICIT_MIN_CIG or opg < GEMM_MIN_COLS:
+                return None
+            lo, base, out, stride = plan.pad_lo, plan.in_shape, plan.out_shape, plan.stride
+        res = [sorted({(k * dl) % s for k in range(kk)}) for kk, dl, s in zip(plan.kernel, plan.dilation, stride)]
+        q = tuple(o + r // s for o, r, s in zip(out, reach, stride))
+        P = math.prod(len(r) for r in res) * math.prod(q)
+        if P > _INT32_MAX:
+            return None  # BLAS leading dimensions are int32
+        per = [[(res[i].index((k * dl) % s), (k * dl) // s) for k in range(kk)]
+               for i, (kk, dl, s) in enumerate(zip(plan.kernel, plan.dilation, stride))]
+        nh, nw = len(res[1]), len(res[2])
+        off = np.array([((a * nh + b) * nw + c) * math.prod(q) + (qd * q[1] + qh) * q[2] + qw
+                        for a, qd in per[0] for b, qh in per[1] for c, qw in per[2]], dtype=np.int64)
+        return dict(base=tuple(base), lo=tuple(lo), stride=tuple(stride), res=res, q=q, out=tuple(out), off=off, P=P)
+
+    @staticmethod
+    def _implicit_src(m, a, n_planes, imp, nt):
+        """``a``'s planes split into stride phases and zero padded (flat); ``a`` itself when that is the identity."""
+        if imp["q"] == imp["base"] and not any(imp["lo"]) and imp["stride"] == (1, 1, 1):
+            return _flat(a)
+        buf = np.empty(n_planes * imp["P"], dtype=a.dtype)
+        dims = np.array([*imp["base"], *imp["lo"], *imp["stride"], *imp["q"], *(len(r) for r in imp["res"])],
+                        dtype=np.intp)
+        m.gather_phases(_flat(a), buf, n_planes, dims, np.array([r for rs in imp["res"] for r in rs], np.intp), nt)
+        return buf
+
+    @staticmethod
+    def _implicit_args(plan, cin, cout, imp, cog, nt, cap=None):
+        """``(v, chunk)`` for the compiled implicit kernels: sizes and the chunk of wide positions per task."""
+        n, g = int(plan.ints[0]), int(plan.ints[5])
+        _, Qh, Qw = imp["q"]
+        OD, OH, OW = imp["out"]
+        wide = (OH - 1) * Qw + OW
+        chunk = max(IMPLICIT_MIN_CHUNK, IMPLICIT_BUDGET // max(cog, 1))
+        if cap is not None:
+            chunk = min(chunk, cap)
+        per = -(-wide // chunk)
+        outer = n * g * OD
+        if (outer * per) % nt and outer * per < 8 * nt:
+            per += nt - (outer * per) % nt
+        chunk = max(1, -(-wide // per))
+        v = np.array([n, cin, cout, g, *imp["q"], OD, OH, OW, chunk, imp["P"]], dtype=np.intp)
+        return v, chunk
+
     def _gemm_threads(self, nt: int) -> int:
         # Without control of the BLAS pool, its threads must not run inside
         # ours: one worker, BLAS threads as the library likes.
@@ -194,6 +272,15 @@ class CythonBackend(Backend):
         rows = self._gemm_rows(plan)
         if rows and m.all_finite(_flat(w), nt):
             nt = self._gemm_threads(nt)
+            imp = self._implicit(plan, "conv_forward")
+            if imp is not None:
+                n, c, co, cpg, opg, g = (int(v) for v in plan.ints[:6])
+                xs = self._implicit_src(m, x, n * c, imp, nt)
+                v, chunk = self._implicit_args(plan, c, co, imp, opg, nt)
+                wt = np.ascontiguousarray(w.reshape(g, opg, cpg, plan.taps).transpose(0, 3, 1, 2))
+                m.implicit_forward(v, imp["off"], xs, _flat(wt), b, has_bias, out, _per_thread(nt, opg * chunk, x.dtype),
+                                   nt)
+                return
             tile = self._tile(plan, rows, nt)
             cols = _per_thread(nt, 0 if plan.is_pointwise else rows * tile, dtype=x.dtype)
             m.forward_gemm(plan, _flat(x), _flat(w), b, has_bias, out, cols, tile, nt)
@@ -209,6 +296,17 @@ class CythonBackend(Backend):
         # Pad-safe with any weights: col2im drops the entries of pad positions.
         if rows:
             nt = self._gemm_threads(nt)
+            imp = self._implicit(plan, "conv_backward_input")
+            # The implicit GEMM multiplies grad_y's zero pads by the weights: finite weights only.
+            if imp is not None and m.all_finite(_flat(w), nt):
+                n, c, co, cpg, opg, g = (int(v) for v in plan.ints[:6])
+                gs = self._implicit_src(m, grad_y, n * co, imp, nt)
+                v, chunk = self._implicit_args(plan, co, c, imp, cpg, nt)
+                # Flipped taps, channels transposed: (groups, taps, c_in/g, c_out/g).
+                wt = np.ascontiguousarray(w.reshape(g, opg, cpg, plan.taps)[..., ::-1].transpose(0, 3, 2, 1))
+                m.implicit_forward(v, imp["off"], gs, _flat(wt), np.zeros(0, w.dtype), False, out,
+                                   _per_thread(nt, cpg * chunk, w.dtype), nt)
+                return
             cpg, outer = int(plan.ints[3]), int(plan.ints[0]) * int(plan.ints[5])
             chunks = min(cpg, max(1, -(-4 * nt // outer)))
             chunk = -(-cpg // chunks)
@@ -227,6 +325,16 @@ class CythonBackend(Backend):
         # A non-finite grad_y would meet the zeros of padded im2col columns.
         if rows and m.all_finite(_flat(grad_y), nt):
             nt = self._gemm_threads(nt)
+            imp = self._implicit(plan, "conv_backward_weight")
+            # The wide grid's garbage columns meet x with a zero grad_y: finite x, unless there are none.
+            if imp is not None and (imp["q"][2] == imp["out"][2] or m.all_finite(_flat(x), nt)):
+                n, c, co, cpg, opg, g = (int(v) for v in plan.ints[:6])
+                xs = self._implicit_src(m, x, n * c, imp, nt)
+                v, chunk = self._implicit_args(plan, c, co, imp, opg, nt, WGRAD_TILE_CAP)
+                m.implicit_backward_weight(v, imp["off"], xs, _flat(grad_y), out, _per_thread(nt, opg * chunk, x.dtype),
+                                           _per_thread(nt, plan.taps * opg * cpg, x.dtype),
+                                           _per_thread(nt, co * cpg * plan.taps, np.float64, zero=True), nt)
+                return
             tile = self._tile(plan, rows, nt, WGRAD_TILE_CAP)
             cols = _per_thread(nt, 0 if plan.is_pointwise else rows * tile, dtype=x.dtype)
             parts = _per_thread(nt, int(plan.ints[4]) * rows, dtype=x.dtype)

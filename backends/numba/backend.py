@@ -56,7 +56,8 @@ class NumbaBackend(Backend):
         threads=True,
         # Every reduction has a fixed order whatever the thread count (float64 partials per fixed chunk).
         thread_invariant=frozenset(KERNELS),
-        algorithm=("large convs: im2col blocks x BLAS (np.dot in the JIT); others: direct loops vectorized "
+        algorithm=("large convs: implicit GEMM (BLAS per tap on shifted views of the padded, stride-phase-split "
+                   "input; c_in/g >= 16) or im2col blocks x BLAS (np.dot in the JIT); others: direct loops vectorized "
                    "along rows; float64 sums for pools and the weight gradient"),
     )
 
@@ -85,6 +86,9 @@ class NumbaBackend(Backend):
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec, w):
             b = None if bias is None else alias(bias)
+            geo = _gemm().implicit_geometry(spec, "conv_forward")
+            if geo is not None:
+                return _gemm().implicit_forward(spec, geo, alias(x), alias(w), b, ctx.out, ctx.num_threads)
             return _gemm().forward(spec, pk, readable(x), alias(w), b, ctx.out, ctx.num_threads)
         cpg = spec.c_in // spec.groups
         b = np.zeros(1, spec.dtype) if bias is None else alias(bias)
@@ -97,6 +101,10 @@ class NumbaBackend(Backend):
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec):
+            geo = _gemm().implicit_geometry(spec, "conv_backward_input")
+            # The implicit GEMM multiplies grad_y's zero pads by the weights: finite weights only.
+            if geo is not None and np.isfinite(w).all():
+                return _gemm().implicit_backward_input(spec, geo, alias(grad_y), alias(w), ctx.out, ctx.num_threads)
             return _gemm().backward_input(spec, pk, alias(grad_y), alias(w), as5d(ctx.out), ctx.num_threads)
         opg = spec.c_out // spec.groups
         work = opg * math.prod(spec.kernel) * pk.out5[2]
@@ -108,6 +116,10 @@ class NumbaBackend(Backend):
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
         if self.gemm and _gemm().use_gemm(spec, grad_y):
+            geo = _gemm().implicit_geometry(spec, "conv_backward_weight")
+            # The wide grid's garbage columns meet x with a zero grad_y: finite x, unless there are none.
+            if geo is not None and (geo["q"][2] == geo["out"][2] or np.isfinite(x).all()):
+                return _gemm().implicit_backward_weight(spec, geo, alias(grad_y), alias(x), ctx.out, ctx.num_threads)
             return _gemm().backward_weight(spec, pk, alias(grad_y), readable(x), ctx.out, ctx.num_threads)
         acc = np.zeros(as5d(ctx.out).shape, np.float64)
         rows = spec.n * pk.out5[0] * pk.out5[1]

@@ -139,3 +139,140 @@ def backward_input(spec, pk, gy, w, out5, nt):
             for gi in range(g):
                 launch(k.input_cols, (gy3, wt, c, gi, n0, rpb, pk.out5[2]), nt)
                 launch(k.col2im, (c, out5, n0, gi * cpg, cpg, pk.geo, pk.prm), nt)
+
+
+# -- implicit GEMM: BLAS on shifted views of the padded, phase-split source, no im2col ------------
+#: Each tap's GEMM reduces over c_in/groups (c_out/groups for the input gradient): at least this many.
+IMPLICIT_MIN_K = 16
+#: Elements of one task's output block (c_out/groups x chunk), about L2.
+IMPLICIT_BUDGET = 1 << 16
+IMPLICIT_MIN_CHUNK = 256
+#: Weight-gradient tasks reduce over at most this many positions in the dtype before joining float64.
+IMPLICIT_WGRAD_CAP = 4096
+
+
+def _ik():
+    from . import _implicit
+
+    return _implicit
+
+
+def _lift(values, fill):
+    values = tuple(int(v) for v in values)
+    return (fill,) * (3 - len(values)) + values
+
+
+def implicit_geometry(spec, kernel):
+    """Geometry of the implicit GEMM for ``kernel`` (a dict), or None when it does not apply.
+
+    ``base`` (source planes: x, or grad_y for the input gradient), ``lo`` (its
+    low pads), ``stride``, ``res`` (per dim the residues ``k*dil mod stride``
+    the taps use), ``q`` (phase image) and ``out`` (output grid) sizes, ``off``
+    (per tap, its offset in a source channel), ``P`` (elements per source
+    channel). The input gradient is the same computation on grad_y with the
+    flipped kernel, for stride 1 only. Sizes are 3-D (lifted).
+    """
+    g = spec.groups
+    cpg, opg = spec.c_in // g, spec.c_out // g
+    if not available():
+        return None
+    kern, dil = _lift(spec.kernel, 1), _lift(spec.dilation, 1)
+    plo, phi = _lift((lo for lo, _ in spec.pads), 0), _lift((hi for _, hi in spec.pads), 0)
+    stride = _lift(spec.stride, 1)
+    if math.prod(kern) == 1 and set(stride) == {1} and not any(plo) and not any(phi):
+        return None  # 1x1: the im2col path multiplies the planes with one GEMM already
+    reach = [(k - 1) * d for k, d in zip(kern, dil)]
+    if kernel == "conv_backward_input":
+        if set(stride) != {1} or opg < IMPLICIT_MIN_K or cpg < MIN_ROWS:
+            return None
+        lo = tuple(r - p for r, p in zip(reach, plo))
+        base, out = _lift(spec.out_shape, 1), _lift(spec.in_shape, 1)
+    else:
+        if cpg < IMPLICIT_MIN_K or opg < MIN_ROWS:
+            return None
+        lo, base, out = plo, _lift(spec.in_shape, 1), _lift(spec.out_shape, 1)
+    if kernel == "conv_backward_input":
+        stride = (1, 1, 1)
+    res = [sorted({(k * d) % s for k in range(kk)}) for kk, d, s in zip(kern, dil, stride)]
+    q = tuple(o + r // s for o, r, s in zip(out, reach, stride))
+    P = math.prod(len(r) for r in res) * math.prod(q)
+    if P > 2**31 - 1:
+        return None  # BLAS leading dimensions are int32
+    per = [[(res[i].index((k * d) % s), (k * d) // s) for k in range(kk)]
+           for i, (kk, d, s) in enumerate(zip(kern, dil, stride))]
+    nh, nw = len(res[1]), len(res[2])
+    off = np.array([((a * nh + b) * nw + c) * math.prod(q) + (qd * q[1] + qh) * q[2] + qw
+                    for a, qd in per[0] for b, qh in per[1] for c, qw in per[2]], np.int64)
+    return dict(base=tuple(base), lo=tuple(lo), stride=tuple(stride), res=res, q=q, out=tuple(out), off=off, P=P)
+
+
+def _implicit_src(a, planes, imp, nt):
+    flat = a.reshape(-1)
+    if imp["q"] == imp["base"] and not any(imp["lo"]) and imp["stride"] == (1, 1, 1):
+        return flat
+    buf = np.empty(planes * imp["P"], a.dtype)
+    dims = np.array([*imp["base"], *imp["lo"], *imp["stride"], *imp["q"], *(len(r) for r in imp["res"])], np.int64)
+    rows = planes * imp["P"] // imp["q"][2]
+    tiled(_ik().gather_phases, (flat, buf, dims, np.array([r for rs in imp["res"] for r in rs], np.int64)), rows,
+          4 * imp["q"][2], nt)
+    return buf
+
+
+def _implicit_args(spec, cin, cout, imp, cog, cap=None):
+    """``(v, tasks)``: sizes, chunk length and task count (independent of the thread count)."""
+    n, g = spec.n, spec.groups
+    _, Qh, Qw = imp["q"]
+    OD, OH, OW = imp["out"]
+    wide = (OH - 1) * Qw + OW
+    chunk = max(IMPLICIT_MIN_CHUNK, IMPLICIT_BUDGET // max(cog, 1))
+    if cap is not None:
+        chunk = min(chunk, cap)
+    per = -(-wide // chunk)
+    outer = n * g * OD
+    if outer * per < 8 * BLOCK_SPLIT and (outer * per) % BLOCK_SPLIT:
+        per += BLOCK_SPLIT - (outer * per) % BLOCK_SPLIT  # 1, 2, 4 or 8 threads get equal shares
+    chunk = max(1, -(-wide // per))
+    per = -(-wide // chunk)
+    v = np.array([n, cin, cout, g, *imp["q"], OD, OH, OW, chunk, imp["P"]], np.int64)
+    return v, outer * per
+
+
+def _kind(dtype):
+    return np.int8(ord("s" if np.dtype(dtype) == np.float32 else "d"))
+
+
+def implicit_forward(spec, geo, x, w, bias, out, nt):
+    g = spec.groups
+    cpg, opg, taps = spec.c_in // g, spec.c_out // g, math.prod(spec.kernel)
+    v, tasks = _implicit_args(spec, spec.c_in, spec.c_out, geo, opg)
+    wt = np.ascontiguousarray(w.reshape(g, opg, cpg, taps).transpose(0, 3, 1, 2)).reshape(-1)
+    b = np.zeros(1, spec.dtype) if bias is None else bias
+    with _single_threaded_blas():
+        xs = _implicit_src(x, spec.n * spec.c_in, geo, nt)
+        tiled(_ik().forward, (xs, wt, b, bias is not None, out.reshape(-1), v, geo["off"], _kind(spec.dtype)), tasks,
+              2 * opg * cpg * taps * int(v[10]), nt)
+
+
+def implicit_backward_input(spec, geo, gy, w, out, nt):
+    g = spec.groups
+    cpg, opg, taps = spec.c_in // g, spec.c_out // g, math.prod(spec.kernel)
+    v, tasks = _implicit_args(spec, spec.c_out, spec.c_in, geo, cpg)
+    # The full correlation with the flipped, channel-transposed weights: (groups, taps, c_in/g, c_out/g).
+    wt = np.ascontiguousarray(w.reshape(g, opg, cpg, taps)[..., ::-1].transpose(0, 3, 2, 1)).reshape(-1)
+    with _single_threaded_blas():
+        gs = _implicit_src(gy, spec.n * spec.c_out, geo, nt)
+        tiled(_ik().forward, (gs, wt, np.zeros(1, spec.dtype), False, out.reshape(-1), v, geo["off"], _kind(spec.dtype)),
+              tasks, 2 * opg * cpg * taps * int(v[10]), nt)
+
+
+def implicit_backward_weight(spec, geo, gy, x, out, nt):
+    g = spec.groups
+    cpg, opg, taps = spec.c_in // g, spec.c_out // g, math.prod(spec.kernel)
+    v, tasks = _implicit_args(spec, spec.c_in, spec.c_out, geo, opg, IMPLICIT_WGRAD_CAP)
+    acc = np.zeros((WEIGHT_CHUNKS, spec.c_out, cpg, taps), np.float64)
+    with _single_threaded_blas():
+        xs = _implicit_src(x, spec.n * spec.c_in, geo, nt)
+        # Tiles keep each chunk's task order (round-robin by task index): the same sum for any tiling.
+        tiled(_ik().weight, (xs, gy.reshape(-1), acc, v, geo["off"], _kind(spec.dtype)), tasks,
+              2 * opg * cpg * taps * int(v[10]), nt)
+    out.reshape(spec.c_out, cpg, taps)[...] = acc.sum(axis=0)
