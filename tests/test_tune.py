@@ -106,6 +106,13 @@ def test_tune_picks_the_faster_backend_and_dispatch_follows(mocks):
     assert ran() == ("hare", "tuning cache")
 
 
+def test_a_candidate_far_behind_is_not_timed_further(mocks):
+    snail, hare = mocks
+    (entry,) = tune(DESC, backends=["snail", "hare"], budget=0.05, rounds=3, min_repeats=5)
+    assert snail.calls == 2  # the untimed call and its one-call probe (over 10 ms): far behind hare
+    assert hare.calls > 5 and entry.times["snail/default"] >= SLEEP_S
+
+
 def test_off_restores_the_static_priority(mocks, monkeypatch):
     tune(DESC, backends=["snail", "hare"], **QUICK)
     monkeypatch.setenv("CONVKIT_AUTOTUNE", "off")
