@@ -253,9 +253,9 @@ def _verbose() -> None:
         logger.setLevel(logging.DEBUG)
 
 
-# (kernel, spec, requested names or tuned Entry or None, registry generation) -> (backend, skipped, algorithm,
-# tuned Entry that ran or None). Backends' `supports` depends only on (kernel, spec), so a decision can be
-# reused until plugins change; a tuned Entry is a new object whenever the cache is reloaded.
+# (kernel, spec, requested names or None, registry generation) -> (backend, skipped, algorithm, tuned Entry
+# that ran or None). Backends' `supports` depends only on (kernel, spec), so a decision can be reused until
+# plugins change. A tuned Entry (a new object whenever the cache is reloaded) keeps its decision itself.
 _decisions: dict = {}
 
 #: ``DispatchEvent.source`` of a kernel run by the tuning cache's winner.
@@ -286,6 +286,13 @@ def select(kernel: str, spec, threads: int | None = None):
     names, source = _requested()
     if names is None:
         names = _tuned(kernel, spec, get_num_threads() if threads is None else threads)
+        if names is not None:  # the entry holds its own decision: no second hash of the spec
+            generation, hit = names.decision or (None, None)
+            if generation != registry.generation():
+                hit = _select(kernel, spec, names, source)
+                names.decision = (registry.generation(), hit)
+            chosen, skipped, algorithm, tuned = hit
+            return chosen, TUNED if tuned is not None else source, skipped, algorithm
     key = (kernel, spec, names, registry.generation())
     hit = _decisions.get(key)
     if hit is None:

@@ -138,15 +138,15 @@ def label(choice: str) -> str:
 class Entry:
     """A tuned winner: ``choice`` (``"backend/algorithm"``) and every candidate's median, fastest first.
 
-    Compared by identity: dispatch keys its decision cache on it.
+    ``decision`` is dispatch's: ``(registry generation, its choice)``.
     """
 
-    __slots__ = ("kernel", "descriptor", "threads", "choice", "times", "measured", "how")
+    __slots__ = ("kernel", "descriptor", "threads", "choice", "times", "measured", "how", "decision")
 
     def __init__(self, kernel, descriptor, threads, choice, times, measured=None, how="tune"):
         self.kernel, self.descriptor, self.threads, self.choice = kernel, descriptor, int(threads), choice
         self.times = dict(sorted(times.items(), key=lambda kv: kv[1]))
-        self.measured, self.how = measured, how
+        self.measured, self.how, self.decision = measured, how, None
 
     @property
     def summary(self) -> str:

@@ -301,3 +301,21 @@ def test_cli_tune_show_and_clear(cache, capsys):
     assert "0 entries for this machine" in capsys.readouterr().out
     assert cli(["tune"]) == 2
     assert "name suites or descriptors" in capsys.readouterr().err
+
+
+def test_the_report_matrix_times_auto_and_says_why(cache, tmp_path):
+    from convkit.bench import matrix
+    from convkit.bench.runner import run_bench
+
+    desc = "conv2d_n1_c1_o4_i12x12_k3x3_p1"  # tiny.conv2d
+    tuned = {e.kernel: e for e in tune(desc, backends=["numpy", "c"], **QUICK)}
+    bench = run_bench(["tiny"], backends=["c"], compare=[], budget=0.002, reference_budget=0.001,
+                      match="tiny.conv2d", progress=False, peak_sizes=(128,), retry_budget=0)
+    assert [r["runs"][matrix.AUTO]["status"] for r in bench["results"]] == ["ok", "ok"]
+    (fwd,) = bench["picks"][desc]["forward"]
+    assert fwd["backend"] == tunecache.label(tuned["conv_forward"].choice)
+    assert fwd["source"] == "tuning cache" and fwd["why"] == f"tuned: {tuned['conv_forward'].summary}"
+    md = matrix.section(bench, tmp_path)
+    assert "## Autotuning matrix" in md and "![matrix](matrix.png)" in md and "Issue 15's bar" in md
+    assert f"conv_forward: **{fwd['backend']}** (tuned: " in md
+    assert (tmp_path / "matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
