@@ -3,7 +3,8 @@
 One specification of the ops (:mod:`convkit.spec`, :mod:`convkit.shapes`),
 interchangeable backends found through pluggy (:mod:`convkit.registry`),
 chosen per call, per context, per process or by ``CONVKIT_BACKEND``
-(:mod:`convkit.dispatch`).
+(:mod:`convkit.dispatch`), else the winner :func:`tune` measured on this
+machine (:mod:`convkit.tunecache`), else a static priority.
 
 Examples
 --------
@@ -26,6 +27,7 @@ from .pool import (avg_pool, avg_pool_grad, global_avg_pool, global_max_pool, lp
                    max_pool_grad, max_unpool, max_unpool_grad, pool_spec)
 from .registry import BackendInfo, backends, register_plugin, unregister_plugin
 from .spec import ConvSpec, PoolSpec, parse_descriptor
+from .tune import tune  # the function shadows the module as convkit.tune; `from convkit.tune import ...` still works
 
 __version__ = "0.1.0"
 
@@ -36,7 +38,7 @@ __all__ = [
     "get_num_threads", "set_deterministic",
     "global_avg_pool", "global_max_pool", "hookimpl", "lp_pool", "lp_pool_grad", "max_pool", "max_pool_grad",
     "max_unpool", "max_unpool_grad", "parse_descriptor", "pool_spec", "record", "register_plugin",
-    "set_backend", "set_num_threads", "unregister_plugin", "use_backend", "use_num_threads",
+    "set_backend", "set_num_threads", "tune", "unregister_plugin", "use_backend", "use_num_threads",
     "BackendDeclinedError", "BackendError", "BackendNotFoundError", "BackendUnavailableError", "ConvkitError",
     "DTypeError", "OutOfMemoryError", "PluginError", "ShapeError", "SpecError", "WeightFormatWarning",
 ]

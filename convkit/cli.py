@@ -1,6 +1,6 @@
 """The ``convkit`` command (also ``python -m convkit``).
 
-Subcommands: ``backends``, ``explain``, ``warmup``, ``conformance``, ``bench``, ``report``.
+Subcommands: ``backends``, ``explain``, ``warmup``, ``conformance``, ``bench``, ``report``, ``tune``.
 Each lives with its feature; this module only wires the argument parsers.
 """
 
@@ -23,6 +23,7 @@ _FEATURE_COMMANDS = {
     "conformance": ("convkit.conformance.runner", "run the conformance suite against backends"),
     "bench": ("convkit.bench.runner", "benchmark backends (and PyTorch / ONNX Runtime / SciPy)"),
     "report": ("convkit.bench.report", "quick conformance + quick benchmark in one report"),
+    "tune": ("convkit.tune", "measure the fastest backend and algorithm per problem and remember it (autotuning)"),
 }
 
 

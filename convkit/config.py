@@ -18,7 +18,8 @@ import threading
 
 from .errors import SpecError
 
-__all__ = ["get_num_threads", "set_num_threads", "use_num_threads", "get_deterministic", "set_deterministic"]
+__all__ = ["get_num_threads", "set_num_threads", "use_num_threads", "get_deterministic", "set_deterministic",
+           "getenv"]
 
 _lock = threading.Lock()
 _context_threads: contextvars.ContextVar = contextvars.ContextVar("convkit_num_threads", default=None)
@@ -123,3 +124,31 @@ def set_deterministic(flag: bool | None) -> None:
         raise SpecError(f"set_deterministic takes True, False or None, got {flag!r}")
     with _lock:
         _deterministic = flag
+
+
+_env_keys: dict = {}
+
+
+def getenv(name: str) -> str | None:
+    """``os.environ.get(name)`` for dispatch's hot path.
+
+    ``os.environ.get`` of an unset name raises and catches a KeyError
+    inside (about 1 us a call); the mapping's own dict answers in a tenth of
+    that. Falls back to ``os.environ.get`` where that dict is not there.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["CONVKIT_EXAMPLE"] = "1"; getenv("CONVKIT_EXAMPLE"), getenv("CONVKIT_UNSET_EXAMPLE")
+    ('1', None)
+    >>> del os.environ["CONVKIT_EXAMPLE"]
+    """
+    env = os.environ
+    data = getattr(env, "_data", None)
+    if data is None:
+        return env.get(name)
+    key = _env_keys.get(name)
+    if key is None:
+        key = _env_keys[name] = env.encodekey(name)
+    raw = data.get(key)
+    return None if raw is None else env.decodevalue(raw)

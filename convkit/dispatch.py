@@ -8,7 +8,11 @@ Precedence, first match wins:
    and asyncio task sees its own);
 3. ``convkit.set_backend(...)`` (process-wide);
 4. the ``CONVKIT_BACKEND`` environment variable, read at call time;
-5. the default priority: available backends by descending priority, ``numpy`` last.
+5. the tuning cache: the winner :func:`convkit.tune` measured for this
+   kernel, canonical spec and thread count on this machine, if any and
+   if it still runs the problem (``CONVKIT_AUTOTUNE=off`` skips it;
+   ``measure`` measures a problem on first sight; see :mod:`convkit.tunecache`);
+6. the default (static) priority: available backends by descending priority, ``numpy`` last.
 
 Each level takes a name or a priority list (a comma-separated string or a
 sequence). A name may force one of the backend's algorithms,
@@ -36,9 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import registry
+from . import registry, tunecache
 from .backend import KERNEL_INPUTS, KERNEL_OUTPUTS, KernelContext
-from .config import get_deterministic, get_num_threads
+from .config import get_deterministic, get_num_threads, getenv
 from .interrupt import FLAG as CANCEL
 from .interrupt import MIN_FLOPS, cancellable
 from .errors import (BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError,
@@ -67,7 +71,7 @@ class DispatchEvent:
     backend: str
     source: str
     skipped: tuple  # ((name, reason), ...)
-    algorithm: str | None = None  # forced by a "name/algorithm" choice, else None
+    algorithm: str | None = None  # forced by a "name/algorithm" choice or the tuning cache, else None
 
 
 def _parse(choice, where: str) -> tuple | None:
@@ -249,18 +253,46 @@ def _verbose() -> None:
         logger.setLevel(logging.DEBUG)
 
 
-# (kernel, spec, requested names, registry generation) -> (backend, skipped). Backends'
-# `supports` depends only on (kernel, spec), so a decision can be reused until plugins change.
+# (kernel, spec, requested names or None, registry generation) -> (backend, skipped, algorithm, tuned Entry
+# that ran or None). Backends' `supports` depends only on (kernel, spec), so a decision can be reused until
+# plugins change. A tuned Entry (a new object whenever the cache is reloaded) keeps its decision itself.
 _decisions: dict = {}
 
+#: ``DispatchEvent.source`` of a kernel run by the tuning cache's winner.
+TUNED = "tuning cache"
 
-def select(kernel: str, spec):
-    """Pick the backend for ``kernel`` on canonical ``spec``.
+
+def _tuned(kernel: str, spec, threads: int):
+    """The tuning cache's :class:`~convkit.tunecache.Entry` for the problem, or ``None`` (default priority)."""
+    mode = getenv("CONVKIT_AUTOTUNE")
+    if mode is not None and mode != "cached":
+        mode = tunecache.autotune_mode()
+        if mode == "off":
+            return None
+    entry = tunecache.lookup(kernel, spec, threads)
+    if entry is None and mode == "measure":
+        from .tune import measure_on_first_sight
+
+        entry = measure_on_first_sight(kernel, spec, threads)
+    return entry
+
+
+def select(kernel: str, spec, threads: int | None = None):
+    """Pick the backend for ``kernel`` on canonical ``spec`` (at ``threads``, default the current count).
 
     Returns ``(backend, source, skipped, algorithm)``: ``algorithm`` is the
-    one a ``"name/algorithm"`` choice forces, else ``None``.
+    one a ``"name/algorithm"`` choice or the tuning cache asks for, else ``None``.
     """
     names, source = _requested()
+    if names is None:
+        names = _tuned(kernel, spec, get_num_threads() if threads is None else threads)
+        if names is not None:  # the entry holds its own decision: no second hash of the spec
+            generation, hit = names.decision or (None, None)
+            if generation != registry.generation():
+                hit = _select(kernel, spec, names, source)
+                names.decision = (registry.generation(), hit)
+            chosen, skipped, algorithm, tuned = hit
+            return chosen, TUNED if tuned is not None else source, skipped, algorithm
     key = (kernel, spec, names, registry.generation())
     hit = _decisions.get(key)
     if hit is None:
@@ -268,20 +300,29 @@ def select(kernel: str, spec):
         if len(_decisions) > 4096:
             _decisions.clear()
         _decisions[key] = hit
-    chosen, skipped, algorithm = hit
-    return chosen, source, skipped, algorithm
+    chosen, skipped, algorithm, tuned = hit
+    return chosen, TUNED if tuned is not None else source, skipped, algorithm
 
 
 def _select(kernel, spec, names, source):
-    strict = names is not None and len(names) == 1
+    tuned = names if isinstance(names, tunecache.Entry) else None
+    strict = tuned is None and names is not None and len(names) == 1
+    if tuned is not None:
+        chosen, reason, algorithm, _ = _why_not(tuned.choice, kernel, spec)
+        if chosen is not None:
+            return chosen, (), algorithm, tuned
+        # The winner no longer runs it (uninstalled, declines now): the static priority, saying why.
+        names, first = None, [(tuned.choice, f"tuned winner: {reason}")]
+    else:
+        first = []
     if names is None:
         names = tuple(registry.default_priority())
-    skipped = []
+    skipped = first
     error_cls = BackendError
     for name in names:
         chosen, reason, algorithm, error_cls = _why_not(name, kernel, spec)
         if chosen is not None:
-            return chosen, tuple(skipped), algorithm
+            return chosen, tuple(skipped), algorithm, None
         skipped.append((name, reason))
     if strict:
         raise error_cls(f"{spec.op}: {skipped[0][1]} (chosen by {source}); choose another backend, "
@@ -312,12 +353,14 @@ def run(kernel: str, spec, *, with_indices: bool = False, **inputs):
     return _execute(kernel, spec, with_indices, inputs, None)
 
 
-def _choose(kernel, spec):
+def _choose(kernel, spec, threads):
     _verbose()
-    chosen, source, skipped, algorithm = select(kernel, spec)
+    chosen, source, skipped, algorithm = select(kernel, spec, threads)
     if logger.isEnabledFor(logging.DEBUG):
         why = "".join(f"; skipped {n}: {r}" for n, r in skipped)
-        ran = chosen.name if algorithm is None else f"{chosen.name}/{algorithm}"
+        ran = chosen.name if algorithm is None else tunecache.label(f"{chosen.name}/{algorithm}")
+        if source == TUNED:
+            why = f"; tuned: {tunecache.lookup(kernel, spec, threads).summary}" + why
         logger.debug("%s %s -> %s (by %s)%s", kernel, spec, ran, source, why)
     for events in _recorders.get():
         events.append(DispatchEvent(kernel, str(spec), chosen.name, source, skipped, algorithm))
@@ -332,9 +375,10 @@ def _execute(kernel, spec, with_indices, inputs, backend, algorithm=None):
     if out.size == 0 or any(a is not None and a.size == 0 for a in inputs.values()):
         _answer_empty(kernel, out, ind, inputs.get("bias"))
     else:
+        threads = get_num_threads()
         if backend is None:
-            backend, algorithm = _choose(kernel, spec)
-        ctx = KernelContext(kernel, spec, out, ind, _threads_for(backend, kernel), algorithm)
+            backend, algorithm = _choose(kernel, spec, threads)
+        ctx = KernelContext(kernel, spec, out, ind, _threads_for(backend, kernel, threads), algorithm)
         if _strict.get():
             _call_strict(backend, ctx, inputs)
         else:
@@ -342,9 +386,8 @@ def _execute(kernel, spec, with_indices, inputs, backend, algorithm=None):
     return (out, ind) if kernel == "pool_forward" else out
 
 
-def _threads_for(backend, kernel: str) -> int:
-    """The thread count, or 1 in deterministic mode for a kernel whose result depends on it."""
-    n = get_num_threads()
+def _threads_for(backend, kernel: str, n: int) -> int:
+    """The thread count ``n``, or 1 in deterministic mode for a kernel whose result depends on it."""
     caps = backend.capabilities
     # The capability test first: the setting is read (from the environment) only when it matters.
     if n > 1 and caps.threads and kernel not in caps.thread_invariant and get_deterministic():

@@ -1,7 +1,11 @@
 """Per-call overhead of convkit: a 1x1x8x8 conv through the public API, against the kernel alone.
 
-Usage: ``python scripts/call_overhead.py [--backend c] [--repeats 20000]``.
-Prints the median over rounds of the mean time per call, in microseconds.
+Usage: ``python scripts/call_overhead.py [--backend c|default] [--repeats 20000]``;
+``--backend default`` passes no ``backend=``, timing dispatch's default path
+(the tuning cache, then the static priority).
+Prints the median over rounds of the mean time per call, in microseconds;
+``--clock cpu`` counts this thread's CPU time instead of wall time, so
+other processes on a loaded machine disturb the comparison less.
 Run it under two checkouts alternately (same machine, same minute) to
 compare them; see docs/performance.md.
 """
@@ -15,15 +19,15 @@ import numpy as np
 import convkit
 
 
-def per_call(fn, repeats: int, rounds: int) -> float:
+def per_call(fn, repeats: int, rounds: int, clock=time.perf_counter) -> float:
     for _ in range(repeats // 10):  # warm: caches, first-call imports
         fn()
     times = []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(repeats):
             fn()
-        times.append((time.perf_counter() - t0) / repeats)
+        times.append((clock() - t0) / repeats)
     return statistics.median(times) * 1e6
 
 
@@ -32,11 +36,14 @@ def main() -> None:
     parser.add_argument("--backend", default="c")
     parser.add_argument("--repeats", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args()
     x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
     w = np.random.default_rng(1).random((1, 1, 3, 3), dtype=np.float32)
-    us = per_call(lambda: convkit.conv(x, w, backend=args.backend), args.repeats, args.rounds)
-    print(f"{convkit.__file__}: conv 1x1x8x8 k3x3 on {args.backend!r}: {us:.1f} us/call")
+    kw = {} if args.backend == "default" else {"backend": args.backend}
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
+    us = per_call(lambda: convkit.conv(x, w, **kw), args.repeats, args.rounds, clock)
+    print(f"{convkit.__file__}: conv 1x1x8x8 k3x3 on {args.backend!r}: {us:.1f} us/call ({args.clock} time)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """Shared fixtures: every test leaves the backend settings as it found them.
 
+Autotuning is off in every test (``CONVKIT_AUTOTUNE=off``), so dispatch
+follows the static priority whatever a user's environment says; the tests
+of autotuning turn it on against a fresh cache dir (the root conftest
+points ``CONVKIT_CACHE_DIR`` at a temporary dir for the whole run).
+
 The tests run against an installed convkit (``pip install -e ".[test]"``):
 the built-in backends come from its entry points, like any plugin's.
 """
@@ -15,6 +20,7 @@ def _clean_backend_settings(monkeypatch):
     monkeypatch.delenv("CONVKIT_BACKEND", raising=False)
     monkeypatch.delenv("CONVKIT_NUM_THREADS", raising=False)
     monkeypatch.delenv("CONVKIT_DETERMINISTIC", raising=False)
+    monkeypatch.setenv("CONVKIT_AUTOTUNE", "off")
     yield
     convkit.set_backend(None)
     convkit.set_num_threads(None)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import charts, render, runner
+from . import charts, matrix, render, runner
 
 __all__ = ["run_conformance_section", "write_report", "add_arguments", "main"]
 
@@ -67,7 +67,8 @@ def write_report(conformance: dict, bench: dict, out_dir) -> list:
           f"peers {', '.join(bench['peers']['measured']) or 'none'}", "",
           conformance["markdown"].strip(), "",
           re.sub(r"^(#+) ", r"#\1 ", render.to_markdown(bench, [p.name for p in images]), flags=re.M).replace(
-              "## convkit benchmark report", "## Benchmark", 1)]
+              "## convkit benchmark report", "## Benchmark", 1),
+          matrix.section(bench, out)]
     data = {"schema": "convkit-report/1", "conformance": {k: v for k, v in conformance.items() if k != "markdown"},
             "bench": bench}
     (out / "report.json").write_text(json.dumps(data, indent=1, default=str))

@@ -20,6 +20,7 @@ from .. import config, registry
 from ..errors import ConvkitError
 from . import peers as peers_mod
 from . import timing
+from .matrix import AUTO, kernel_picks
 from .machine import CpuUse, machine_info, now_utc, versions, wait_for_quiet
 from .problems import DEFAULT_SUITES, DIRECTIONS, convkit_callable, load_suites, make_inputs
 
@@ -85,7 +86,8 @@ def _measure_problem(problem, direction, runners, budgets, quick, rounds) -> dic
                                                               f"{QUICK_REFERENCE_MAX_GFLOP:g} GFLOP"}
             continue
         try:
-            fn = peer.callable(spec, direction, inputs) if peer else convkit_callable(spec, direction, name, inputs)
+            backend = None if kind == "dispatch" else name  # AUTO: no backend requested, dispatch picks
+            fn = peer.callable(spec, direction, inputs) if peer else convkit_callable(spec, direction, backend, inputs)
             fn()  # one call up front: errors surface here, not in the middle of the timing
             fns[name] = fn
         except peers_mod.NotExpressible as exc:
@@ -212,7 +214,7 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
         problems = [p for p in problems if fnmatch.fnmatch(p.name, match) or fnmatch.fnmatch(p.descriptor, match)]
     chosen, skipped = _choose_backends(backends)
     found, missing = peers_mod.detect(list(compare), threads)
-    runners = [(REFERENCE, "reference", None)] + [(b, "backend", None) for b in chosen]
+    runners = [(REFERENCE, "reference", None)] + [(b, "backend", None) for b in chosen] + [(AUTO, "dispatch", None)]
     runners += [(name, "peer", peer) for name, peer in found.items()]
     started, machine = now_utc(), machine_info()
     previous = config._num_threads
@@ -237,6 +239,7 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
                         if bar:
                             bar.advance(task)
             peak_end = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
+            picks = {p.descriptor: kernel_picks(p.spec, threads) for p in problems}
     finally:
         config.set_num_threads(previous)
     machine["other_processes_cpu_fraction"] = cpu_use.other_fraction
@@ -262,6 +265,7 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
         "peak": peak,
         "reference": REFERENCE,
         "backends": {"measured": measured_backends, "skipped": skipped},
+        "picks": picks,
         "peers": {"measured": list(found), "missing": missing,
                   "versions": {name: p.version for name, p in found.items()}},
         "flop_formula": {
