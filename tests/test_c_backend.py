@@ -23,6 +23,12 @@ if cb.CBackend().availability() is not None:  # a missing build must fail here, 
     pytest.fail(cb.CBackend().availability(), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _default_algorithm(monkeypatch):
+    # Exact checks need the backend's own choice; Winograd's tests force it per call.
+    monkeypatch.delenv("CONVKIT_C_ALGO", raising=False)
+
+
 class _Kernels:
     """A backend's kernels as functions returning their output, called as the core calls them."""
 
