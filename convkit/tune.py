@@ -8,7 +8,7 @@ interleaved rounds (:func:`convkit.bench.timing.measure_interleaved`), so
 a burst of load from other processes hits them alike, and the lowest
 median wins. Winners go to the tuning cache (:mod:`convkit.tunecache`),
 which dispatch consults before the static priority when no backend is
-requested (``CONVKIT_AUTOTUNE=off|cached|measure``; see docs/autotune.md).
+requested (``CONVKIT_AUTOTUNE=off|cached|measure``; see https://convkit.readthedocs.io/en/latest/autotune/).
 
 ``convkit tune SUITE|DESCRIPTOR... [--clear] [--show]`` is the command line.
 """

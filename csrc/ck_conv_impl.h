@@ -665,8 +665,10 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
 /* With stride 1 the input gradient is itself a stride-1 convolution: of gy
  * with the spatially flipped, in/out-swapped weights and pads
  * (k-1)*dil - pad.  Returns CK_ERR_PARAM when a pad would be negative
- * (pad > dilated kernel extent), leaving the caller to use col2im. */
-static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T *w, T *gx, int nt)
+ * (pad > dilated kernel extent), leaving the caller to use col2im.
+ * wino: run that forward conv as Winograd (the caller checked it applies). */
+static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T *w, T *gx, int nt,
+                                   int wino)
 {
     ck_conv_params q = *p;
     ck_conv_dims dq;
@@ -699,7 +701,8 @@ static int FN(conv_bwi_as_forward)(const ck_conv_params *p, const T *gy, const T
             for (int64_t t = 0; t < KK; t++)
                 dst[t] = src[KK - 1 - t];
         }
-    rc = FN(conv_forward_impl)(&q, &dq, gy, wt, NULL, gx, nt);
+    rc = wino ? FN(wino_forward_impl)(&q, gy, wt, NULL, gx, nt)
+              : FN(conv_forward_impl)(&q, &dq, gy, wt, NULL, gx, nt);
     ck_free(wt);
     return rc;
 }
@@ -820,7 +823,7 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
 {
     int err = CK_OK;
     if (ck_conv_use_direct(d)) {
-        int rc = d->unit_stride ? FN(conv_bwi_as_forward)(p, gy, w, gx, nt)
+        int rc = d->unit_stride ? FN(conv_bwi_as_forward)(p, gy, w, gx, nt, 0)
                                 : FN(conv_bwi_phases)(p, gy, w, gx, nt);
         if (rc != CK_ERR_PARAM)
             return rc;
@@ -837,7 +840,7 @@ static int FN(conv_backward_input_impl)(const ck_conv_params *p, const ck_conv_d
     /* As a forward conv its output channels are our cig: worth it when they
      * fill most of a micro-kernel tile. */
     if (2 * d->cig >= FN(pick_kernel)().mr) {
-        int rc = d->unit_stride ? FN(conv_bwi_as_forward)(p, gy, w, gx, nt)
+        int rc = d->unit_stride ? FN(conv_bwi_as_forward)(p, gy, w, gx, nt, 0)
                                 : FN(conv_bwi_phases)(p, gy, w, gx, nt);
         if (rc != CK_ERR_PARAM)
             return rc;

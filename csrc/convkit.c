@@ -61,6 +61,32 @@ static ck_tiling ck_tile_nr(int64_t P, int64_t col_bytes, int64_t jobs, int nt, 
     return t;
 }
 
+/* Whether Winograd F(4x4,3x3) computes the forward conv p: 2-D (the
+ * leading dim of size 1), 3x3, stride 1, dilation 1, one group, pads of at
+ * most 1 (so every output window holds input, which its error bound needs,
+ * see docs/c_backend.md). */
+static int ck_wino_applies(const ck_conv_params *p)
+{
+    if (p->groups != 1 || p->in[0] != 1 || p->k[0] != 1 || p->pad_lo[0] || p->pad_hi[0]
+        || p->k[1] != 3 || p->k[2] != 3 || p->c_in < 1 || p->c_out < 1)
+        return 0;
+    for (int i = 1; i < 3; i++)
+        if (p->stride[i] != 1 || p->dil[i] != 1 || p->pad_lo[i] > 1 || p->pad_hi[i] > 1)
+            return 0;
+    return 1;
+}
+
+/* ... and the input gradient of p, a forward conv of gy with pads 2 - pad. */
+static int ck_wino_applies_bwi(const ck_conv_params *p)
+{
+    ck_conv_params q = *p;
+    for (int i = 1; i < 3; i++) {
+        q.pad_lo[i] = 2 - p->pad_lo[i];
+        q.pad_hi[i] = 2 - p->pad_hi[i];
+    }
+    return ck_wino_applies(&q);
+}
+
 typedef struct {
     int64_t X, P;
     int64_t *div[3]; /* avg: per-dim divisor factors (NULL otherwise) */
@@ -190,19 +216,25 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
 #define FN(name) CK_CAT(name, SFX)
 
 #define T float
+#define TI int32_t /* the integer of T's width (vector shuffle masks) */
 #define SFX f32
 #include "ck_gemm_impl.h"
+#include "ck_winograd_impl.h"
 #include "ck_conv_impl.h"
 #include "ck_pool_impl.h"
 #undef T
+#undef TI
 #undef SFX
 
 #define T double
+#define TI int64_t
 #define SFX f64
 #include "ck_gemm_impl.h"
+#include "ck_winograd_impl.h"
 #include "ck_conv_impl.h"
 #include "ck_pool_impl.h"
 #undef T
+#undef TI
 #undef SFX
 
 /* Whether every element is finite (x - x is 0 only for finite x); vectorizes. */
@@ -217,6 +249,32 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
 CK_DEFINE_ALL_FINITE(float, f32)
 CK_DEFINE_ALL_FINITE(double, f64)
 
+/* Whether every element is finite and at most lim in magnitude: on the
+ * bits with the sign cleared, whose integer order is that of |a| (NaN and
+ * inf above every finite value); an integer max vectorizes. */
+#define CK_DEFINE_BOUNDED(T, U, MASK, SFX)                                       \
+    CK_CLONES static int ck_bounded_##SFX(const T *a, int64_t n, double lim)     \
+    {                                                                            \
+        const U *u = (const U *)a;                                               \
+        const T l = (T)lim;                                                      \
+        U m = 0, lb;                                                             \
+        memcpy(&lb, &l, sizeof(lb));                                             \
+        for (int64_t i = 0; i < n; i++) {                                        \
+            const U v = u[i] & (MASK);                                           \
+            m = v > m ? v : m;                                                   \
+        }                                                                        \
+        return m <= lb;                                                          \
+    }
+CK_DEFINE_BOUNDED(float, uint32_t, 0x7fffffffu, f32)
+CK_DEFINE_BOUNDED(double, uint64_t, 0x7fffffffffffffffull, f64)
+
+/* Winograd mixes a whole 6x6 patch into each output, so a non-finite input
+ * would spread to its neighbours, and its transforms amplify magnitudes (by
+ * <= 100 in B^T d B, <= 2304 in A^T m A), so inputs that are not finite or
+ * whose products could overflow go to the direct kernels, which match the
+ * reference there: |x| and |w| at most sqrt(max / (1e7 * C)) each. */
+static double ck_wino_limit(double tmax, int64_t C) { return sqrt(tmax / (1e7 * (double)(C > 0 ? C : 1))); }
+
 /* A kernel that stopped for the cancellation flag must not report success. */
 static int ck_finish(int rc)
 {
@@ -224,6 +282,9 @@ static int ck_finish(int rc)
 }
 
 /* ---- exported entry points ------------------------------------------------- */
+
+#define CK_TMAX_f32 3.4028234663852886e38
+#define CK_TMAX_f64 1.7976931348623157e308
 
 #define CK_TRY(expr)          \
     do {                      \
@@ -252,6 +313,30 @@ static int ck_finish(int rc)
             return CK_ERR_NONFINITE;                                                              \
         return ck_finish(conv_forward_impl_##SFX(p, &d, x, w, bias, y, nthreads));                     \
     }                                                                                             \
+    int ck_conv_forward_winograd_##SFX(const ck_conv_params *p, const T *x, int64_t x_len,        \
+                                       const T *w, int64_t w_len, const T *bias, int64_t bias_len, \
+                                       T *y, int64_t y_len, int nthreads)                         \
+    {                                                                                             \
+        ck_conv_dims d;                                                                           \
+        int64_t xl, wl, yl;                                                                       \
+        CK_TRY(ck_conv_check(p, &d));                                                             \
+        CK_TRY(ck_conv_lengths(p, &d, &xl, &wl, &yl));                                            \
+        CK_TRY(ck_check_buf(x, x_len, xl));                                                       \
+        CK_TRY(ck_check_buf(w, w_len, wl));                                                       \
+        CK_TRY(ck_check_buf(y, y_len, yl));                                                       \
+        if (bias || bias_len)                                                                     \
+            CK_TRY(ck_check_buf(bias, bias_len, p->c_out));                                       \
+        if (!ck_wino_applies(p))                                                                  \
+            return CK_ERR_PARAM;                                                                  \
+        if (yl == 0)                                                                              \
+            return CK_OK;                                                                         \
+        if (!ck_all_finite_##SFX(w, wl))                                                          \
+            return CK_ERR_NONFINITE;                                                              \
+        if (!ck_bounded_##SFX(x, xl, ck_wino_limit(CK_TMAX_##SFX, p->c_in))                           \
+            || !ck_bounded_##SFX(w, wl, ck_wino_limit(CK_TMAX_##SFX, p->c_in)))                       \
+            return ck_finish(conv_forward_impl_##SFX(p, &d, x, w, bias, y, nthreads));             \
+        return ck_finish(wino_forward_impl_##SFX(p, x, w, bias, y, nthreads));                    \
+    }                                                                                             \
     int ck_conv_backward_input_##SFX(const ck_conv_params *p, const T *gy, int64_t gy_len,        \
                                      const T *w, int64_t w_len, T *gx, int64_t gx_len,            \
                                      int nthreads)                           \
@@ -268,6 +353,28 @@ static int ck_finish(int rc)
         if (!ck_all_finite_##SFX(w, wl))                                                   \
             return CK_ERR_NONFINITE;                                                              \
         return ck_finish(conv_backward_input_impl_##SFX(p, &d, gy, w, gx, nthreads));                  \
+    }                                                                                             \
+    int ck_conv_backward_input_winograd_##SFX(const ck_conv_params *p, const T *gy, int64_t gy_len, \
+                                              const T *w, int64_t w_len, T *gx, int64_t gx_len,   \
+                                              int nthreads)                                       \
+    {                                                                                             \
+        ck_conv_dims d;                                                                           \
+        int64_t xl, wl, yl;                                                                       \
+        CK_TRY(ck_conv_check(p, &d));                                                             \
+        CK_TRY(ck_conv_lengths(p, &d, &xl, &wl, &yl));                                            \
+        CK_TRY(ck_check_buf(gy, gy_len, yl));                                                     \
+        CK_TRY(ck_check_buf(w, w_len, wl));                                                       \
+        CK_TRY(ck_check_buf(gx, gx_len, xl));                                                     \
+        if (!ck_wino_applies_bwi(p))                                                              \
+            return CK_ERR_PARAM;                                                                  \
+        if (xl == 0)                                                                              \
+            return CK_OK;                                                                         \
+        if (!ck_all_finite_##SFX(w, wl))                                                          \
+            return CK_ERR_NONFINITE;                                                              \
+        if (!ck_bounded_##SFX(gy, yl, ck_wino_limit(CK_TMAX_##SFX, p->c_out))                         \
+            || !ck_bounded_##SFX(w, wl, ck_wino_limit(CK_TMAX_##SFX, p->c_out)))                      \
+            return ck_finish(conv_backward_input_impl_##SFX(p, &d, gy, w, gx, nthreads));          \
+        return ck_finish(conv_bwi_as_forward_##SFX(p, gy, w, gx, nthreads, 1));                   \
     }                                                                                             \
     int ck_conv_backward_weight_##SFX(const ck_conv_params *p, const T *gy, int64_t gy_len,       \
                                       const T *x, int64_t x_len, T *gw, int64_t gw_len,           \
@@ -339,6 +446,14 @@ static int ck_finish(int rc)
 
 CK_DEFINE_ENTRY_POINTS(float, f32)
 CK_DEFINE_ENTRY_POINTS(double, f64)
+
+int ck_conv_winograd_applies(const ck_conv_params *p, int kernel)
+{
+    ck_conv_dims d;
+    if (!p || ck_conv_check(p, &d) != CK_OK)
+        return 0;
+    return kernel == 0 ? ck_wino_applies(p) : kernel == 1 ? ck_wino_applies_bwi(p) : 0;
+}
 
 void ck_set_cancel_flag(const int32_t *flag)
 {

@@ -78,6 +78,23 @@ int ck_conv_backward_input_f64(const ck_conv_params *p, const double *gy, int64_
                                const double *w, int64_t w_len, double *gx, int64_t gx_len,
                                int nthreads);
 
+/* The same two kernels by Winograd F(4x4,3x3) (see docs/c_backend.md):
+ * CK_ERR_PARAM unless ck_conv_winograd_applies(p, 0 forward / 1 input
+ * gradient).  Non-finite or huge inputs run the direct kernels instead. */
+int ck_conv_winograd_applies(const ck_conv_params *p, int kernel);
+int ck_conv_forward_winograd_f32(const ck_conv_params *p, const float *x, int64_t x_len,
+                                 const float *w, int64_t w_len, const float *bias,
+                                 int64_t bias_len, float *y, int64_t y_len, int nthreads);
+int ck_conv_forward_winograd_f64(const ck_conv_params *p, const double *x, int64_t x_len,
+                                 const double *w, int64_t w_len, const double *bias,
+                                 int64_t bias_len, double *y, int64_t y_len, int nthreads);
+int ck_conv_backward_input_winograd_f32(const ck_conv_params *p, const float *gy, int64_t gy_len,
+                                        const float *w, int64_t w_len, float *gx, int64_t gx_len,
+                                        int nthreads);
+int ck_conv_backward_input_winograd_f64(const ck_conv_params *p, const double *gy, int64_t gy_len,
+                                        const double *w, int64_t w_len, double *gx, int64_t gx_len,
+                                        int nthreads);
+
 /* gw = adjoint of the forward in w, applied to gy. */
 int ck_conv_backward_weight_f32(const ck_conv_params *p, const float *gy, int64_t gy_len,
                                 const float *x, int64_t x_len, float *gw, int64_t gw_len,

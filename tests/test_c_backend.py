@@ -23,6 +23,12 @@ if cb.CBackend().availability() is not None:  # a missing build must fail here, 
     pytest.fail(cb.CBackend().availability(), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _default_algorithm(monkeypatch):
+    # Exact checks need the backend's own choice; Winograd's tests force it per call.
+    monkeypatch.delenv("CONVKIT_C_ALGO", raising=False)
+
+
 class _Kernels:
     """A backend's kernels as functions returning their output, called as the core calls them."""
 
@@ -155,6 +161,11 @@ def test_every_micro_kernel_agrees(isa, monkeypatch):
         np.testing.assert_array_equal(C.conv_forward(x, w, None, spec), y)
         np.testing.assert_array_equal(C.conv_backward_input(gy, w, spec), gx)
         np.testing.assert_array_equal(C.conv_backward_weight(gy, x, spec), gw)
+    # Winograd on this micro-kernel (other tile blocks, maybe no FMA): close to the direct result.
+    spec = parse_descriptor(WINOGRAD_SPECS[2])
+    x, w = rng.standard_normal(spec.x_shape).astype("float32"), rng.standard_normal(spec.w_shape).astype("float32")
+    wino, direct = _both("conv_forward", spec, x=x, w=w, bias=None)
+    np.testing.assert_allclose(wino, direct, rtol=0, atol=2e-5 * np.abs(direct).max())
 
 
 @pytest.mark.parametrize("desc", POOL_SPECS)
@@ -430,3 +441,94 @@ def test_empty_batch():
     assert C.conv_backward_input(np.zeros(spec.y_shape, np.float32), w, spec).shape == (0, 2, 5)
     gw = C.conv_backward_weight(np.zeros(spec.y_shape, np.float32), x, spec)
     assert gw.shape == spec.w_shape and not gw.any()
+
+
+# 2-D 3x3 stride-1 problems Winograd computes: odd sizes, tiles crossing the edges, pads (even
+# uneven), channel counts off the vector width, several images in one block of tiles.
+WINOGRAD_SPECS = [
+    "conv2d_n2_c5_o7_i11x13_k3x3_p1",
+    "conv2d_n1_c17_o9_i9x10_k3x3",
+    "conv2d_n3_c8_o20_i14x33_k3x3_p1-0x0-1",
+    "conv2d_n1_c3_o4_i5x3_k3x3_p1_f64",
+    "conv2d_n2_c16_o8_i23x9_k3x3_p1_f64",
+]
+
+
+def _both(kernel, spec, **inputs):
+    return [call_kernel("c", kernel, spec, algorithm=a, **inputs) for a in ("winograd", "direct")]
+
+
+@pytest.mark.parametrize("desc", WINOGRAD_SPECS)
+def test_winograd_agrees_with_direct(desc):
+    spec = parse_descriptor(desc)
+    rng = np.random.default_rng(len(desc))
+    x, w = rng.standard_normal(spec.x_shape).astype(spec.dtype), rng.standard_normal(spec.w_shape).astype(spec.dtype)
+    bias, gy = rng.standard_normal(spec.c_out).astype(spec.dtype), rng.standard_normal(spec.y_shape).astype(spec.dtype)
+    tol = 2e-5 if spec.dtype == "float32" else 1e-13
+    assert cb.CBackend().algorithms("conv_forward", spec) == ("direct", "winograd")  # small: auto keeps direct
+    wino, direct = _both("conv_forward", spec, x=x, w=w, bias=bias)
+    np.testing.assert_allclose(wino, direct, rtol=0, atol=tol * np.abs(direct).max())
+    assert not np.array_equal(wino, direct)  # a different algorithm ran
+    if "winograd" in cb.CBackend().algorithms("conv_backward_input", spec):  # pads 1: gy's pads are 1 too
+        wino, direct = _both("conv_backward_input", spec, grad_y=gy, w=w)
+        np.testing.assert_allclose(wino, direct, rtol=0, atol=tol * np.abs(direct).max())
+        assert not np.array_equal(wino, direct)
+    else:
+        assert spec.pads[0] != (1, 1)
+
+
+def test_winograd_applies_only_to_3x3_stride_1():
+    algos = cb.CBackend().algorithms
+    for desc in ("conv2d_n1_c4_o4_i9x9_k3x3_s2_p1", "conv2d_n1_c4_o4_i9x9_k3x3_d2_p2", "conv2d_n1_c4_o4_g2_i9x9_k3x3",
+                 "conv2d_n1_c4_o4_i9x9_k5x5_p2", "conv1d_n1_c4_o4_i9_k3", "conv3d_n1_c4_o4_i5x5x5_k3x3x3",
+                 "conv2d_n1_c4_o4_i9x9_k3x3_p2"):
+        assert algos("conv_forward", parse_descriptor(desc)) == ("direct",), desc
+    spec = parse_descriptor("conv2d_n1_c4_o4_i9x9_k3x3")  # no pads: its input gradient would need pads 2
+    assert algos("conv_forward", spec) == ("direct", "winograd")
+    assert algos("conv_backward_input", spec) == ("direct",)
+    assert algos("conv_backward_weight", spec) == ("direct",)
+
+
+def test_winograd_is_selected_by_env_and_by_backend_name(monkeypatch):
+    import convkit
+
+    spec = parse_descriptor("conv2d_n2_c5_o7_i11x13_k3x3_p1")
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(spec.x_shape).astype("float32"), rng.standard_normal(spec.w_shape).astype("float32")
+    wino, direct = _both("conv_forward", spec, x=x, w=w, bias=None)
+    monkeypatch.setenv("CONVKIT_C_ALGO", "winograd")
+    assert cb.CBackend().algorithms("conv_forward", spec) == ("winograd", "direct")
+    np.testing.assert_array_equal(convkit.conv(x, w, padding=1, backend="c"), wino)
+    monkeypatch.setenv("CONVKIT_C_ALGO", "direct")
+    np.testing.assert_array_equal(convkit.conv(x, w, padding=1, backend="c"), direct)
+    with convkit.record() as events:
+        np.testing.assert_array_equal(convkit.conv(x, w, padding=1, backend="c/winograd"), wino)
+    assert [(e.backend, e.algorithm) for e in events] == [("c", "winograd")]
+    monkeypatch.setenv("CONVKIT_C_ALGO", "fast")
+    with pytest.raises(PluginError, match="CONVKIT_C_ALGO must be one of auto, direct, winograd"):
+        convkit.conv(x, w, padding=1, backend="c")
+    monkeypatch.setenv("CONVKIT_C_ALGO", "auto")  # a big layer: auto prefers Winograd
+    assert cb.CBackend().algorithms("conv_forward", parse_descriptor("conv2d_n1_c64_o64_i56x56_k3x3_p1"))[0] == "winograd"
+
+
+def test_winograd_threads_and_nonfinite_inputs():
+    from convkit.config import set_num_threads
+
+    spec = parse_descriptor("conv2d_n2_c16_o8_i23x9_k3x3_p1")
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal(spec.x_shape).astype("float32"), rng.standard_normal(spec.w_shape).astype("float32")
+    out = []
+    try:
+        for nt in (1, 2, 3):
+            set_num_threads(nt)
+            out.append(call_kernel("c", "conv_forward", spec, algorithm="winograd", x=x, w=w))
+    finally:
+        set_num_threads(None)
+    for y in out[1:]:
+        np.testing.assert_array_equal(y, out[0])
+    # An inf would spread over its 6x6 patch: such inputs (and huge ones) run the direct kernels.
+    for bad in (np.inf, 1e30):
+        xb = x.copy()
+        xb[1, 3, 7, 4] = bad
+        got = call_kernel("c", "conv_forward", spec, algorithm="winograd", x=xb, w=w)
+        np.testing.assert_array_equal(got, call_kernel("c", "conv_forward", spec, algorithm="direct", x=xb, w=w))

@@ -249,3 +249,43 @@ def test_a_declared_nondirect_kernel_gets_its_factor_and_a_warning(capsys):
         assert "non-direct: conv_forward winograd F(4x4,3x3)" in out
     finally:
         convkit.unregister_plugin(name)
+
+
+class TwoAlgorithms(Wrapper):
+    """Declares Winograd non-direct beside a direct algorithm, and is off by 1000 eps (relative) in both:
+    only the run of the declared algorithm may use the factor (1000)."""
+
+    name = "two-algorithms"
+    first = "direct"
+    capabilities = DeclaredWinograd.capabilities
+
+    def algorithms(self, kernel, spec):
+        other = "winograd" if self.first == "direct" else "direct"
+        return (self.first, other) if kernel == "conv_forward" else ("default",)
+
+    def conv_forward(self, ctx, *, x, w, bias):
+        ctx.out[...] = reference.conv_forward(x, w, bias, ctx.spec) * (1 + 1000 * np.finfo(ctx.out.dtype).eps)
+
+
+class TwoAlgorithmsWinogradFirst(TwoAlgorithms):
+    name = "two-algorithms-winograd"
+    first = "winograd"
+
+
+def test_the_factor_applies_to_the_algorithm_that_ran_not_to_the_kernel():
+    plugin = type("P", (), {"convkit_backends": convkit.hookimpl(
+        lambda self: [TwoAlgorithms(), TwoAlgorithmsWinogradFirst()])})()
+    name = convkit.register_plugin(plugin, name="two-algorithms-plugin")
+    try:
+        # The backend's own choice is its first algorithm: direct is held to the direct bound...
+        direct = run_conformance(["two-algorithms"], ops=["conv"], match=r"^conv2d_", progress=False)
+        assert not direct.ok
+        details = {o.detail for o in direct.backends[0].problems("failed") if o.case.check != "gradients"}
+        assert details == {"y differs from the reference (bound)", "y differs from the reference (exact)"}
+        # ... and the same error from the declared non-direct algorithm is within its factor (the
+        # finite-difference checks of gradient cases know no factor).
+        nondirect = run_conformance(["two-algorithms-winograd"], ops=["conv"], match=r"^conv2d_", progress=False)
+        assert not [o.detail for o in nondirect.backends[0].problems("failed") if o.case.check != "gradients"]
+        assert nondirect.backends[0].totals["passed"] > 30
+    finally:
+        convkit.unregister_plugin(name)

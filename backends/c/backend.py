@@ -12,6 +12,14 @@ with tap-plane rows. Depthwise and tiny-channel convolutions and all pools
 run as vectorized direct loops. Every call runs on
 ``convkit.config.get_num_threads()`` OpenMP threads with the GIL released.
 
+``conv_forward`` and ``conv_backward_input`` of 2-D 3x3 stride-1 problems
+(one group, pads <= 1) have a second algorithm, Winograd F(4x4,3x3)
+(``csrc/ck_winograd_impl.h``): ``algorithms()`` lists ``("direct",
+"winograd")`` there, the one the backend runs when the core leaves the
+choice to it first: ``CONVKIT_C_ALGO=direct|winograd`` forces it,
+``auto`` (the default) takes Winograd where it measured faster
+(:func:`winograd_preferred`).
+
 ``CONVKIT_C_ISA=portable`` or ``avx2`` caps the micro-kernel choice (tests).
 """
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import os
 import threading
 import weakref
@@ -30,12 +39,21 @@ from convkit.config import get_num_threads
 from convkit.errors import PluginError
 from convkit.interrupt import FLAG as CANCEL
 
-__all__ = ["CBackend", "CKernelError", "load", "build_info", "conv_params", "pool_params", "raw_call"]
+__all__ = ["CBackend", "CKernelError", "load", "build_info", "conv_params", "pool_params", "raw_call",
+           "WINOGRAD", "WINOGRAD_FACTOR", "winograd_preferred"]
 
 MODULE = "convkit_backends.c._ckernels"
 _POOL_KIND = {"max": 0, "avg": 1, "lp": 2}
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+#: The non-direct algorithm, as Capabilities.nondirect names it (its first word is the algorithm's name).
+WINOGRAD = "winograd F(4x4,3x3)"
+#: Its error bound factor, derived from the transform's constants in docs/c_backend.md.
+WINOGRAD_FACTOR = 128.0
+#: The kernels Winograd computes, and their number in ck_conv_winograd_applies.
+_WINO_KERNELS = {"conv_forward": 0, "conv_backward_input": 1}
+_ALGO_SETTINGS = ("auto", "direct", "winograd")
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -106,6 +124,33 @@ def _pad3(values, fill):
 def _cached_params(spec):
     # Read-only in C, so one struct serves every thread calling with this spec.
     return conv_params(spec) if hasattr(spec, "groups") else pool_params(spec)
+
+
+@functools.lru_cache(maxsize=512)
+def _winograd_applies(kernel, spec) -> bool:
+    # The rule lives in C (ck_wino_applies), next to the kernel it guards.
+    _, lib = load()
+    return bool(lib.ck_conv_winograd_applies(_cached_params(spec), _WINO_KERNELS[kernel]))
+
+
+def winograd_preferred(kernel: str, spec) -> bool:
+    """``CONVKIT_C_ALGO=auto``'s rule: whether Winograd beats the direct kernels on ``spec``.
+
+    Measured side by side on this repository's machines (docs/c_backend.md):
+    its transforms cost about as much per tile as a GEMM over ~16 channels,
+    and tiles fill micro-panels only on larger planes.
+    """
+    # The GEMMs run over the input channels of the conv Winograd computes (gy's for the input gradient).
+    c_red, c_out = (spec.c_in, spec.c_out) if kernel == "conv_forward" else (spec.c_out, spec.c_in)
+    tiles = spec.n * math.prod((s + 3) // 4 for s in (spec.out_shape if kernel == "conv_forward" else spec.in_shape))
+    return c_red >= 32 and c_out >= 32 and tiles >= 96
+
+
+def _algo_setting() -> str:
+    value = os.environ.get("CONVKIT_C_ALGO", "").strip().lower() or "auto"
+    if value not in _ALGO_SETTINGS:
+        raise ValueError(f"CONVKIT_C_ALGO must be one of {', '.join(_ALGO_SETTINGS)}, not {value!r}")
+    return value
 
 
 #: Buffers a params struct points into, alive exactly as long as the struct.
@@ -222,7 +267,11 @@ class CBackend(Backend):
         # The weight gradient splits its reductions by thread: its last bits follow the thread count.
         thread_invariant=frozenset({"conv_forward", "conv_backward_input", "pool_forward", "pool_backward"}),
         algorithm="C/OpenMP: GEMM micro-kernels (AVX-512/AVX2/portable) reading tap planes of the input "
-                  "in place; direct loops for depthwise/tiny channels and pools",
+                  "in place; direct loops for depthwise/tiny channels and pools; Winograd F(4x4,3x3) for "
+                  "3x3 stride-1 convolutions (CONVKIT_C_ALGO)",
+        # Winograd's own bound; the direct kernels stay checked at the direct one (factor 1).
+        error_bound_factor=WINOGRAD_FACTOR,
+        nondirect=(("conv_forward", WINOGRAD), ("conv_backward_input", WINOGRAD)),
     )
 
     def availability(self) -> str | None:
@@ -233,6 +282,15 @@ class CBackend(Backend):
                     f"reinstall convkit with a C compiler available")
         return None
 
+    def algorithms(self, kernel, spec):
+        """``("direct", "winograd")`` where Winograd applies, the one run by default first; else ``("direct",)``."""
+        if kernel not in _WINO_KERNELS or not _winograd_applies(kernel, spec):
+            return ("direct",)
+        setting = _algo_setting()
+        if setting == "winograd" or (setting == "auto" and winograd_preferred(kernel, spec)):
+            return ("winograd", "direct")
+        return ("direct", "winograd")
+
     # -- conv -------------------------------------------------------------
     def _conv(self, ctx, a, b, bias=None):
         ffi, lib = load()
@@ -240,7 +298,11 @@ class CBackend(Backend):
         if ctx.kernel == "conv_forward":
             args.extend(_buf(ffi, bias))
         args.extend(_buf(ffi, ctx.out))
-        fn = getattr(lib, f"ck_{ctx.kernel}_{_SUFFIX[ctx.out.dtype]}")
+        algorithm = ctx.algorithm
+        if algorithm is None and ctx.kernel in _WINO_KERNELS:
+            algorithm = self.algorithms(ctx.kernel, ctx.spec)[0]
+        kind = "_winograd" if algorithm == "winograd" else ""
+        fn = getattr(lib, f"ck_{ctx.kernel}{kind}_{_SUFFIX[ctx.out.dtype]}")
         rc = fn(*args, ctx.num_threads)
         if rc == lib.CK_ERR_NONFINITE:
             # A NaN/inf weight (or output gradient) next to the zero padding: the reference's

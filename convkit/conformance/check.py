@@ -119,6 +119,17 @@ def _classify(backend: Backend, events) -> tuple[str | None, str]:
     return None, ""
 
 
+def _algorithm_run(backend: Backend, ev) -> str | None:
+    """The algorithm a kernel call ran: the one a ``"name/algorithm"`` choice forced, else the backend's
+    own choice, the first of its :meth:`~convkit.Backend.algorithms` (``None`` if that cannot be told)."""
+    if ev.algorithm is not None:
+        return ev.algorithm
+    try:
+        return backend.algorithms(ev.kernel, parse_descriptor(ev.descriptor))[0]
+    except Exception:  # a descriptor the parser cannot read: judged as direct
+        return None
+
+
 def reference(case, cache: dict | None = None) -> tuple[dict, dict]:
     """Reference outputs of a case and its ``sum|terms|`` outputs (memoized in ``cache``)."""
     key = (case.id, case.seed)
@@ -213,8 +224,8 @@ def check_case(name: str, case, cache: dict | None = None) -> Outcome:
         problem = _thread_count_problem(case, arrays, name, first)
     if problem:
         return Outcome(case, name, "failed", problem, kernels=kernels)
-    factor, exact, refusal = tolerance.effective_factor(backend.capabilities,
-                                                        {k for k, b in kernels if b == name})
+    runs = {(ev.kernel, _algorithm_run(backend, ev)) for ev in events if ev.backend == name}
+    factor, exact, refusal = tolerance.effective_factor(backend.capabilities, runs)
     if refusal:
         return Outcome(case, name, "failed", refusal, kernels=kernels)
     ref, terms = reference(case, cache)

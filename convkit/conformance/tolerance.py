@@ -44,7 +44,7 @@ import numpy as np
 from ..ops import OPS
 
 __all__ = ["case_spec", "accumulation_length", "rule", "abs_case", "abs_inputs", "allowed_error", "compare", "eps",
-           "DIRECT_FACTOR_CAP", "effective_factor"]
+           "DIRECT_FACTOR_CAP", "effective_factor", "ran_nondirect"]
 
 #: The largest ``error_bound_factor`` a direct algorithm may declare. The
 #: derived bound already holds for any summation order and blocking, so a
@@ -55,24 +55,41 @@ __all__ = ["case_spec", "accumulation_length", "rule", "abs_case", "abs_inputs",
 DIRECT_FACTOR_CAP = 4.0
 
 
-def effective_factor(capabilities, kernels_run) -> tuple[float, bool, str | None]:
-    """``(factor, exact_on_ints, refusal)`` for a case whose kernels ``kernels_run`` ran on the backend.
+def ran_nondirect(capabilities, kernel: str, algorithm: str | None) -> bool:
+    """Whether ``kernel`` computed with an algorithm ``Capabilities.nondirect`` names for it.
 
-    A factor above the cap with no non-direct kernel declared is refused
-    (``refusal`` says why); otherwise kernels not named non-direct are held
-    to at most the cap and stay exact on integer inputs.
+    A declared pair names the algorithm by the first word of its text
+    (``("conv_forward", "winograd F(4x4,3x3)")`` is algorithm ``"winograd"``
+    of :meth:`~convkit.Backend.algorithms`); a backend with one algorithm
+    (``"default"``) runs the declared one whenever it runs the kernel.
+    ``algorithm=None`` (not known) counts as direct.
+    """
+    return any(k == kernel and algorithm is not None and (algorithm == "default" or desc.split()[0] == algorithm)
+               for k, desc in capabilities.nondirect)
+
+
+def effective_factor(capabilities, runs) -> tuple[float, bool, str | None]:
+    """``(factor, exact_on_ints, refusal)`` for a case whose kernel runs ``runs`` were on the backend.
+
+    ``runs`` holds ``(kernel, algorithm)`` pairs (a bare kernel name counts
+    as its backend's only algorithm). A factor above the cap with no
+    non-direct kernel declared is refused (``refusal`` says why). The
+    declared factor applies where a declared non-direct algorithm ran
+    (:func:`ran_nondirect`); elsewhere kernels stay exact on integer inputs,
+    held to at most the cap, and to the direct bound itself (factor 1) when
+    the declared factor is above the cap: it is the non-direct algorithms'.
     """
     declared = float(capabilities.error_bound_factor or 1.0)
-    nondirect = dict(capabilities.nondirect)
+    nondirect = capabilities.nondirect
     if declared > DIRECT_FACTOR_CAP and not nondirect:
         return declared, True, (f"declares error_bound_factor {declared:g} above the cap {DIRECT_FACTOR_CAP:g} "
                                 f"for direct algorithms without naming a non-direct one "
                                 f"(Capabilities.nondirect); see "
                                 f"https://convkit.readthedocs.io/en/latest/conformance/#tolerances")
-    if any(k in nondirect for k in kernels_run):
+    pairs = [(r, "default") if isinstance(r, str) else tuple(r) for r in runs]
+    if any(ran_nondirect(capabilities, k, a) for k, a in pairs):
         return declared, False, None
-    return min(declared, DIRECT_FACTOR_CAP), True, None
-
+    return (1.0 if declared > DIRECT_FACTOR_CAP else declared), True, None
 
 
 def eps(dtype) -> float:
