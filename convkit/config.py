@@ -12,6 +12,7 @@ bit-identical whatever the thread count
 from __future__ import annotations
 
 import contextlib
+import functools
 import contextvars
 import os
 import threading
@@ -28,7 +29,9 @@ _deterministic: bool | None = None
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
+@functools.lru_cache(maxsize=None)
 def _cpu_count() -> int:
+    # Read once per process: the default is asked for on every kernel call.
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -58,9 +61,9 @@ def get_num_threads() -> int:
         return ctx
     if _num_threads is not None:
         return _num_threads
-    env = os.environ.get("CONVKIT_NUM_THREADS", "").strip()
-    if env:
-        return _parse(env, "CONVKIT_NUM_THREADS")
+    env = getenv("CONVKIT_NUM_THREADS")
+    if env and env.strip():
+        return _parse(env.strip(), "CONVKIT_NUM_THREADS")
     return _cpu_count()
 
 

@@ -33,7 +33,6 @@ import contextvars
 import functools
 import inspect
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -74,11 +73,19 @@ class DispatchEvent:
     algorithm: str | None = None  # forced by a "name/algorithm" choice or the tuning cache, else None
 
 
+_parsed: dict = {}  # choice string -> names: `backend="c"` is parsed on every call
+
+
 def _parse(choice, where: str) -> tuple | None:
     if choice is None:
         return None
     if isinstance(choice, str):
+        names = _parsed.get(choice)
+        if names is not None:
+            return names
         names = tuple(n.strip() for n in choice.split(",") if n.strip())
+        if names and len(_parsed) < 1024:
+            _parsed[choice] = names
     elif isinstance(choice, (list, tuple)) and all(isinstance(n, str) for n in choice):
         names = tuple(n.strip() for n in choice if n.strip())
     else:
@@ -216,8 +223,8 @@ def _requested() -> tuple[tuple | None, str]:
         return ctx, "use_backend()"
     if _global is not None:
         return _global, "set_backend()"
-    env = os.environ.get("CONVKIT_BACKEND", "").strip()
-    if env:
+    env = getenv("CONVKIT_BACKEND")
+    if env and env.strip():
         return _parse(env, "CONVKIT_BACKEND"), "CONVKIT_BACKEND"
     return None, "default priority"
 
@@ -246,7 +253,7 @@ def _why_not(choice: str, kernel: str, spec) -> tuple[object, str | None, str | 
 
 def _verbose() -> None:
     global _verbose_handler
-    if _verbose_handler is None and os.environ.get("CONVKIT_VERBOSE", "").strip().lower() in ("1", "true", "yes"):
+    if _verbose_handler is None and (getenv("CONVKIT_VERBOSE") or "").strip().lower() in ("1", "true", "yes"):
         _verbose_handler = logging.StreamHandler()
         _verbose_handler.setFormatter(logging.Formatter("convkit: %(message)s"))
         logger.addHandler(_verbose_handler)

@@ -546,6 +546,9 @@ def parse_descriptor(desc: str):
                     p=fields.get("norm"), **common)
 
 
+_ATOMS = frozenset({int, str, bool, float, type(None)})  # hashable, compared with their type
+
+
 def _key(value):
     # Types are part of the key: 1 == 1.0 == True must not share a cache entry,
     # since only the int is a valid stride.
@@ -568,7 +571,9 @@ def memoize_spec(builder):
     @wraps(builder)
     def cached(*args, **kwargs):
         try:
-            key = (tuple(map(_key, args)), tuple([(k, _key(v)) for k, v in sorted(kwargs.items())]))
+            # Keyword order is the caller's: another order only misses the cache.
+            key = (tuple(map(_key, args)),
+                   tuple([(k, type(v), v) if type(v) in _ATOMS else (k, _key(v)) for k, v in kwargs.items()]))
         except TypeError:
             return builder(*args, **kwargs)
         spec = cache.get(key)

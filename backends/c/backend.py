@@ -35,7 +35,7 @@ import weakref
 import numpy as np
 
 from convkit.backend import Backend, Capabilities
-from convkit.config import get_num_threads
+from convkit.config import get_num_threads, getenv
 from convkit.errors import PluginError
 from convkit.interrupt import FLAG as CANCEL
 
@@ -147,7 +147,7 @@ def winograd_preferred(kernel: str, spec) -> bool:
 
 
 def _algo_setting() -> str:
-    value = os.environ.get("CONVKIT_C_ALGO", "").strip().lower() or "auto"
+    value = (getenv("CONVKIT_C_ALGO") or "").strip().lower() or "auto"
     if value not in _ALGO_SETTINGS:
         raise ValueError(f"CONVKIT_C_ALGO must be one of {', '.join(_ALGO_SETTINGS)}, not {value!r}")
     return value
