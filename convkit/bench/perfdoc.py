@@ -7,7 +7,7 @@ Usage::
     python -m convkit.bench.perfdoc --from DIR/report.json  # tables from an earlier `convkit bench` run
     python -m convkit.bench.perfdoc --embed DIR --doc docs/benchmarks.md  # put a report into a doc
 
-The run is ``convkit bench --suite issue5 --backends c --compare torch``:
+The run is ``convkit bench --suite anchors --backends c --compare torch``:
 float32, both libraries on the same thread count, medians after warm-up,
 speed = PyTorch time / ``c`` time. Text between ``<!-- notes -->`` and
 ``<!-- /notes -->`` in an existing file (the reasons and next steps for missed
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         result = json.loads(Path(source).read_text())
         results.append(result.get("bench", result))  # a `convkit report` JSON holds the bench under "bench"
     for threads in ([] if args.source else (args.threads or [None])):
-        bench_argv = ["--suite", "issue5", "--backends", args.backend, "--compare", "torch",
+        bench_argv = ["--suite", "anchors", "--backends", args.backend, "--compare", "torch",
                       "--budget", str(args.budget), "--retry-budget", str(args.retry_budget)]
         bench_argv += ["--threads", str(threads)] if threads else []
         bench_parser = argparse.ArgumentParser()

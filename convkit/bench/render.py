@@ -28,17 +28,22 @@ _PEER_NOTES = {
 
 
 def format_time(seconds: float) -> str:
-    """Seconds as a short string in a fitting unit.
+    """Seconds as a short string in a fitting unit: the largest unit whose value shows as at least 1.
 
     Examples
     --------
-    >>> format_time(0.00123), format_time(2.5e-6), format_time(1.5)
-    ('1.23 ms', '2.50 us', '1.50 s')
+    >>> format_time(0.00123), format_time(2.5e-6), format_time(1.5), format_time(0.1454)
+    ('1.23 ms', '2.50 us', '1.50 s', '145 ms')
+    >>> format_time(999.6e-6), format_time(0.9996), format_time(99.996e-3), format_time(4e-8)
+    ('1.00 ms', '1.00 s', '100 ms', '0.04 us')
     """
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale or unit == "us":
-            return f"{seconds / scale:.3g} {unit}" if seconds / scale >= 100 else f"{seconds / scale:.2f} {unit}"
-    return f"{seconds:.3g} s"  # pragma: no cover
+        value = seconds / scale
+        # Round first, then pick the unit: 999.6 us shows as 1.00 ms, never as 1e+03 us.
+        text = f"{value:.0f}" if round(value, 2) >= 100 else f"{value:.2f}"
+        if float(text) >= 1:
+            break
+    return f"{text} {unit}"
 
 
 def _runners(result) -> list:
