@@ -56,12 +56,12 @@ def _section(result, chart, backend, peer) -> list:
     missed = missed_targets(result, backend, peer)
     total = sum(1 for r in result["results"] if r.get("target") is not None)
     lines = [f"## {result['threads']['requested']} thread(s): {total - len(missed)} of {total} targets met", ""]
-    lines += render._header_md(result) + [""] + render.target_table(result, backend, peer) + [""]
+    lines += render.run_lines(result) + [""] + render.target_table(result, backend, peer) + [""]
     if chart:
         lines += [f"![{backend} speed-up over {peer} and the reference, {result['threads']['requested']} "
                   f"thread(s)]({chart})", ""]
     lines += ["Missed: " + ("none." if not missed else "; ".join(
-        f"{name} {direction[:3]} " + (f"{ratio:.3f}x" if ratio is not None else "not measured")
+        f"{name} {direction} " + (f"{ratio:.3f}x" if ratio is not None else "not measured")
         + f" (>= {target:g})" for name, direction, ratio, target in missed)), ""]
     return lines
 
