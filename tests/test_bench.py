@@ -20,7 +20,7 @@ def _check_png(path):
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR", path
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width >= 400 and height >= 100, f"{path} is {width}x{height}"
+    assert width >= 1200 and height >= 300, f"{path} is {width}x{height}"  # readable: not 720 px wide
     assert len(data) > 2000 and data.rstrip().endswith(b"IEND\xaeB`\x82"), f"{path}: {len(data)} bytes"
 
 

@@ -41,8 +41,9 @@ def missing():
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        return (f"the charts need matplotlib, which is not installed ({exc}); install the bench extra, "
-                f"pip install 'convkit[bench]' (from a clone: pip install '.[bench]'), or pass --no-charts")
+        from .peers import INSTALL_EXTRA
+
+        return f"the charts need matplotlib, which is not installed ({exc}); {INSTALL_EXTRA}, or pass --no-charts"
     return None
 
 
@@ -105,7 +106,7 @@ def _figure(n_problems, n_series):
     import matplotlib.pyplot as plt
 
     per_problem = max(0.42, 0.2 * n_series + 0.12)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 1.9 + per_problem * n_problems), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(13, max(3.5, 1.9 + per_problem * n_problems)), sharey=True, squeeze=False)
     return plt, fig, axes[0]
 
 
