@@ -20,7 +20,7 @@ Examples
 >>> Journal.open(out, {"mode": "quick", "threads": 1}, resume=True)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-convkit.bench.journal.ResumeMismatch: cannot resume ...results.jsonl: it was measured with threads 2, this run asks for 1; run with the same options as before, or without --resume to start over
+convkit.bench.journal.ResumeMismatch: cannot resume ...: it was measured with threads 2, this run asks for 1; ...
 """
 
 from __future__ import annotations

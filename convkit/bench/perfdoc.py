@@ -139,7 +139,8 @@ def main(argv=None) -> int:
         bench_parser = argparse.ArgumentParser()
         runner.add_arguments(bench_parser)
         bargs = bench_parser.parse_args(bench_argv)
-        command = " ".join(runner.command_line(bargs, "bench")[:-2])  # nothing is written to --out
+        command = " ".join(runner.command_line(bargs, "bench")[:-2])
+        bargs.out = None  # nothing is written to --out, results.jsonl included
         result = runner.bench_from_args(bargs, None)
         result["command"] = f"python -m convkit.bench.perfdoc {' '.join(argv or sys.argv[1:])} (ran: {command})"
         results.append(result)

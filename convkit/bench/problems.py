@@ -25,7 +25,8 @@ from .. import lowering
 from ..ops import backward_op, forward_op
 from ..spec import ConvSpec, parse_descriptor
 
-__all__ = ["Problem", "DIRECTIONS", "DEFAULT_SUITES", "TARGETS_SUITE", "list_suites", "load_suite", "load_suites", "make_inputs",
+__all__ = ["Problem", "DIRECTIONS", "DEFAULT_SUITES", "TARGETS_SUITE", "list_suites", "load_suite", "load_suites",
+           "make_inputs",
            "convkit_callable"]
 
 #: Timed directions: ``forward`` is the op, ``backward`` its gradients (conv: input and weight).

@@ -296,8 +296,10 @@ def write_all(result, out_dir, name="report", charts=True) -> list:
     >>> from convkit.bench.runner import run_bench
     >>> r = run_bench(["tiny"], backends=["numpy"], compare=[], budget=0.001, reference_budget=0.001,
     ...               match="*conv1d*", progress=False, peak_sizes=(128,))
-    >>> [p.name for p in write_all(r, tempfile.mkdtemp())], [p.name for p in write_all(r, tempfile.mkdtemp(), charts=False)]
-    (['report.md', 'report.json', 'gflops.png'], ['report.md', 'report.json'])
+    >>> [p.name for p in write_all(r, tempfile.mkdtemp())]
+    ['report.md', 'report.json', 'gflops.png']
+    >>> [p.name for p in write_all(r, tempfile.mkdtemp(), charts=False)]
+    ['report.md', 'report.json']
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

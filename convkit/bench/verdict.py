@@ -17,8 +17,10 @@ Examples
 ...           "summary": {"c": {"torch": {"forward": {"geomean": 1.5, "n": 1}}}}}
 >>> verdict_table(result)[-1]
 '| a | forward | **c** 1.00 ms | 1.50x (torch) | c 1.50x faster than torch |'
->>> print(verdict_paragraph(result))
-Of 1 problem-directions, a convkit backend was fastest on 1 (c 1), a peer on 0. Geometric-mean speed-up against torch (above 1: the convkit backend is faster): c 1.50x forward (n=1).
+>>> import textwrap
+>>> print(textwrap.fill(verdict_paragraph(result), 100))
+Of 1 problem-directions, a convkit backend was fastest on 1 (c 1), a peer on 0. Geometric-mean
+speed-up against torch (above 1: the convkit backend is faster): c 1.50x forward (n=1).
 """
 
 from __future__ import annotations
@@ -86,11 +88,11 @@ def verdict_paragraph(result) -> str:
     noisy = len(rows) - len(counted)
     where = f"Of {len(rows)} problem-directions"
     if all_noisy:
-        where += f" (**every one measured under load**: other processes took over {100 * NOISY:.0f}% of the CPUs; treat these " \
-                 f"numbers as noisy and re-run on a quiet machine)"
+        where += (f" (**every one measured under load**: other processes took over {100 * NOISY:.0f}% of the "
+                  f"CPUs; treat these numbers as noisy and re-run on a quiet machine)")
     elif noisy:
-        where = f"Of the {len(counted)} problem-directions measured on a quiet machine ({noisy} more measured " \
-                f"under load, marked ~, are left out of these numbers)"
+        where = (f"Of the {len(counted)} problem-directions measured on a quiet machine ({noisy} more measured "
+                 f"under load, marked ~, are left out of these numbers)")
 
     def tally(counts):
         return f"{sum(counts.values())}" + (f" ({', '.join(f'{n} {c}' for n, c in counts.items())})" if counts else "")
@@ -121,4 +123,4 @@ def verdict_section(result, images=()) -> list:
     """The ``## Verdict`` section of a report: the paragraph, then the per-problem table."""
     return ["## Verdict", "", verdict_paragraph(result), ""] + verdict_table(result) + [
         "", f"Times are medians; `~` after the direction: measured while other processes took over "
-        f"{100 * NOISY:.0f}% of the CPUs (left out of the paragraph above).", ""]
+        f"{100 * NOISY:.0f}% of the CPUs (left out of the paragraph above, unless every row was).", ""]
