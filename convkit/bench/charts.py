@@ -110,13 +110,13 @@ def _figure(n_problems, n_series):
     return plt, fig, axes[0]
 
 
-def _save(plt, fig, path, note, series):
+def _save(plt, fig, path, note, series, extra=()):
     from matplotlib.patches import Patch
 
     # The legend lists the series in the order of the bars in each group (top to bottom), plain colours
-    # (a legend copied from the bars would take the hatching of whichever bar came first).
-    handles = [Patch(color=color, label=label) for label, color in series]
-    labels = [label for label, _ in series]
+    # (a legend copied from the bars would take the hatching of whichever bar came first); then the lines.
+    handles = [Patch(color=color, label=label) for label, color in series] + list(extra)
+    labels = [h.get_label() for h in handles]
     height = fig.get_figheight()
     fig.legend(handles, labels, loc="upper center", ncol=max(1, len(labels)), fontsize=_FONT, frameon=False,
                title=note, title_fontsize=_FONT - 2)
@@ -196,9 +196,9 @@ def gflops_chart(result, path):
         _barh(ax, names, series, f"{direction}: GFLOP/s, {result['threads']['requested']} threads",
               "GFLOP/s (log)")
         if peak:
-            ax.axvline(peak, color="black", ls="--", lw=1)
-            ax.text(peak, -0.55, f"peak {peak:.0f} ", fontsize=_FONT - 2, va="bottom", ha="right")
-    return _save(plt, fig, path, _NOTE, [(b, _color(b, i)) for i, b in enumerate(backends)])
+            line = ax.axvline(peak, color="black", ls="--", lw=1, label=f"practical peak {peak:.0f} GFLOP/s")
+    return _save(plt, fig, path, _NOTE, [(b, _color(b, i)) for i, b in enumerate(backends)],
+                 [line] if peak else [])
 
 
 def write_charts(result, out_dir) -> list:
