@@ -162,3 +162,25 @@ def test_report_md_leads_with_the_verdict_full_directions_and_target_sources(tmp
     lines = (tmp_path / "report.md").read_text().splitlines()
     assert lines[:5] == ["# convkit report", "", "## Verdict", "", "**Conformance** (quick, every backend): "
                                                                     "not available."]
+
+
+def test_chart_axes_span_every_bar_and_whisker_over_a_wide_range():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from convkit.bench import charts
+
+    fig, ax = plt.subplots()
+    values = np.array([2.7e-4, 1.0, 939.0])
+    low, high = values / 3, values * 3
+    charts._barh(ax, ["a", "b", "c"], [("vs torch", "red", values, low, high, [True, False, False])], "t", "x",
+                 labels=True)
+    lo, hi = ax.get_xlim()
+    assert ax.get_xscale() == "log" and lo < low.min() and hi > 2 * high.max()
+    bars = [p for p in ax.patches]
+    assert [round(b.get_width(), 6) for b in bars] == [round(v, 6) for v in values]
+    assert bars[0].get_hatch() == "///" and not bars[1].get_hatch()  # the row under load is hatched
+    plt.close(fig)

@@ -84,12 +84,13 @@ def _barh(ax, names, series, title, xlabel, labels=False):
                 if np.isfinite(v):
                     ax.text(max(v, hi if np.isfinite(hi) else v) * 1.06, p, f"{v:.2f}x" if v >= 0.1 else f"{v:.2g}x",
                             va="center", fontsize=_FONT - 3)
-    if labels:  # room for the value labels right of the longest whisker
-        lo, hi = ax.get_xlim()
-        ax.set_xlim(lo, hi * 2.5)
     ax.set_yticks(y, names, fontsize=_FONT - 1)
     ax.set_ylim(len(names) - 0.5, -0.5)  # first problem on top
     ax.set_xscale("log")
+    ends = np.concatenate([np.concatenate([v, lo, hi]) for _, _, v, lo, hi, _ in series] or [np.ones(1)])
+    ends = ends[np.isfinite(ends) & (ends > 0)]
+    if ends.size:  # from the shortest bar or whisker to the longest, with room for the value labels
+        ax.set_xlim(ends.min() / 1.5, ends.max() * (4 if labels else 1.5))
     ax.set_title(title, fontsize=_FONT + 1)
     ax.set_xlabel(xlabel, fontsize=_FONT)
     ax.tick_params(axis="x", labelsize=_FONT - 1)
