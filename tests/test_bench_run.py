@@ -179,7 +179,7 @@ def test_chart_axes_span_every_bar_and_whisker_over_a_wide_range():
     charts._barh(ax, ["a", "b", "c"], [("vs torch", "red", values, low, high, [True, False, False])], "t", "x",
                  labels=True)
     lo, hi = ax.get_xlim()
-    assert ax.get_xscale() == "log" and lo < low.min() and hi > 2 * high.max()
+    assert ax.get_xscale() == "log" and 0 < lo < low.min() and 2 * high.max() < hi < 100 * high.max()
     bars = [p for p in ax.patches]
     assert [round(b.get_width(), 6) for b in bars] == [round(v, 6) for v in values]
     assert bars[0].get_hatch() == "///" and not bars[1].get_hatch()  # the row under load is hatched
