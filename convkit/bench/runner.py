@@ -406,14 +406,13 @@ def preflight(args, command: str) -> bool:
         errors.append(str(exc))
     for message in errors:
         print(f"convkit {command}: error: {message}", file=sys.stderr)
-    if errors:
-        return False
+    # What would not be timed, said even when the run stops: one install may fix everything.
     _, skipped = _choose_backends(_split_names(args.backends) or None)
     for name, why in skipped.items():
-        print(f"convkit {command}: backend {name} not timed: {why}", file=sys.stderr)
+        print(f"convkit {command}: backend {name} {'would not be' if errors else 'not'} timed: {why}", file=sys.stderr)
     for name, why in missing.items():
-        print(f"convkit {command}: {name} not timed: {why}", file=sys.stderr)
-    return True
+        print(f"convkit {command}: {name} {'would not be' if errors else 'not'} timed: {why}", file=sys.stderr)
+    return not errors
 
 
 def bench_from_args(args, argv) -> dict:
