@@ -142,6 +142,7 @@ def _conformance(args, progress: bool) -> dict:
         return {"available": False, "ok": None, "result": None, "seconds": 0.0,
                 "markdown": "## Conformance\n\nconformance: not run (--no-conformance)\n"}
     if args.resume and path.exists():  # measured by the session that was interrupted
+        print(f"convkit report: conformance read from {path} (the interrupted run's)", flush=True)
         return json.loads(path.read_text())
     conformance = run_conformance_section(quick=True, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
