@@ -132,7 +132,7 @@ def test_readme_states_the_default_priority_that_dispatch_uses():
     from convkit import registry
 
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    stated = re.search(r"fixed default priority \(([^;)]*)", " ".join(readme.split())).group(1)
+    stated = re.search(r"priority[^(]*\(([^;)]*)", " ".join(readme.split())).group(1)
     builtin = [n for n in registry.default_priority() if n in ("c", "cython", "numba", "numpy")]
     assert [n.strip(" `") for n in stated.split(",")] == builtin
 

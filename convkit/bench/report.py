@@ -35,6 +35,8 @@ class Report:
     conformance: dict
     bench: dict
     images: list = field(default_factory=list)
+    #: The output directory (a section may write files of its own there).
+    out: Path | None = None
 
     @property
     def conformance_verdict(self) -> str:
@@ -118,7 +120,7 @@ def write_report(conformance: dict, bench: dict, out_dir, sections=None, charts_
     out.mkdir(parents=True, exist_ok=True)
     images = charts.write_charts(bench, out) if charts_ else []
     bench = {**bench, "charts": [p.name for p in images]}
-    rep = Report(conformance, bench, [p.name for p in images])
+    rep = Report(conformance, bench, [p.name for p in images], out)
     md = ["# convkit report", ""]
     for section in SECTIONS if sections is None else sections:
         md += section(rep)
