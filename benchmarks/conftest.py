@@ -3,7 +3,7 @@
 Run explicitly (the ordinary test command ignores this directory)::
 
     pytest benchmarks/ --benchmark-only                       # quick subset of the default suites
-    pytest benchmarks/ --benchmark-only --ck-suites issue5 --ck-backends c
+    pytest benchmarks/ --benchmark-only --ck-suites anchors --ck-backends c
     pytest benchmarks/ --benchmark-only --benchmark-autosave  # then: pytest-benchmark compare
 
 Test ids are ``<backend>-<descriptor>-<direction>``; each result's

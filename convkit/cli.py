@@ -1,6 +1,7 @@
 """The ``convkit`` command (also ``python -m convkit``).
 
-Subcommands: ``backends``, ``explain``, ``warmup``, ``conformance``, ``bench``, ``report``, ``tune``.
+Subcommands: ``backends``, ``explain``, ``warmup``, ``conformance``, ``bench``, ``report``, ``tune``;
+``--version``.
 Each lives with its feature; this module only wires the argument parsers.
 """
 
@@ -13,7 +14,7 @@ import sys
 
 from . import registry
 from .backend import KERNELS
-from .dispatch import _why_not, select
+from .dispatch import _requested, _why_not, select
 from .errors import ConvkitError
 from .ops import ops_for
 from .spec import parse_descriptor
@@ -28,10 +29,12 @@ _FEATURE_COMMANDS = {
 
 
 def _console():
+    import os
+
     from rich.console import Console
 
-    # Piped output (CI logs, files) gets a wide table instead of 80 columns.
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    # Piped output (CI logs, files) gets a wide table instead of 80 columns, unless COLUMNS says otherwise.
+    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=160)
 
 
 def cmd_backends(args) -> int:
@@ -40,16 +43,29 @@ def cmd_backends(args) -> int:
         print(json.dumps([i.as_dict() for i in infos], indent=2))
         return 0
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="convkit backends (default priority order)")
-    for col in ("name", "available", "version", "priority", "dims", "dtypes", "kernels", "reason / algorithm"):
-        table.add_column(col, overflow="fold")
+    # Short columns in a table; the long text (algorithm, or why unavailable) below it, wrapped to the terminal.
+    table = Table(title="convkit backends, in default priority order", title_justify="left", box=None,
+                  header_style="bold", pad_edge=False)
+    for col in ("name", "available", "priority", "version", "dims", "dtypes", "kernels"):
+        table.add_column(col, no_wrap=col in ("name", "available"))
     for i in infos:
         caps = i.capabilities
         kernels = "all" if set(i.kernels) == set(KERNELS) else ", ".join(i.kernels) or "-"
-        table.add_row(i.name, "yes" if i.available else "no", i.version, str(i.priority), str(caps["dims"]),
-                      ", ".join(caps["dtypes"]), kernels, i.reason or caps["algorithm"])
-    _console().print(table)
+        dims = "any" if caps["dims"] == "any" else ", ".join(map(str, caps["dims"]))
+        table.add_row(i.name, "yes" if i.available else "[red]no[/red]", str(i.priority), i.version, dims,
+                      ", ".join(caps["dtypes"]), kernels)
+    console = _console()
+    console.print(table)
+    console.print()
+    for i in infos:
+        text = f"unavailable: {i.reason}" if i.reason else i.capabilities["algorithm"]
+        console.print(Text.assemble((i.name, "bold"), ": ", text))
+    console.print()
+    console.print("Each kernel runs on the first available backend in this order that supports it, unless "
+                  "backend=, use_backend(), set_backend() or CONVKIT_BACKEND chooses (`convkit explain "
+                  "DESCRIPTOR` shows the choice for a problem).")
     return 0
 
 
@@ -71,19 +87,23 @@ def explain(descriptor: str) -> dict:
     """
     spec = parse_descriptor(descriptor)
     kspec = spec.canonical()
+    names, source = _requested()
     ops = {}
     for op in ops_for(spec):
-        chosen = {}
+        chosen, passed_over = {}, {}
         for kernel in op.kernels:
             try:
-                chosen[kernel] = select(kernel, kspec)[0].name
+                backend, _, skipped = select(kernel, kspec)
+                chosen[kernel] = backend.name
+                passed_over[kernel] = dict(skipped)
             except ConvkitError as exc:
                 chosen[kernel] = f"none: {exc}"
         runs = {}
         for backend in registry.backends():
             reasons = [r for r in (_why_not(backend.name, k, kspec)[1] for k in op.kernels) if r]
             runs[backend.name] = reasons[0] if reasons else "yes"
-        ops[op.name] = {"kernels": list(op.kernels), "dispatch": chosen, "backends": runs}
+        ops[op.name] = {"kernels": list(op.kernels), "dispatch": chosen, "passed_over": passed_over,
+                        "backends": runs}
     return {
         "descriptor": spec.descriptor,
         "op": spec.op,
@@ -95,12 +115,14 @@ def explain(descriptor: str) -> dict:
         "stride": spec.stride,
         "dilation": spec.dilation,
         "flops": spec.flops,
+        "chosen_by": source,
+        "order": list(names) if names is not None else registry.default_priority(),
         "ops": ops,
     }
 
 
 def cmd_explain(args) -> int:
-    info = explain(args.descriptor)
+    info = explain(_resolve(args.descriptor))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -111,11 +133,18 @@ def cmd_explain(args) -> int:
             console.print(f"  {key:13s} {tuple(map(tuple, info[key])) if key == 'pads' else info[key]}")
     console.print(f"  {'flops':13s} {info['flops']:,} ({info['flops'] / 1e9:.3f} GFLOP)")
     console.print(f"  {'kernels see':13s} {info['canonical']}")
+    console.print(f"[bold]Runs on[/bold] (chosen by {info['chosen_by']}: {', '.join(info['order'])}):",
+                  highlight=False)
     for name, op in info["ops"].items():
-        runs = ", ".join(f"{k} -> {b}" for k, b in op["dispatch"].items()) or "the core alone"
-        console.print(f"  [bold]{name}[/bold]: {runs}")
+        runs = ", ".join(f"{k} on {b}" for k, b in op["dispatch"].items()) or "the core alone, no kernel"
+        console.print(f"  {name:20s} {runs}", highlight=False)
+    console.print('[bold]Can run each op alone[/bold] (backend="name"):', highlight=False)
+    for name, op in info["ops"].items():
+        able = [b for b, verdict in op["backends"].items() if verdict == "yes"]
+        console.print(f"  {name:20s} {', '.join(able) or 'none'}", highlight=False)
         for backend, verdict in op["backends"].items():
-            console.print(f"    {backend:10s} {verdict}")
+            if verdict != "yes":
+                console.print(f"  {'':20s} not {backend}: {verdict}", highlight=False)
     return 0
 
 
@@ -155,15 +184,53 @@ def cmd_warmup(args) -> int:
     return 0
 
 
+def _grammar() -> str:
+    """The descriptor grammar and examples, as :mod:`convkit.spec` documents them (one place for them)."""
+    import textwrap
+
+    from . import spec
+
+    doc = spec.__doc__.replace("``", "")
+    examples = textwrap.dedent(doc[doc.index("::") + 2:doc.index("Grammar:")]).strip("\n")
+    grammar = textwrap.fill(" ".join(doc[doc.index("Grammar:"):].split()), 79)
+    return (f"{grammar}\n\nPadding modes (m): {', '.join(spec.PADDING_MODES)}.\n\nExamples:\n\n"
+            + textwrap.indent(examples, "  "))
+
+
+def _resolve(item: str) -> str:
+    """A descriptor, or the name of a problem of a shipped suite (``resnet50.conv1.b1``) turned into one."""
+    from .bench.problems import list_suites, load_suite
+    from .errors import SpecError
+
+    try:
+        parse_descriptor(item)
+        return item
+    except SpecError:
+        for suite in list_suites():
+            for p in load_suite(suite):
+                if p.name == item:
+                    return p.descriptor
+        raise
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="convkit", description="Convolution and pooling kernels for NumPy.")
+    parser.add_argument("--version", action="version", version=f"convkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("backends", help="list backends, availability (with reason) and capabilities")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_backends)
-    p = sub.add_parser("explain", help="shapes, pads, FLOPs and eligible backends of a problem descriptor")
-    p.add_argument("descriptor", help="e.g. conv2d_n1_c3_o8_i32x32_k3x3_p1")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("explain", help="shapes, pads, FLOPs of a problem, and which backend runs each kernel",
+                       description="Shapes, pads and FLOPs of a problem, which backend would run each of its "
+                                   "kernels under the current settings, and which backends can run it at all.",
+                       epilog="Problem descriptors\n-------------------\n" + _grammar(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("descriptor", metavar="DESCRIPTOR",
+                   help="a problem descriptor (grammar below), e.g. conv2d_n1_c3_o8_i32x32_k3x3_p1, or the name "
+                        "of a problem of a shipped suite, e.g. resnet50.conv1.b1")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("warmup", help="run problems once on a backend so a JIT backend compiles and caches them")
     p.add_argument("items", nargs="+", metavar="SUITE|DESCRIPTOR", help="suite names (`convkit bench --suite list`) "
@@ -196,6 +263,9 @@ def main(argv=None) -> int:
     except ConvkitError as exc:
         print(f"convkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # bench and report keep what they measured themselves; here, no traceback
+        print(f"convkit {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

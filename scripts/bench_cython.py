@@ -8,7 +8,7 @@ through ``torch.nn.functional``, backward through ``torch.ops.aten``). The
 three runners are timed interleaved (:func:`convkit.bench.timing.measure_interleaved`);
 medians are printed in milliseconds with ``torch / cython`` and ``c / cython``.
 
-    python scripts/bench_cython.py --threads 2 [--suite issue5] [--budget 1.0] [--quiet-wait 60]
+    python scripts/bench_cython.py --threads 2 [--suite anchors] [--budget 1.0] [--quiet-wait 60]
 
 On a shared machine, ``--quiet-wait`` waits (up to that many seconds) before
 each problem-direction until other processes use under 10% of a core, and
@@ -121,7 +121,7 @@ def runners(spec, direction, inputs, threads):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--suite", default="issue5")
+    ap.add_argument("--suite", default="anchors")
     ap.add_argument("--budget", type=float, default=1.0, help="seconds per runner and problem-direction")
     ap.add_argument("--only", default=None, help="substring of the labels to run")
     ap.add_argument("--quiet-wait", type=float, default=0.0, help="seconds to wait for a quiet machine per row")

@@ -1,6 +1,6 @@
 """Side-by-side timing of the numba backend, the c backend and torch on a suite's layers.
 
-Usage: python scripts/bench_numba.py [--threads 2] [--repeat 5] [--suite issue5] [--only SUBSTR]
+Usage: python scripts/bench_numba.py [--threads 2] [--repeat 5] [--suite anchors] [--only SUBSTR]
 
 Medians of ``--repeat`` runs after one warm-up call (compile time excluded and
 printed separately). Forward = conv_forward / pool_forward; backward = input
@@ -125,7 +125,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--suite", default="issue5")
+    ap.add_argument("--suite", default="anchors")
     ap.add_argument("--only", default="")
     ap.add_argument("--peers", default="c,torch")
     ap.add_argument("--stat", choices=("median", "min"), default="median")

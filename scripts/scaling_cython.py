@@ -36,7 +36,7 @@ def call(backend, spec, inputs, nt):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=0.5)
-    ap.add_argument("--suite", default="issue5")
+    ap.add_argument("--suite", default="anchors")
     ap.add_argument("--quiet-wait", type=float, default=0.0, help="seconds to wait for a quiet machine per row")
     args = ap.parse_args()
     backend, rng, load = CythonBackend(), np.random.default_rng(0), OtherLoad()

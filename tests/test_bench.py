@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import convkit
-from convkit.bench import load_suite, peers
+from convkit.bench import load_suite, load_suites, peers
 from convkit.bench.problems import DIRECTIONS, convkit_callable, make_inputs
 from convkit.cli import main as cli
 
@@ -20,7 +20,7 @@ def _check_png(path):
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR", path
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width >= 400 and height >= 100, f"{path} is {width}x{height}"
+    assert width >= 1200 and height >= 300, f"{path} is {width}x{height}"  # readable: not 720 px wide
     assert len(data) > 2000 and data.rstrip().endswith(b"IEND\xaeB`\x82"), f"{path}: {len(data)} bytes"
 
 
@@ -176,12 +176,25 @@ def test_peers_compute_what_convkit_computes(name):
                 np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=f"{name} {problem.name} {direction}")
 
 
-def test_suites_parse_and_issue5_targets():
+def test_suites_parse_and_the_anchor_targets_name_their_source():
     from convkit.bench import list_suites
 
     for name in list_suites():
         assert load_suite(name), name
-    issue5 = load_suite("issue5")
-    assert len(issue5) == 14 and all(set(p.targets) == {"forward", "backward"} for p in issue5)
+    anchors = load_suite("anchors")
+    assert len(anchors) == 14 and all(set(p.targets) == {"forward", "backward"} for p in anchors)
+    assert all(p.target_source.startswith("issue-5: convkit issue 5") for p in anchors)
+    # A problem of another suite that is an anchor layer carries the anchor's targets and source.
+    (conv1,) = [p for p in load_suites(["resnet50"], quick=True) if p.name == "resnet50.conv1.b1"]
+    assert conv1.targets == {"forward": 0.8, "backward": 0.8} and conv1.target_source.startswith("issue-5")
+
+
+def test_a_suite_target_without_a_defined_source_is_refused(tmp_path):
+    from convkit.bench.problems import Problem
+
+    with pytest.raises(ValueError, match="has targets but no source=KEY"):
+        Problem.from_line("s", "a conv1d_n1_c1_o1_i8_k3 target_fwd=1")
+    with pytest.raises(ValueError, match="names source 'x', which no '@source x text' line"):
+        Problem.from_line("s", "a conv1d_n1_c1_o1_i8_k3 target_fwd=1 source=x", {})
     resnet = load_suite("resnet50")
     assert len(resnet) == 46 and 0 < len(load_suite("resnet50", quick=True)) < 10

@@ -15,10 +15,25 @@ import platform
 import sys
 from importlib import metadata
 
-__all__ = ["FLAGS", "machine_info", "versions", "now_utc", "CpuUse", "wait_for_quiet"]
+__all__ = ["FLAGS", "NOISY", "is_noisy", "machine_info", "versions", "now_utc", "CpuUse", "wait_for_quiet"]
 
 #: CPU flags that matter to convolution kernels.
 FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+#: A measurement during which other processes took more than this share of all CPU time is "under load".
+NOISY = 0.1
+
+
+def is_noisy(row) -> bool:
+    """Whether a measured row ran while other processes took over :data:`NOISY` of the CPUs (marked ``~``).
+
+    Examples
+    --------
+    >>> is_noisy({"other_cpu": 0.3}), is_noisy({"other_cpu": 0.02}), is_noisy({"other_cpu": None})
+    (True, False, False)
+    """
+    return (row.get("other_cpu") or 0.0) > NOISY
 
 
 def _cpuinfo() -> tuple:

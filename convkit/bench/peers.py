@@ -32,7 +32,11 @@ import numpy as np
 
 from ..spec import ConvSpec
 
-__all__ = ["NotExpressible", "PEERS", "detect", "make_peer"]
+__all__ = ["NotExpressible", "INSTALL_EXTRA", "PEERS", "detect", "make_peer"]
+
+
+#: How to install every peer at once.
+INSTALL_EXTRA = "install the bench extra: pip install 'convkit[bench]' (from a clone: pip install '.[bench]')"
 
 
 class NotExpressible(Exception):
@@ -66,7 +70,7 @@ class TorchPeer:
     """PyTorch CPU: ``torch.nn.functional`` forward, the ``torch.ops.aten`` backward kernels alone."""
 
     name, dist = "torch", "torch"
-    install = "pip install torch==2.13.0 (the CPU wheel)"
+    install = f"{INSTALL_EXTRA}, or pip install torch==2.13.0 (the CPU wheel)"
 
     def __init__(self, threads: int):
         import torch
@@ -122,7 +126,7 @@ class OrtPeer:
     """ONNX Runtime, CPU execution provider: one-node models built with ``onnx.helper``, forward only."""
 
     name, dist = "onnxruntime", "onnxruntime"
-    install = "pip install onnx onnxruntime"
+    install = f"{INSTALL_EXTRA}, or pip install onnx onnxruntime"
 
     def __init__(self, threads: int):
         import onnx  # noqa: F401  (models are built with onnx.helper)

@@ -7,7 +7,7 @@ Usage::
     python -m convkit.bench.perfdoc --from DIR/report.json  # tables from an earlier `convkit bench` run
     python -m convkit.bench.perfdoc --embed DIR --doc docs/benchmarks.md  # put a report into a doc
 
-The run is ``convkit bench --suite issue5 --backends c --compare torch``:
+The run is ``convkit bench --suite anchors --backends c --compare torch``:
 float32, both libraries on the same thread count, medians after warm-up,
 speed = PyTorch time / ``c`` time. Text between ``<!-- notes -->`` and
 ``<!-- /notes -->`` in an existing file (the reasons and next steps for missed
@@ -56,12 +56,12 @@ def _section(result, chart, backend, peer) -> list:
     missed = missed_targets(result, backend, peer)
     total = sum(1 for r in result["results"] if r.get("target") is not None)
     lines = [f"## {result['threads']['requested']} thread(s): {total - len(missed)} of {total} targets met", ""]
-    lines += render._header_md(result) + [""] + render.target_table(result, backend, peer) + [""]
+    lines += render.run_lines(result) + [""] + render.target_table(result, backend, peer) + [""]
     if chart:
         lines += [f"![{backend} speed-up over {peer} and the reference, {result['threads']['requested']} "
                   f"thread(s)]({chart})", ""]
     lines += ["Missed: " + ("none." if not missed else "; ".join(
-        f"{name} {direction[:3]} " + (f"{ratio:.3f}x" if ratio is not None else "not measured")
+        f"{name} {direction} " + (f"{ratio:.3f}x" if ratio is not None else "not measured")
         + f" (>= {target:g})" for name, direction, ratio, target in missed)), ""]
     return lines
 
@@ -133,13 +133,14 @@ def main(argv=None) -> int:
         result = json.loads(Path(source).read_text())
         results.append(result.get("bench", result))  # a `convkit report` JSON holds the bench under "bench"
     for threads in ([] if args.source else (args.threads or [None])):
-        bench_argv = ["--suite", "issue5", "--backends", args.backend, "--compare", "torch",
+        bench_argv = ["--suite", "anchors", "--backends", args.backend, "--compare", "torch",
                       "--budget", str(args.budget), "--retry-budget", str(args.retry_budget)]
         bench_argv += ["--threads", str(threads)] if threads else []
         bench_parser = argparse.ArgumentParser()
         runner.add_arguments(bench_parser)
         bargs = bench_parser.parse_args(bench_argv)
-        command = " ".join(runner.command_line(bargs, "bench")[:-2])  # nothing is written to --out
+        command = " ".join(runner.command_line(bargs, "bench")[:-2])
+        bargs.out = None  # nothing is written to --out, results.jsonl included
         result = runner.bench_from_args(bargs, None)
         result["command"] = f"python -m convkit.bench.perfdoc {' '.join(argv or sys.argv[1:])} (ran: {command})"
         results.append(result)

@@ -2,9 +2,11 @@
 
 A suite is ``convkit/bench/suites/<name>.txt``: one problem a line, ``name
 descriptor [tags]``, ``#`` starts a comment. Tags: ``quick`` (in the
-``--quick`` subset; a suite without any ``quick`` tag runs whole) and
-``target_fwd=R`` / ``target_bwd=R`` (issue 5's speed targets, PyTorch time /
-``c`` time). Each problem is timed forward and backward.
+``--quick`` subset; a suite without any ``quick`` tag runs whole),
+``target_fwd=R`` / ``target_bwd=R`` (speed targets: PyTorch time / ``c``
+time) and ``source=KEY`` (where the targets come from; a line ``@source KEY
+text`` of the same file says it in words). Each problem is timed forward and
+backward.
 
 FLOPs per direction: a convolution's forward is
 ``2 * N * C_out * prod(out) * (C_in / groups) * prod(k)``, its backward
@@ -23,12 +25,15 @@ from .. import lowering
 from ..ops import backward_op, forward_op
 from ..spec import ConvSpec, parse_descriptor
 
-__all__ = ["Problem", "DIRECTIONS", "DEFAULT_SUITES", "list_suites", "load_suite", "load_suites", "make_inputs",
+__all__ = ["Problem", "DIRECTIONS", "DEFAULT_SUITES", "TARGETS_SUITE", "list_suites", "load_suite", "load_suites",
+           "make_inputs",
            "convkit_callable"]
 
 #: Timed directions: ``forward`` is the op, ``backward`` its gradients (conv: input and weight).
 DIRECTIONS = ("forward", "backward")
-#: Suites run when none is named (``issue5`` repeats layers of these, ``tiny`` is for tests).
+#: The suite holding the anchor layers and their speed targets.
+TARGETS_SUITE = "anchors"
+#: Suites run when none is named (``anchors`` repeats layers of these, ``features`` and ``tiny`` are for tests).
 DEFAULT_SUITES = ("lenet", "mnist", "resnet50", "mobilenet", "dilated", "audio1d", "conv3d", "pooling")
 
 
@@ -38,9 +43,10 @@ class Problem:
 
     Examples
     --------
-    >>> p = Problem.from_line("tiny", "a.b  conv1d_n1_c1_o1_i8_k3  quick target_fwd=1.5")
-    >>> p.name, p.quick, p.targets, p.flops("backward")
-    ('a.b', True, {'forward': 1.5}, 72)
+    >>> p = Problem.from_line("tiny", "a.b  conv1d_n1_c1_o1_i8_k3  quick target_fwd=1.5 source=s",
+    ...                       {"s": "a paper"})
+    >>> p.name, p.quick, p.targets, p.target_source, p.flops("backward")
+    ('a.b', True, {'forward': 1.5}, 's: a paper', 72)
     """
 
     suite: str
@@ -48,19 +54,30 @@ class Problem:
     descriptor: str
     quick: bool = False
     targets: dict = field(default_factory=dict, compare=False, hash=False)
+    #: Where the targets come from: ``KEY: text`` of the suite's ``@source`` line.
+    target_source: str | None = field(default=None, compare=False)
 
     @classmethod
-    def from_line(cls, suite: str, line: str) -> "Problem":
+    def from_line(cls, suite: str, line: str, sources=None) -> "Problem":
         name, desc, *tags = line.split()
-        targets = {}
+        targets, source = {}, None
         for tag in tags:
             if tag.startswith(("target_fwd=", "target_bwd=")):
                 key, _, value = tag.partition("=")
                 targets["forward" if key == "target_fwd" else "backward"] = float(value)
+            elif tag.startswith("source="):
+                key = tag.partition("=")[2]
+                if key not in (sources or {}):
+                    raise ValueError(f"suite {suite!r}: line {line!r} names source {key!r}, which no "
+                                     f"'@source {key} text' line before it defines")
+                source = f"{key}: {sources[key]}"
             elif tag != "quick":
                 raise ValueError(f"suite {suite!r}: unknown tag {tag!r} in line {line!r}")
+        if targets and source is None:
+            raise ValueError(f"suite {suite!r}: line {line!r} has targets but no source=KEY saying where "
+                             f"they come from")
         parse_descriptor(desc)  # fail early on a typo in a suite file
-        return cls(suite, name, desc, "quick" in tags, targets)
+        return cls(suite, name, desc, "quick" in tags, targets, source)
 
     @property
     def spec(self):
@@ -86,7 +103,7 @@ def list_suites() -> list:
 
     Examples
     --------
-    >>> {"tiny", "issue5", "resnet50"} <= set(list_suites())
+    >>> {"tiny", "anchors", "resnet50"} <= set(list_suites())
     True
     """
     return sorted(p.name[:-4] for p in _suite_dir().iterdir() if p.name.endswith(".txt"))
@@ -103,11 +120,14 @@ def load_suite(name: str, quick: bool = False) -> list:
     path = _suite_dir() / f"{name}.txt"
     if not path.is_file():
         raise ValueError(f"unknown benchmark suite {name!r}; shipped suites: {', '.join(list_suites())}")
-    problems = []
+    problems, sources = [], {}
     for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
-        if line:
-            problems.append(Problem.from_line(name, line))
+        if line.startswith("@source"):
+            _, key, text = line.split(None, 2)
+            sources[key] = text
+        elif line:
+            problems.append(Problem.from_line(name, line, sources))
     if quick and any(p.quick for p in problems):
         problems = [p for p in problems if p.quick]
     return problems
@@ -116,21 +136,25 @@ def load_suite(name: str, quick: bool = False) -> list:
 def load_suites(names=None, quick: bool = False) -> list:
     """Problems of several suites, the same descriptor kept once (first name wins).
 
-    A problem of another suite that is one of issue 5's target layers gets
-    its targets from the ``issue5`` suite, so any report can show them.
+    A problem of another suite that is one of the anchor layers gets its
+    targets (and their source) from the ``anchors`` suite, so any report can
+    show them.
 
     Examples
     --------
     >>> len(load_suites(["tiny", "tiny"])) == len(load_suite("tiny"))
     True
     """
-    targets = {p.descriptor: p.targets for p in load_suite("issue5")}
+    anchors = {p.descriptor: p for p in load_suite(TARGETS_SUITE)}
     seen, out = set(), []
     for name in names or DEFAULT_SUITES:
         for p in load_suite(name, quick):
             if p.descriptor not in seen:
                 seen.add(p.descriptor)
-                out.append(replace(p, targets=p.targets or targets.get(p.descriptor, {})))
+                if not p.targets and p.descriptor in anchors:
+                    a = anchors[p.descriptor]
+                    p = replace(p, targets=a.targets, target_source=a.target_source)
+                out.append(p)
     return out
 
 

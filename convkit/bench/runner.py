@@ -11,7 +11,6 @@ faster. See https://convkit.readthedocs.io/en/latest/benchmarks/.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import math
 import sys
@@ -20,11 +19,13 @@ from .. import config, registry
 from ..errors import ConvkitError
 from . import peers as peers_mod
 from . import timing
+from .journal import Journal, row_key
+from .machine import NOISY, CpuUse, is_noisy, machine_info, now_utc, versions, wait_for_quiet
 from .matrix import AUTO, kernel_picks
-from .machine import CpuUse, machine_info, now_utc, versions, wait_for_quiet
+from .progress import Progress
 from .problems import DEFAULT_SUITES, DIRECTIONS, convkit_callable, load_suites, make_inputs
 
-__all__ = ["run_bench", "add_arguments", "main", "REFERENCE"]
+__all__ = ["run_bench", "headline_rows", "summarize_speedups", "add_arguments", "main", "REFERENCE"]
 
 #: The backend every other one is compared with.
 REFERENCE = "numpy"
@@ -32,10 +33,10 @@ REFERENCE = "numpy"
 BUDGETS = {"full": (1.0, 0.3), "quick": (0.4, 0.15)}
 #: Runners take turns in this many rounds per problem (fair under bursts of load from other processes).
 ROUNDS = 3
-#: A problem measured while other processes took more than this share of the CPUs is measured again
+#: A problem measured while other processes took more than NOISY of the CPUs is measured again
 #: (after waiting up to QUIET_WAIT_S for quiet), at most RETRIES more times, the quietest attempt kept,
 #: while the run's extra time stays under RETRY_BUDGET_S (by mode).
-NOISY, RETRIES, QUIET_WAIT_S = 0.1, 2, 3.0
+RETRIES, QUIET_WAIT_S = 2, 3.0
 RETRY_BUDGET_S = {"full": 600.0, "quick": 90.0}
 #: In --quick the reference is not timed on problems above this many GFLOP.
 QUICK_REFERENCE_MAX_GFLOP = 2.0
@@ -63,16 +64,6 @@ def _choose_backends(names) -> tuple:
                 chosen.append(n)
     chosen = [n for n in chosen if n != REFERENCE]
     return chosen, skipped
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
 
 
 def _measure_problem(problem, direction, runners, budgets, quick, rounds) -> dict:
@@ -119,7 +110,7 @@ def _measure_quietest(problem, direction, runners, budgets, quick, rounds, retry
         return row
 
     best, tries, spent = attempt(), 1, 0.0
-    while (best["other_cpu"] or 0.0) > NOISY and tries <= RETRIES and spent < retry_left:
+    while is_noisy(best) and tries <= RETRIES and spent < retry_left:
         t0 = time.perf_counter()
         wait_for_quiet(min(QUIET_WAIT_S, retry_left - spent), NOISY)
         row = attempt()
@@ -132,11 +123,11 @@ def _measure_quietest(problem, direction, runners, budgets, quick, rounds, retry
 
 
 def _derive(row, peak_gflops, backends, comparators) -> None:
-    """Add GFLOP/s, peak fraction and speed-ups to a measured row."""
+    """Add GFLOP/s, peak fraction (when the peak was measured) and speed-ups to a measured row."""
     for run in row["runs"].values():
         if run["status"] == "ok":
             run["gflops"] = row["flops"] / run["median_s"] / 1e9
-            run["peak_fraction"] = run["gflops"] / peak_gflops
+            run["peak_fraction"] = run["gflops"] / peak_gflops if peak_gflops else None
     row["speedups"] = {}
     for b in backends:
         mine = row["runs"].get(b, {})
@@ -167,7 +158,7 @@ def summarize_speedups(rows) -> dict:
 
 def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), threads=None, quick=False,
               budget=None, reference_budget=None, match=None, progress=True, argv=None,
-              peak_sizes=(1024, 2048), retry_budget=None) -> dict:
+              peak_sizes=(1024, 2048), retry_budget=None, out=None, resume=False) -> dict:
     """Run the benchmark and return the report as a dict (what ``report.json`` holds).
 
     Parameters
@@ -190,11 +181,26 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
         Seconds of timing per runner and problem (defaults in :data:`BUDGETS`).
     match : str, optional
         Keep problems whose name or descriptor matches this glob.
+    progress : bool or "lines"
+        ``True``: a line per problem-direction on stdout and a bar on a
+        terminal's stderr; ``"lines"``: the lines only; ``False``: silent.
     peak_sizes : tuple of int
         Square matmul sizes tried for the practical peak (the best counts).
     retry_budget : float, optional
         Seconds the run may spend measuring busy-machine problems again
         (default :data:`RETRY_BUDGET_S` scaled down with the budget).
+    out : path, optional
+        Directory of ``results.jsonl`` (:mod:`convkit.bench.journal`): each
+        problem-direction is appended as soon as it is measured.
+    resume : bool
+        Keep what ``out/results.jsonl`` already holds (same options
+        required) and measure only the rest.
+
+    Returns
+    -------
+    dict
+        The report; ``interrupted`` is true when Ctrl-C stopped the run
+        (``results`` then holds what was measured).
 
     Examples
     --------
@@ -216,47 +222,62 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
     found, missing = peers_mod.detect(list(compare), threads)
     runners = [(REFERENCE, "reference", None)] + [(b, "backend", None) for b in chosen] + [(AUTO, "dispatch", None)]
     runners += [(name, "peer", peer) for name, peer in found.items()]
+    budget_s = {"runner": budget, "reference": reference_budget, "rounds": rounds}
+    asked = {"mode": mode, "suites": suites, "match": match, "threads": threads, "budget_s": budget_s,
+             "backends": [REFERENCE] + chosen, "peers": list(found)}
+    journal = Journal.open(out, asked, resume) if out is not None else None
+    earlier = dict(journal.rows) if journal else {}
+    plan = [(p, d) for p in problems for d in DIRECTIONS]
+    todo = [(p, d) for p, d in plan if (p.name, p.descriptor, d) not in earlier]
     started, machine = now_utc(), machine_info()
     previous = config._num_threads
     config.set_num_threads(threads)
     # Retries get less time with a smaller budget, and next to none with the tiny budgets of tests.
     if retry_budget is None:
         retry_budget = RETRY_BUDGET_S[mode] * min(1.0, budget / BUDGETS[mode][0]) ** 2
-    rows, retry_left = [], retry_budget
+    measured, retry_left, peaks, interrupted = {}, retry_budget, [], False
+    cpu_use, picks = CpuUse(), {}
     try:
-        with CpuUse() as cpu_use, timing.blas_threads(threads):
-            peak_start = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
-            with _progress(progress) as bar:
-                task = bar.add_task("bench", total=len(problems) * len(DIRECTIONS)) if bar else None
-                for problem in problems:
-                    for direction in DIRECTIONS:
-                        if bar:
-                            bar.update(task, description=f"{problem.name} {direction[:3]}")
-                        row, spent = _measure_quietest(problem, direction, runners, (budget, reference_budget),
-                                                       quick, rounds, retry_left)
-                        retry_left -= spent
-                        rows.append(row)
-                        if bar:
-                            bar.advance(task)
-            peak_end = timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes)
+        with cpu_use, timing.blas_threads(threads), Progress(progress, len(plan), len(plan) - len(todo)) as bar:
+            peaks.append(timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes))
+            if journal:
+                journal.session({"date": started, "peak": peaks[0], "machine": machine})
+            for problem, direction in todo:
+                bar.starting(problem.name, direction)
+                row, spent = _measure_quietest(problem, direction, runners, (budget, reference_budget),
+                                               quick, rounds, retry_left)
+                row["target_source"] = problem.target_source
+                retry_left -= spent
+                measured[row_key(row)] = row
+                if journal:
+                    journal.add(row)
+                bar.measured(row)
+            peaks.append(timing.measure_peak(threads, max(0.05, 2 * budget), peak_sizes))
             picks = {p.descriptor: kernel_picks(p.spec, threads) for p in problems}
+    except KeyboardInterrupt:  # keep what was measured; the caller says where it is
+        interrupted = True
     finally:
         config.set_num_threads(previous)
+        if journal:
+            journal.close()
     machine["other_processes_cpu_fraction"] = cpu_use.other_fraction
-    # The machine may be shared: the best of both peak measurements is the practical peak.
-    peak = max(peak_start, peak_end, key=lambda p: p["gflops"])
-    peak = {**peak, "start_gflops": peak_start["gflops"], "end_gflops": peak_end["gflops"]}
+    rows = [r for r in (measured.get(k) or earlier.get(k) for k in ((p.name, p.descriptor, d) for p, d in plan))
+            if r is not None]
+    sessions = [s for s in (journal.sessions if journal else []) if s.get("date") != started]
+    peak = _best_peak(peaks, [s["peak"] for s in sessions if s.get("peak")])
     measured_backends = [REFERENCE] + chosen
     for row in rows:
-        _derive(row, peak["gflops"], measured_backends, [REFERENCE] + list(found))
+        _derive(row, peak["gflops"] if peak else None, measured_backends, [REFERENCE] + list(found))
     infos = {b.name: b for b in registry.backends()}
     return {
         "schema": "convkit-bench/1",
         "date": started, "finished": now_utc(),
         "command": (argv if isinstance(argv, str) else " ".join(argv)) if argv else None,
         "mode": mode, "suites": suites, "match": match,
-        "budget_s": {"runner": budget, "reference": reference_budget, "rounds": rounds,
-                     "noisy_above": NOISY, "retries": RETRIES, "retry_budget": retry_budget},
+        "interrupted": interrupted, "planned": len(plan),
+        "results_file": str(journal.path) if journal else None,
+        "resumed": {"rows": sum(1 for k in earlier if k not in measured), "sessions": sessions} if earlier else None,
+        "budget_s": {**budget_s, "noisy_above": NOISY, "retries": RETRIES, "retry_budget": retry_budget},
         "machine": machine,
         "versions": versions({n: infos[n].version for n in measured_backends}),
         "threads": {"requested": threads, "convkit": threads,
@@ -272,9 +293,35 @@ def run_bench(suites=None, backends=None, compare=tuple(peers_mod.PEERS), thread
             "conv_forward": "2 * N * C_out * prod(out) * (C_in / groups) * prod(k)",
             "conv_backward": "2 * conv_forward (input gradient + weight gradient)",
             "pool": "N * C * prod(out) * prod(k) (one operation per window element), forward and backward"},
-        "summary": summarize_speedups(rows),
+        "summary": summarize_speedups(headline_rows(rows)[0]),
         "results": rows,
     }
+
+
+def _best_peak(now: list, before: list):
+    """The practical peak: the best of every measurement (this session's start and end, earlier sessions')."""
+    every = before + now
+    if not every:
+        return None  # interrupted before the first measurement
+    best = max(every, key=lambda p: p["gflops"])
+    return {**best, "start_gflops": every[0]["gflops"], "end_gflops": now[-1]["gflops"] if len(now) == 2 else None,
+            "measurements": len(every)}
+
+
+def headline_rows(rows) -> tuple:
+    """``(rows, all_noisy)``: the rows headline numbers come from, the quiet ones.
+
+    Rows measured under load (``~``) are left out; when every row was, all
+    of them are returned and ``all_noisy`` is true, so a summary can say so.
+
+    Examples
+    --------
+    >>> rows = [{"other_cpu": 0.5}, {"other_cpu": 0.01}]
+    >>> headline_rows(rows), headline_rows(rows[:1])
+    (([{'other_cpu': 0.01}], False), ([{'other_cpu': 0.5}], True))
+    """
+    quiet = [r for r in rows if not is_noisy(r)]
+    return (quiet, False) if quiet or not rows else (list(rows), True)
 
 
 def add_arguments(parser) -> None:
@@ -296,7 +343,12 @@ def add_arguments(parser) -> None:
                         help="seconds the run may spend measuring again what ran while the machine was busy "
                              "(default: 600, 90 with --quick)")
     parser.add_argument("--out", default="bench-report", help="output directory (default: ./bench-report)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep what OUT/results.jsonl holds from an interrupted run with the same options "
+                             "and measure only the rest")
+    parser.add_argument("--no-charts", action="store_true", help="no PNG charts (matplotlib not needed)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (the line per problem-direction is still printed)")
 
 
 def command_line(args, command: str) -> list:
@@ -321,22 +373,79 @@ def command_line(args, command: str) -> list:
             argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.peak_sizes != "1024,2048":
         argv += ["--peak-sizes", args.peak_sizes]
-    if args.quick:
-        argv.append("--quick")
-    if getattr(args, "no_conformance", False):
-        argv.append("--no-conformance")
+    for flag in ("quick", "no_conformance", "no_charts"):
+        if getattr(args, flag, False):
+            argv.append(f"--{flag.replace('_', '-')}")
     return argv + ["--out", str(args.out)]
 
 
+def _compare(args) -> list:
+    return [] if args.compare.strip().lower() in ("", "none") else _split_names([args.compare])
+
+
+def preflight(args, command: str) -> bool:
+    """Check everything a run needs before any work starts; print what is wrong or missing.
+
+    Unknown suites, peers or options, and matplotlib missing for the charts,
+    stop the run (returns ``False``); a backend or peer that is not
+    available is named with the reason and the run goes on without it.
+    """
+    from . import charts
+
+    errors = []
+    try:
+        load_suites(_split_names(args.suites) or None, args.quick)
+    except ValueError as exc:
+        errors.append(str(exc))
+    if args.budget is not None and args.budget <= 0 or args.reference_budget is not None and args.reference_budget <= 0:
+        errors.append("--budget and --reference-budget must be positive numbers of seconds")
+    why = None if args.no_charts else charts.missing()
+    if why:
+        errors.append(why)
+    threads = args.threads or config.get_num_threads()
+    found, missing = {}, {}
+    try:
+        found, missing = peers_mod.detect(_compare(args), threads)
+    except ValueError as exc:
+        errors.append(str(exc))
+    for message in errors:
+        print(f"convkit {command}: error: {message}", file=sys.stderr)
+    # What would not be timed, said even when the run stops: one install may fix everything.
+    _, skipped = _choose_backends(_split_names(args.backends) or None)
+    for name, why in skipped.items():
+        print(f"convkit {command}: backend {name} {'would not be' if errors else 'not'} timed: {why}", file=sys.stderr)
+    for name, why in missing.items():
+        print(f"convkit {command}: {name} {'would not be' if errors else 'not'} timed: {why}", file=sys.stderr)
+    return not errors
+
+
 def bench_from_args(args, argv) -> dict:
-    """Run :func:`run_bench` with parsed command-line ``args``."""
-    compare = [] if args.compare.strip().lower() in ("", "none") else _split_names([args.compare])
+    """Run :func:`run_bench` with parsed command-line ``args``; ``results.jsonl`` goes to ``args.out``."""
     return run_bench(suites=_split_names(args.suites) or None, backends=_split_names(args.backends) or None,
-                     compare=compare, threads=args.threads, quick=args.quick, budget=args.budget,
+                     compare=_compare(args), threads=args.threads, quick=args.quick, budget=args.budget,
                      reference_budget=args.reference_budget, match=args.match,
-                     progress=not args.no_progress and sys.stderr.isatty(), argv=argv,
+                     progress="lines" if args.no_progress else True, argv=argv,
                      peak_sizes=tuple(int(v) for v in _split_names([args.peak_sizes])),
-                     retry_budget=args.retry_budget)
+                     retry_budget=args.retry_budget, out=args.out, resume=args.resume)
+
+
+def finish(result, args, command: str, write) -> int:
+    """Write the report of a finished or interrupted run, print where it is; the exit status.
+
+    ``write(result)`` writes the files and returns their paths.
+    """
+    from . import render
+
+    paths = write(result)
+    print(render.verdict_paragraph(result))
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    if result["interrupted"]:
+        resume = " ".join(command_line(args, command) + ["--resume"])
+        print(f"convkit {command}: interrupted: {len(result['results'])} of {result['planned']} problem-directions "
+              f"measured, kept in {result['results_file']} (report: {paths[0]}); to measure the rest: {resume}",
+              file=sys.stderr)
+        return 130
+    return 0
 
 
 def main(args) -> int:
@@ -347,14 +456,11 @@ def main(args) -> int:
     if args.suites and "list" in args.suites:
         print("\n".join(list_suites()))
         return 0
+    if not preflight(args, "bench"):
+        return 2
     try:
         result = bench_from_args(args, command_line(args, "bench"))
-    except ValueError as exc:  # an unknown suite or peer name
+    except ValueError as exc:  # e.g. --resume on results measured with other options
         print(f"convkit bench: error: {exc}", file=sys.stderr)
         return 2
-    for name, why in result["backends"]["skipped"].items():
-        print(f"convkit bench: backend {name} not timed: {why}", file=sys.stderr)
-    paths = render.write_all(result, args.out)
-    render.print_summary(result)
-    print(f"wrote {', '.join(str(p) for p in paths)}")
-    return 0
+    return finish(result, args, "bench", lambda r: render.write_all(r, args.out, charts=not args.no_charts))

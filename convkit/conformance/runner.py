@@ -256,6 +256,9 @@ def add_arguments(parser) -> None:
                         help="fail on fallbacks and on unavailable backends named by --backend")
     parser.add_argument("--by", choices=("group", "op"), default="group", help="table rows: op/feature or op")
     parser.add_argument("--list", action="store_true", help="list the selected case ids and exit")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="a table per backend (rows per --by), every fallback and failure; default: one "
+                             "summary table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -279,7 +282,7 @@ def main(args) -> int:
                              progress=not args.no_progress, ops=args.ops, require_native=args.require_native)
     to_stdout = args.json == "-"
     if not to_stdout:
-        print_result(result, console, by=args.by)
+        print_result(result, console, by=args.by, verbose=args.verbose)
     if args.json:
         text = json.dumps(result.to_dict(), indent=2)
         if to_stdout:
@@ -290,15 +293,70 @@ def main(args) -> int:
     return 0 if result.ok else 1
 
 
-def print_result(result: ConformanceResult, console, by: str = "group") -> None:
-    """Print the per-backend tables, fallbacks and failures with repro lines."""
+#: Failures printed without --verbose (each with its repro line); the rest are counted.
+SHOWN_FAILURES = 10
+
+
+def print_result(result: ConformanceResult, console, by: str = "group", verbose: bool = False) -> None:
+    """Print a summary table (one row per backend) or, ``verbose``, a table per backend; then the failures."""
+    from rich.text import Text
+
+    print_summary(result, console)
+    if verbose:
+        print_details(result, console, by)
+    shown = 0
+    for b in result.backends:
+        for o in b.problems("failed"):
+            if verbose or shown < SHOWN_FAILURES:
+                console.print(Text(f"FAILED {b.name} {o.case.id} [{o.case.group}]: {o.detail}", style="red"))
+                console.print(Text("  " + result.repro(o)))
+            shown += 1
+    if shown > SHOWN_FAILURES and not verbose:
+        console.print(Text(f"... and {shown - SHOWN_FAILURES} more failures (-v shows them all)", style="red"))
+    verdict = "passed" if result.ok else "FAILED"
+    console.print(Text(f"conformance {verdict}: {result.cases} cases per backend, {result.seconds:.1f} s"
+                       + ("" if verbose else "; -v for a table per backend"),
+                       style="bold green" if result.ok else "bold red"))
+
+
+def print_summary(result: ConformanceResult, console) -> None:
+    """One row per backend: the counts of each status, the error bound it is checked at."""
+    from rich.table import Table
+    from rich.text import Text
+
+    colors = {"passed": "green", "failed": "red", "skipped": "yellow", "fallback": "magenta"}
+    table = Table(title=f"conformance, {'quick' if result.quick else 'full'} set, seed {result.seed}")
+    table.add_column("backend")
+    for s in STATUSES:
+        table.add_column(s, justify="right", style=colors[s])
+    table.add_column("error bound", justify="right")
+    notes = []
+    for b in result.backends:
+        if not b.available:
+            table.add_row(b.name, *["-"] * len(STATUSES), "", style="dim")
+            notes.append(Text(f"{b.name}: unavailable ({b.reason})", style="yellow"))
+            continue
+        t = b.totals
+        table.add_row(b.name, *(str(t[s]) for s in STATUSES), f"{b.error_bound_factor:g}")
+        if b.error_bound_factor != 1 or b.nondirect:  # checked at a looser tolerance than the reference: say so
+            notes.append(Text(f"{b.name}: {b.bound_note}"))
+        if b.nondirect and b.error_bound_factor > DIRECT_FACTOR_CAP:
+            notes.append(Text(f"warning: backend {b.name!r} is checked at error_bound_factor "
+                              f"{b.error_bound_factor:g} (above the cap {DIRECT_FACTOR_CAP:g}) where its non-direct "
+                              f"kernels ran: {', '.join(b.nondirect)}", style="yellow"))
+    console.print(table)
+    for note in notes:
+        console.print(note)
+
+
+def print_details(result: ConformanceResult, console, by: str = "group") -> None:
+    """Per backend, a table of counts per ``op/feature`` group (or per op), and every fallback."""
     from rich.table import Table
     from rich.text import Text
 
     colors = {"passed": "green", "failed": "red", "skipped": "yellow", "fallback": "magenta"}
     for b in result.backends:
         if not b.available:
-            console.print(Text(f"backend {b.name}: unavailable ({b.reason})", style="yellow"))
             continue
         t = b.totals
         table = Table(title=f"backend {b.name!r}: {b.bound_note}",
@@ -309,15 +367,5 @@ def print_result(result: ConformanceResult, console, by: str = "group") -> None:
         for key, c in b.counts(by).items():
             table.add_row(key, *(str(c[s]) if c[s] else "" for s in STATUSES))
         console.print(table)
-        if b.nondirect and b.error_bound_factor > DIRECT_FACTOR_CAP:
-            console.print(Text(f"warning: backend {b.name!r} is checked at error_bound_factor "
-                               f"{b.error_bound_factor:g} (above the cap {DIRECT_FACTOR_CAP:g}) where its non-direct "
-                               f"kernels ran: {', '.join(b.nondirect)}", style="yellow"))
         for o in b.problems("fallback"):
             console.print(Text(f"FALLBACK {b.name} {o.case.id}: {o.detail}", style="magenta"))
-        for o in b.problems("failed"):
-            console.print(Text(f"FAILED {b.name} {o.case.id} [{o.case.group}]: {o.detail}", style="red"))
-            console.print(Text("  " + result.repro(o)))
-    verdict = "passed" if result.ok else "FAILED"
-    console.print(Text(f"conformance {verdict}: {result.cases} cases per backend, {result.seconds:.1f} s",
-                       style="bold green" if result.ok else "bold red"))
