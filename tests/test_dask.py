@@ -128,8 +128,8 @@ def _draw(rng, op, n_only, mode):
         cl = layout == "channels_last"
         x_shape = (n, *spatial, c_in) if cl else (n, c_in, *spatial)
         if op in ("conv", "conv_grad"):
-            kw.update(padding=_padding(rng, spatial, wide=0.3), groups=groups, flip=bool(rng.integers(2)), padding_mode=mode,
-                      weight_format=weight_format)
+            kw.update(padding=_padding(rng, spatial, wide=0.3), groups=groups, flip=bool(rng.integers(2)),
+                      padding_mode=mode, weight_format=weight_format)
             if mode == "constant":
                 kw["pad_value"] = float(rng.choice([-1.5, 0.75, 3.0]))
             w = (*kernel, c_in // groups, c_out) if kernel_first else (c_out, c_in // groups, *kernel)

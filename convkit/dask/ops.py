@@ -48,7 +48,7 @@ def _array(a, name, op):
 
 
 def _dtypes(op, **arrays):
-    """``(computed in, returned as)``: the in-memory op's dtypes (:func:`convkit.lowering.result_dtype`, ``output_dtype``).
+    """``(computed in, returned as)``: the in-memory op's dtypes (``lowering.result_dtype``, ``output_dtype``).
 
     Raises the in-memory op's :class:`~convkit.errors.DTypeError` for a dtype convkit does not compute in.
     """
