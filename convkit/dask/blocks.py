@@ -14,7 +14,7 @@ from convkit import lowering as ln
 from convkit.config import use_num_threads
 
 __all__ = ["conv_part", "adjoint_part", "weight_part", "pool_part", "global_part", "place", "max_parts",
-           "finish_weight", "add_bias", "zeros"]
+           "finish_weight", "mean_of_sums", "add_bias", "astype", "zeros"]
 
 
 def conv_part(x, w, b, *, pair, pads, kw, backend, threads):
@@ -73,9 +73,9 @@ def weight_part(gy, x, w, *, pair, pads, kw, backend, threads):
     return out
 
 
-def finish_weight(total, dtype, layout):
-    """The summed float64 weight gradient in the weight's dtype and layout."""
-    return ln.weight_from_cf(total.astype(dtype), layout)
+def finish_weight(total, dtype, weight_format):
+    """The summed float64 weight gradient in the dtype returned and the weight's own format, rounded once."""
+    return ln.weight_from_cf(total.astype(dtype), weight_format)
 
 
 def pool_part(x, *, kind, kernel_size, pads, kw, p, starts, in_shape, return_indices, backend, threads):
@@ -112,7 +112,12 @@ def max_parts(parts):
 
 
 def mean_of_sums(total, count, dtype):
+    """The mean of ``count`` elements from their float64 sum, rounded once to ``dtype``."""
     return (total / count).astype(dtype)
+
+
+def astype(a, dtype):
+    return a.astype(dtype, copy=False)
 
 
 def add_bias(y, b, o0, o1):
