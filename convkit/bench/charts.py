@@ -122,6 +122,11 @@ def _save(plt, fig, path, note, series, extra=()):
     fig.legend(handles, labels, loc="upper center", ncol=max(1, len(labels)), fontsize=_FONT, frameon=False,
                title=note, title_fontsize=_FONT - 2)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / height))
+    return save_png(plt, fig, path)
+
+
+def save_png(plt, fig, path):
+    """Write ``fig`` as a PNG at the charts' resolution, in a palette small enough to commit."""
     fig.savefig(path, dpi=_DPI)
     plt.close(fig)
     try:  # a 128-colour palette keeps the PNGs small enough to commit (Pillow comes with matplotlib)

@@ -136,7 +136,7 @@ def heatmap(bench, path):
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    from .charts import _save
+    from .charts import save_png
 
     runners = _runners(bench)
     rel = np.array([[row["times"][n] / row["best"] if n in row["times"] else np.nan for n in runners]
@@ -151,14 +151,15 @@ def heatmap(bench, path):
                     fontsize=7, fontweight="bold" if v == 1.0 else "normal")
     ax.set_xticks(range(len(runners)), runners, fontsize=8)
     ax.tick_params(axis="x", top=True, labeltop=True)
-    ax.set_yticks(range(len(table)), [f"{r['name']} {r['direction'][:3]}" for r in table], fontsize=7)
+    ax.set_yticks(range(len(table)), [f"{r['name']} {r['direction']}" for r in table], fontsize=7)
     fig.suptitle(f"time / fastest time per problem ({bench['threads']['requested']} threads): 1.00 = fastest, "
                  f"– = not run; auto = dispatch's own choice", fontsize=9)
     cbar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     ticks = [1, 1.5, 2, 3, 5, 10]
     cbar.set_ticks(ticks, labels=[f"{t:g}x" for t in ticks[:-1]] + ["10x+"])
     cbar.ax.tick_params(labelsize=7)
-    return _save(plt, fig, path)  # the charts' PNG settings (no legend here: the colour bar says it)
+    fig.tight_layout()
+    return save_png(plt, fig, path)  # the charts' PNG settings (no legend here: the colour bar says it)
 
 
 def _picks_cell(picks, direction) -> str:
