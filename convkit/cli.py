@@ -93,8 +93,8 @@ def explain(descriptor: str) -> dict:
         chosen, passed_over = {}, {}
         for kernel in op.kernels:
             try:
-                backend, _, skipped = select(kernel, kspec)
-                chosen[kernel] = backend.name
+                backend, _, skipped, algorithm = select(kernel, kspec)
+                chosen[kernel] = backend.name if algorithm is None else f"{backend.name}/{algorithm}"
                 passed_over[kernel] = dict(skipped)
             except ConvkitError as exc:
                 chosen[kernel] = f"none: {exc}"
