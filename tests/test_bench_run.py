@@ -184,3 +184,10 @@ def test_chart_axes_span_every_bar_and_whisker_over_a_wide_range():
     assert [round(b.get_width(), 6) for b in bars] == [round(v, 6) for v in values]
     assert bars[0].get_hatch() == "///" and not bars[1].get_hatch()  # the row under load is hatched
     plt.close(fig)
+
+
+def test_the_verdict_counts_dispatchs_own_pick_as_convkit():
+    # `auto` is the public op with no backend requested: a convkit result, never a peer's.
+    result = _result([_row("tuned", {"numpy": 8e-3, "c": 2e-3, "auto": 1e-3, "torch": 1.5e-3})])
+    assert "a convkit backend was fastest on 1 (auto 1), a peer on 0" in verdict_paragraph(result)
+    assert verdict_table(result)[2].endswith("| auto 1.50x faster than torch |")

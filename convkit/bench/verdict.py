@@ -28,13 +28,15 @@ from __future__ import annotations
 from collections import Counter
 
 from .machine import NOISY, is_noisy
+from .matrix import AUTO
 from .progress import ranked
 
 __all__ = ["verdict_table", "verdict_paragraph", "verdict_section", "main_peer"]
 
 
 def _backends(result) -> list:
-    return result["backends"]["measured"]
+    # `auto` is convkit too: the public op with dispatch's own pick.
+    return result["backends"]["measured"] + [AUTO]
 
 
 def main_peer(result):
