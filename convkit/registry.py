@@ -27,6 +27,9 @@ from .errors import PluginError
 
 __all__ = ["BackendInfo", "backends", "get_backend", "register_plugin", "unregister_plugin", "plugin_manager", "reload"]
 
+#: The reference backend: the specification in code, last in the default priority.
+REFERENCE = "numpy"
+
 _TRUE = ("1", "true", "yes", "on")
 
 

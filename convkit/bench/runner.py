@@ -28,7 +28,7 @@ from .problems import DEFAULT_SUITES, DIRECTIONS, convkit_callable, load_suites,
 __all__ = ["run_bench", "headline_rows", "summarize_speedups", "add_arguments", "main", "REFERENCE"]
 
 #: The backend every other one is compared with.
-REFERENCE = "numpy"
+REFERENCE = registry.REFERENCE
 #: Seconds of timing per runner and problem: (others, reference), by mode.
 BUDGETS = {"full": (1.0, 0.3), "quick": (0.4, 0.15)}
 #: Runners take turns in this many rounds per problem (fair under bursts of load from other processes).
