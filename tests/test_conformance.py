@@ -26,6 +26,7 @@ from convkit_backends.numpy import kernels as reference
 from convkit.conformance import (BUDGET_ENV, assert_conforms, parametrize_backend, run_conformance,  # noqa: E402
                                  select_cases)
 from convkit.conformance.pytest_support import conformance_params  # noqa: E402
+from mock_plugin import BackendsPlugin
 
 NumpyBackend = type(registry.get_backend("numpy"))
 # The reference is the suite's oracle: it is checked against the definitions below, not against itself.
@@ -97,18 +98,11 @@ class DeclinesDilation(NumpyBackend):
         return super().supports(kernel, spec)
 
 
-class _Plugin:
-    def __init__(self, *backends):
-        self.backends = backends
-
-    @convkit.hookimpl
-    def convkit_backends(self):
-        return list(self.backends)
 
 
 @pytest.fixture(scope="module")
 def test_backends():
-    name = convkit.register_plugin(_Plugin(OffByOnePads(), WrongDilationWeightGrad(), OnlyTwoD(),
+    name = convkit.register_plugin(BackendsPlugin(OffByOnePads(), WrongDilationWeightGrad(), OnlyTwoD(),
                                            DeclinesDilation()), name="conformance-test-backends")
     yield
     convkit.unregister_plugin(name)

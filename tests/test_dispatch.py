@@ -10,6 +10,7 @@ import convkit
 from convkit import Backend, Capabilities, hookimpl
 from convkit_backends.numpy import kernels as reference
 from convkit.errors import BackendDeclinedError, BackendError, BackendNotFoundError, BackendUnavailableError, PluginError
+from mock_plugin import BackendsPlugin
 
 X = np.arange(12.0).reshape(1, 1, 12)
 W = np.array([[[1.0, -1.0, 2.0]]])
@@ -30,20 +31,13 @@ class Tagged(Backend):
         ctx.out[...] = reference.conv_forward(x, w, bias, ctx.spec) + self.offset
 
 
-class _Plugin:
-    def __init__(self, *backends):
-        self.backends = list(backends)
-
-    @hookimpl
-    def convkit_backends(self):
-        return self.backends
 
 
 @pytest.fixture
 def mock_backends(fresh_registry):
     """Three mock backends registered through pluggy, as a third-party plugin would."""
     # Priorities above every built-in backend, so the default order is theirs to decide.
-    plugin = _Plugin(Tagged("fast", priority=980, offset=1000.0), Tagged("slow", priority=910, offset=2000.0),
+    plugin = BackendsPlugin(Tagged("fast", priority=980, offset=1000.0), Tagged("slow", priority=910, offset=2000.0),
                      Tagged("gone", priority=990, offset=3000.0, unavailable="libgone.so not found"))
     convkit.register_plugin(plugin, name="mock-plugin")
     yield plugin
@@ -181,7 +175,7 @@ class UserErrorRaiser(Tagged):
 
 
 def test_plugin_breaking_the_contract_is_named(fresh_registry):
-    convkit.register_plugin(_Plugin(Liar("liar"), Crasher("crasher"), UserErrorRaiser("raiser")), name="bad-plugin")
+    convkit.register_plugin(BackendsPlugin(Liar("liar"), Crasher("crasher"), UserErrorRaiser("raiser")), name="bad-plugin")
     try:
         with pytest.raises(PluginError, match=r"backend 'liar' kernel conv_forward returned ndarray on "
                                               r"conv1d_n1_c1_o1_i12_k3_f64; .* write into ctx.out"):
@@ -237,7 +231,7 @@ class TwoAlgorithms(Backend):
 
 @pytest.fixture
 def algo_backend(fresh_registry):
-    convkit.register_plugin(_Plugin(TwoAlgorithms()), name="algo-plugin")
+    convkit.register_plugin(BackendsPlugin(TwoAlgorithms()), name="algo-plugin")
     yield
     convkit.unregister_plugin("algo-plugin")
 

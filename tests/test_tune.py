@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 import convkit
-from convkit import Backend, Capabilities, hookimpl, tunecache
+from convkit import Backend, Capabilities, tunecache
 from convkit.cli import main as cli
 from convkit.errors import SpecError
 from convkit.tune import tune
 from convkit_backends.numpy import kernels as reference
+from mock_plugin import BackendsPlugin
 
 X = np.arange(12.0).reshape(1, 1, 12)
 W = np.array([[[1.0, -1.0, 2.0]]])
@@ -58,13 +59,6 @@ class TwoSpeeds(Mock):
                                                                                         "quick" else 0)
 
 
-class _Plugin:
-    def __init__(self, *backends):
-        self.backends = list(backends)
-
-    @hookimpl
-    def convkit_backends(self):
-        return self.backends
 
 
 @pytest.fixture
@@ -81,7 +75,7 @@ def cache(monkeypatch, tmp_path):
 def mocks(fresh_registry, cache):
     """``snail`` (first in the static priority, slow) and ``hare`` (fast), through pluggy."""
     snail, hare = Mock("snail", 990, 1000.0, delay=SLEEP_S), Mock("hare", 980, 2000.0)
-    convkit.register_plugin(_Plugin(snail, hare), name="tune-mocks")
+    convkit.register_plugin(BackendsPlugin(snail, hare), name="tune-mocks")
     yield snail, hare
     convkit.unregister_plugin("tune-mocks")
 
@@ -196,7 +190,7 @@ def test_a_tuned_winner_that_cannot_run_falls_back_saying_why(mocks):
 
 
 def test_algorithms_are_tuned_and_the_winner_forced(fresh_registry, cache, caplog):
-    convkit.register_plugin(_Plugin(TwoSpeeds("algos", 995, 3000.0)), name="algo-mocks")
+    convkit.register_plugin(BackendsPlugin(TwoSpeeds("algos", 995, 3000.0)), name="algo-mocks")
     try:
         (entry,) = tune(DESC, backends=["algos"], **QUICK)
         assert entry.choice == "algos/quick" and set(entry.times) == {"algos/slow", "algos/quick"}
