@@ -49,6 +49,17 @@ def _gemm(kind, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, one, be):
     _xxgemm(kind, ta, tb, m, n, k, one.ctypes, a.ctypes, lda, b.ctypes, ldb, be.ctypes, c.ctypes, ldc)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _task(t, nch, OD, groups, chunk, Lw):
+    """Task ``t``'s image, group, depth row and wide positions ``[j0, j1)`` (chunks fastest, then depth, group, image)."""
+    blk = t % nch
+    od = (t // nch) % OD
+    grp = (t // (nch * OD)) % groups
+    n = t // (nch * OD * groups)
+    j0 = blk * chunk
+    return n, grp, od, j0, min(j0 + chunk, Lw)
+
+
 @njit(**_JIT)
 def gather_phases(src, dst, dims, res, r0, r1):
     """Each plane of ``src`` split into its stride phases, zero padded, into ``dst`` (both flat).
@@ -109,12 +120,7 @@ def forward(src, wt, bias, has_bias, out, v, off, kind, t0, t1):
         buf = np.empty(cog * chunk, src.dtype)
         one = np.empty(1, src.dtype)
         be = np.empty(1, src.dtype)
-        blk = t % nch
-        od = (t // nch) % OD
-        grp = (t // (nch * OD)) % groups
-        n = t // (nch * OD * groups)
-        j0 = blk * chunk
-        j1 = min(j0 + chunk, Lw)
+        n, grp, od, j0, j1 = _task(t, nch, OD, groups, chunk, Lw)
         L = j1 - j0
         base = (n * cin + grp * cig) * P + od * Hp * Wp + j0
         for tap in range(taps):
@@ -157,12 +163,7 @@ def weight(src, gy, acc, v, off, kind, t0, t1):
         be = np.empty(1, src.dtype)
         a3 = acc[ch]
         for t in range(t0 + (ch - t0 % nacc) % nacc, t1, nacc):
-            blk = t % nch
-            od = (t // nch) % OD
-            grp = (t // (nch * OD)) % groups
-            n = t // (nch * OD * groups)
-            j0 = blk * chunk
-            j1 = min(j0 + chunk, Lw)
+            n, grp, od, j0, j1 = _task(t, nch, OD, groups, chunk, Lw)
             L = j1 - j0
             gb = (n * cout + grp * cog) * OP + od * OH * OW
             for oc in range(cog):
