@@ -114,7 +114,7 @@ def conv_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, dilation=1, 
         pads = shapes.padtype_to_pads(padding, spatial, kernel, stride, dilation, op)
     else:
         pads = shapes.normalize_pads(padding, d, op)
-    if padding_mode not in PADDING_MODES:
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
         raise SpecError(f"{op}: unknown padding_mode {padding_mode!r}; {padding_mode_help(padding_mode)}")
     pad_value = check_pad_value(pad_value, padding_mode, op)
     ln.check_pad_mode(padding_mode, spatial, pads, op)

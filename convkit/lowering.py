@@ -142,7 +142,7 @@ def pad_mode(x: np.ndarray, pads, mode: str, *, pad_value: float = 0.0) -> np.nd
     >>> pad_mode(np.array([[[1.0, 2.0]]]), ((1, 1),), "constant", pad_value=-1)[0, 0].tolist()
     [-1.0, 1.0, 2.0, -1.0]
     """
-    if mode not in PADDING_MODES:
+    if not isinstance(mode, str) or mode not in PADDING_MODES:
         raise SpecError(f"pad_mode: unknown padding mode {mode!r}; {padding_mode_help(mode)}")
     np_mode = PADDING_MODES[mode].numpy
     extra = {"constant_values": pad_value} if np_mode == "constant" else {}

@@ -84,10 +84,12 @@ def padding_mode_help(mode) -> str:
     "use one of 'zeros', 'constant', 'reflect', 'symmetric', 'replicate', 'circular'; SciPy's boundary='symm' is padding_mode='symmetric'"
     """
     text = f"use one of {', '.join(map(repr, PADDING_MODES))}"
+    if not isinstance(mode, str) or mode in PADDING_MODES:  # only a wrong name can be another library's name
+        return text
     for field, who in (("numpy", "numpy.pad's mode"), ("scipy_signal", "SciPy's boundary"),
                        ("ndimage", "scipy.ndimage's mode"), ("torch", "PyTorch's mode")):
         same = [name for name, m in PADDING_MODES.items() if getattr(m, field) == mode and name != "zeros"]
-        if same and mode not in PADDING_MODES:
+        if same:
             return f"{text}; {who}={mode!r} is padding_mode={same[0]!r}"
     return text
 

@@ -7,12 +7,24 @@ points ``CONVKIT_CACHE_DIR`` at a temporary dir for the whole run).
 
 The tests run against an installed convkit (``pip install -e ".[test]"``):
 the built-in backends come from its entry points, like any plugin's.
+
+The property tests (hypothesis) are derandomized unless
+``HYPOTHESIS_PROFILE=explore``.
 """
 
+import os
+
 import pytest
+from hypothesis import settings
 
 import convkit
 from convkit import registry
+
+# Property tests draw the same examples on every run, so a red CI is a
+# reproducible bug, not a lucky seed; HYPOTHESIS_PROFILE=explore draws new ones.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

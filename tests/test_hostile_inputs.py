@@ -41,6 +41,12 @@ ERRORS = {
         "grad_output must have the unpooled shape (1, 8, 2) (channels_last)"),
     "padding 2**63-1 replicate": (lambda b: convkit.conv(X, W, padding=2 ** 63 - 1, padding_mode="replicate",
                                                          backend=b), SpecError, "padding must be at most 2**40"),
+    "padding_mode a list": (lambda b: convkit.conv(X, W, padding_mode=[], backend=b), SpecError,
+                            "unknown padding_mode []"),
+    "data_format a list": (lambda b: convkit.max_pool(X, 2, data_format=["channels_last"], backend=b), SpecError,
+                           "unknown data_format"),
+    "weight_format a list": (lambda b: convkit.conv(X, W, weight_format=[], backend=b), SpecError,
+                             "unknown weight_format []"),
     "padding 2**64": (lambda b: convkit.conv(X, W, padding=2 ** 64, backend=b), SpecError, "at most 2**40"),
     "output_shape 2**63": (lambda b: convkit.conv_transpose(X, W, output_shape=2 ** 63, backend=b), SpecError,
                            "output_shape must be at most 2**40"),
@@ -110,7 +116,7 @@ _HOSTILE = st.one_of(
 )
 _KEYWORDS = ("stride", "padding", "dilation", "groups", "padding_mode", "data_format", "flip", "output_padding",
              "output_shape", "ceil_mode", "count_include_pad", "divisor_override", "return_indices", "indices",
-             "output_size", "wrt")
+             "output_size", "wrt", "weight_format", "pad_value")
 
 
 @st.composite
