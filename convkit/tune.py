@@ -5,8 +5,8 @@ canonical spec the kernel receives) is timed on every available backend
 that supports it, with each algorithm that backend names for it
 (:meth:`convkit.Backend.algorithms`): the candidates take turns in
 interleaved rounds (:func:`convkit.bench.timing.measure_interleaved`), so
-a burst of load from other processes hits them alike, and the lowest
-median wins. Winners go to the tuning cache (:mod:`convkit.tunecache`),
+a burst of load from other processes hits them alike; the candidates
+within 15% of the best are timed again, longer, and the lowest median wins. Winners go to the tuning cache (:mod:`convkit.tunecache`),
 which dispatch consults before the static priority when no backend is
 requested (``CONVKIT_AUTOTUNE=off|cached|measure``; see https://convkit.readthedocs.io/en/latest/autotune/).
 
@@ -36,6 +36,10 @@ logger = logging.getLogger("convkit")
 BUDGET = {"budget": 0.2, "rounds": 5, "min_repeats": 5}
 #: ``CONVKIT_AUTOTUNE=measure``: a few calls per candidate, so first sight stays cheap.
 FIRST_SIGHT = {"budget": 0.01, "rounds": 3, "min_repeats": 3}
+
+#: Candidates within REFINE_WITHIN x the best median are timed again, side by side, for REFINE_BUDGET x the
+#: budget: a close race is decided on the longer run (medians of one process drift by a few % over seconds).
+REFINE_WITHIN, REFINE_BUDGET = 1.15, 3.0
 
 #: A candidate whose probe (see _probe) takes over PRUNE_MIN_S and PRUNE_FACTOR x the best probe is not
 #: timed further.
@@ -175,6 +179,12 @@ def measure_kernel(kernel: str, spec, *, backends=None, budget=BUDGET["budget"],
     timed = timing.measure_interleaved({c: f for c, f in fns.items() if c not in out}, dict.fromkeys(fns, budget),
                                        rounds=rounds, min_repeats=dict.fromkeys(fns, min_repeats))
     times = {choice: timed[choice].median if choice in timed else probes[choice] for choice in fns}
+    best = min(times.values())
+    close = {c: fns[c] for c in timed if times[c] <= REFINE_WITHIN * best}
+    if len(close) > 1:
+        again = timing.measure_interleaved(close, dict.fromkeys(close, REFINE_BUDGET * budget), rounds=2 * rounds,
+                                           min_repeats=dict.fromkeys(close, min_repeats))
+        times.update({c: t.median for c, t in again.items()})
     entry = tunecache.Entry(kernel, spec.descriptor, config.get_num_threads(), min(times, key=times.get), times,
                             tunecache.now_utc(), how)
     logger.debug("tuned: %s (%s %s at %d threads)", entry.summary, kernel, spec, entry.threads)

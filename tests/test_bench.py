@@ -198,3 +198,29 @@ def test_a_suite_target_without_a_defined_source_is_refused(tmp_path):
         Problem.from_line("s", "a conv1d_n1_c1_o1_i8_k3 target_fwd=1 source=x", {})
     resnet = load_suite("resnet50")
     assert len(resnet) == 46 and 0 < len(load_suite("resnet50", quick=True)) < 10
+
+
+def test_interleaved_timing_rotates_the_order_and_lets_slow_runners_skip_turns():
+    import time
+
+    from convkit.bench.timing import measure_interleaved
+
+    calls = []
+
+    def runner(key, seconds=0.0):
+        def fn():
+            calls.append(key)
+            time.sleep(seconds)
+        return fn
+
+    fns = {"a": runner("a"), "b": runner("b"), "c": runner("c"), "slow": runner("slow", 0.03)}
+    t = measure_interleaved(fns, {"a": 0.02, "b": 0.02, "c": 0.02, "slow": 0.03}, rounds=8,
+                            min_repeats={"slow": 1})
+    timed = calls[sum(t[k].warmup for k in fns):]  # the warm-up calls come first
+    turns = [k for i, k in enumerate(timed) if i == 0 or timed[i - 1] != k]
+    # Every fast runner opens a turn right after each of the others at least once.
+    followers = {(turns[i - 1], turns[i]) for i in range(1, len(turns))}
+    for a in "abc":
+        assert {(b, a) for b in "abc" if b != a} <= followers, followers
+    # The slow runner's one call per turn would cost 8 x 0.03 s; it stops at its budget instead.
+    assert 1 <= t["slow"].repeats <= 2, t["slow"].repeats

@@ -31,8 +31,9 @@ __all__ = ["run_bench", "headline_rows", "summarize_speedups", "add_arguments", 
 REFERENCE = registry.REFERENCE
 #: Seconds of timing per runner and problem: (others, reference), by mode.
 BUDGETS = {"full": (1.0, 0.3), "quick": (0.4, 0.15)}
-#: Runners take turns in this many rounds per problem (fair under bursts of load from other processes).
-ROUNDS = 3
+#: Runners take turns in this many rounds per problem, in an order rotating from round to round (fair under
+#: bursts of load from other processes, and no runner always runs after the same one).
+ROUNDS = 10
 #: A problem measured while other processes took more than NOISY of the CPUs is measured again
 #: (after waiting up to QUIET_WAIT_S for quiet), at most RETRIES more times, the quietest attempt kept,
 #: while the run's extra time stays under RETRY_BUDGET_S (by mode).
