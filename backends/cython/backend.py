@@ -113,7 +113,33 @@ def set_cancelled(value: bool) -> None:
     state["pool"].set_cancelled(value)
 
 
-def _per_thread(nt: int, n: int, dtype, zero: bool = False) -> np.ndarray:
+#: Scratch up to this size is kept between calls (per Python thread and use) and reused: a fresh large
+#: ``np.empty`` page-faults on first touch on every call (a 3x3-s2 512-channel weight gradient: 1059 minor
+#: faults and 8.8 ms a call instead of 5.2 ms warm, AMD EPYC, 2 threads).
+SCRATCH_KEEP_BYTES = 64 << 20
+
+_kept = threading.local()
+
+
+def _scratch(use: str, n: int, dtype) -> np.ndarray:
+    """A flat scratch array of ``n`` elements for ``use``, reused by this Python thread's later calls.
+
+    Thread-local, so concurrent callers never share one; ``use`` names each
+    buffer a kernel needs at the same time.
+    """
+    dtype = np.dtype(dtype)
+    bufs = getattr(_kept, "bufs", None)
+    if bufs is None:
+        bufs = _kept.bufs = {}
+    buf = bufs.get((use, dtype))
+    if buf is None or buf.size < n:
+        buf = np.empty(max(n, 1), dtype=dtype)
+        if buf.nbytes <= SCRATCH_KEEP_BYTES:
+            bufs[(use, dtype)] = buf
+    return buf[:n]
+
+
+def _per_thread(use: str, nt: int, n: int, dtype, zero: bool = False) -> np.ndarray:
     """Scratch of ``nt`` rows of at least ``n`` elements, one per OpenMP thread, a cache line apart.
 
     Without the gap the end of one thread's row and the start of the next
@@ -124,7 +150,10 @@ def _per_thread(nt: int, n: int, dtype, zero: bool = False) -> np.ndarray:
     pad = 64 // np.dtype(dtype).itemsize
     # The kernels use the first n elements of each row; the array stays
     # C-contiguous (as their typed memoryviews require).
-    return (np.zeros if zero else np.empty)((nt, n + pad), dtype=dtype)
+    rows = _scratch(use, nt * (n + pad), dtype).reshape(nt, n + pad)
+    if zero:
+        rows.fill(0)
+    return rows
 
 
 def _flat(a):
@@ -233,7 +262,7 @@ class CythonBackend(Backend):
         """``a``'s planes split into stride phases and zero padded (flat); ``a`` itself when that is the identity."""
         if imp["q"] == imp["base"] and not any(imp["lo"]) and imp["stride"] == (1, 1, 1):
             return _flat(a)
-        buf = np.empty(n_planes * imp["P"], dtype=a.dtype)
+        buf = _scratch("phases", n_planes * imp["P"], a.dtype)
         dims = np.array([*imp["base"], *imp["lo"], *imp["stride"], *imp["q"], *(len(r) for r in imp["res"])],
                         dtype=np.intp)
         m.gather_phases(_flat(a), buf, n_planes, dims, np.array([r for rs in imp["res"] for r in rs], np.intp), nt)
@@ -278,11 +307,11 @@ class CythonBackend(Backend):
                 xs = self._implicit_src(m, x, n * c, imp, nt)
                 v, chunk = self._implicit_args(plan, c, co, imp, opg, nt)
                 wt = np.ascontiguousarray(w.reshape(g, opg, cpg, plan.taps).transpose(0, 3, 1, 2))
-                m.implicit_forward(v, imp["off"], xs, _flat(wt), b, has_bias, out, _per_thread(nt, opg * chunk, x.dtype),
+                m.implicit_forward(v, imp["off"], xs, _flat(wt), b, has_bias, out, _per_thread("tile", nt, opg * chunk, x.dtype),
                                    nt)
                 return
             tile = self._tile(plan, rows, nt)
-            cols = _per_thread(nt, 0 if plan.is_pointwise else rows * tile, dtype=x.dtype)
+            cols = _per_thread("cols", nt, 0 if plan.is_pointwise else rows * tile, dtype=x.dtype)
             m.forward_gemm(plan, _flat(x), _flat(w), b, has_bias, out, cols, tile, nt)
             return
         m.forward_direct(plan, _flat(x), _flat(w), b, has_bias, out, nt)
@@ -305,13 +334,13 @@ class CythonBackend(Backend):
                 # Flipped taps, channels transposed: (groups, taps, c_in/g, c_out/g).
                 wt = np.ascontiguousarray(w.reshape(g, opg, cpg, plan.taps)[..., ::-1].transpose(0, 3, 2, 1))
                 m.implicit_forward(v, imp["off"], gs, _flat(wt), np.zeros(0, w.dtype), False, out,
-                                   _per_thread(nt, cpg * chunk, w.dtype), nt)
+                                   _per_thread("tile", nt, cpg * chunk, w.dtype), nt)
                 return
             cpg, outer = int(plan.ints[3]), int(plan.ints[0]) * int(plan.ints[5])
             chunks = min(cpg, max(1, -(-4 * nt // outer)))
             chunk = -(-cpg // chunks)
             tile = min(int(np.prod(plan.out_shape)), max(TILE_MIN, TILE_BUDGET // (chunk * plan.taps)))
-            cols = _per_thread(nt, 0 if plan.is_pointwise else chunk * plan.taps * tile, dtype=w.dtype)
+            cols = _per_thread("cols", nt, 0 if plan.is_pointwise else chunk * plan.taps * tile, dtype=w.dtype)
             m.backward_input_gemm(plan, _flat(grad_y), _flat(w), out, cols, chunk, tile, nt)
             return
         m.backward_input_direct(plan, _flat(grad_y), _flat(w), out, nt)
@@ -331,18 +360,18 @@ class CythonBackend(Backend):
                 n, c, co, cpg, opg, g = (int(v) for v in plan.ints[:6])
                 xs = self._implicit_src(m, x, n * c, imp, nt)
                 v, chunk = self._implicit_args(plan, c, co, imp, opg, nt, WGRAD_TILE_CAP)
-                m.implicit_backward_weight(v, imp["off"], xs, _flat(grad_y), out, _per_thread(nt, opg * chunk, x.dtype),
-                                           _per_thread(nt, plan.taps * opg * cpg, x.dtype),
-                                           _per_thread(nt, co * cpg * plan.taps, np.float64, zero=True), nt)
+                m.implicit_backward_weight(v, imp["off"], xs, _flat(grad_y), out, _per_thread("tile", nt, opg * chunk, x.dtype),
+                                           _per_thread("parts", nt, plan.taps * opg * cpg, x.dtype),
+                                           _per_thread("accs", nt, co * cpg * plan.taps, np.float64, zero=True), nt)
                 return
             tile = self._tile(plan, rows, nt, WGRAD_TILE_CAP)
-            cols = _per_thread(nt, 0 if plan.is_pointwise else rows * tile, dtype=x.dtype)
-            parts = _per_thread(nt, int(plan.ints[4]) * rows, dtype=x.dtype)
-            accs = _per_thread(nt, int(plan.ints[2]) * rows, dtype=np.float64, zero=True)
+            cols = _per_thread("cols", nt, 0 if plan.is_pointwise else rows * tile, dtype=x.dtype)
+            parts = _per_thread("parts", nt, int(plan.ints[4]) * rows, dtype=x.dtype)
+            accs = _per_thread("accs", nt, int(plan.ints[2]) * rows, dtype=np.float64, zero=True)
             m.backward_weight_gemm(plan, _flat(grad_y), _flat(x), out, cols, parts, accs, tile, nt)
             return
-        scratch = _per_thread(nt, plan.out_shape[2], dtype=np.float64)
-        lanes = _per_thread(nt, plan.out_shape[2], dtype=x.dtype)
+        scratch = _per_thread("lanes64", nt, plan.out_shape[2], dtype=np.float64)
+        lanes = _per_thread("lanes", nt, plan.out_shape[2], dtype=x.dtype)
         m.backward_weight_direct(plan, _flat(grad_y), _flat(x), out, scratch, lanes, nt)
 
     # -- pooling ------------------------------------------------------------
@@ -363,7 +392,7 @@ class CythonBackend(Backend):
             m.max_forward(plan, _flat(x), _flat(ctx.out), _flat(idx) if with_idx else np.zeros(1, np.int64),
                           with_idx, rows, nt)
         else:
-            scratch = _per_thread(nt, plan.out_shape[2], dtype=np.float64)
+            scratch = _per_thread("lanes64", nt, plan.out_shape[2], dtype=np.float64)
             m.sum_forward(plan, _flat(x), _flat(ctx.out), scratch, rows, nt)
 
     def pool_backward(self, ctx, *, grad_y, x, y, indices) -> None:
@@ -379,7 +408,7 @@ class CythonBackend(Backend):
                 m.max_forward(plan, _flat(x), _flat(yy), _flat(indices), True, rows, nt)
             m.max_backward(plan, _flat(grad_y), _flat(indices), out, self._planes(plan, x.dtype, nt), nt)
             return
-        scratch = _per_thread(nt, plan.out_shape[2], dtype=np.float64)
+        scratch = _per_thread("lanes64", nt, plan.out_shape[2], dtype=np.float64)
         if spec.kind == "lp" and y is None:
             y = np.empty(spec.y_shape, dtype=x.dtype)
             m.sum_forward(plan, _flat(x), _flat(y), scratch, rows, nt)
@@ -391,4 +420,4 @@ class CythonBackend(Backend):
         # float32 gradients sum in a float64 plane per thread (pages are
         # touched only by threads that get a plane).
         size = int(np.prod(plan.in_shape)) if dtype == np.float32 else 0
-        return _per_thread(nt, size, dtype=np.float64)
+        return _per_thread("planes", nt, size, dtype=np.float64)
