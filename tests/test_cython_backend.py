@@ -596,3 +596,19 @@ def test_random_problems_match_the_reference(seed):
                 np.testing.assert_allclose(gx, want_gx, rtol=1e-5 if dt == "float32" else 1e-12, atol=1e-6,
                                            err_msg=str(spec))
         done += 1
+
+
+def test_scratch_is_reused_by_a_thread_never_shared_between_threads_and_large_ones_are_not_kept():
+    a = cy._scratch("test", 1000, np.float32)
+    assert np.shares_memory(a, cy._scratch("test", 500, np.float32))  # warm pages again, no fault per call
+    assert not np.shares_memory(a, cy._scratch("test", 1000, np.float64))  # another dtype, another buffer
+    other = []
+    th = threading.Thread(target=lambda: other.append(cy._scratch("test", 1000, np.float32)))
+    th.start()
+    th.join()
+    assert not np.shares_memory(a, other[0])
+    big = cy.SCRATCH_KEEP_BYTES // 4 + 1
+    assert not np.shares_memory(cy._scratch("test-big", big, np.float32), cy._scratch("test-big", big, np.float32))
+    rows = cy._per_thread("test-rows", 2, 8, np.float64, zero=True)
+    rows += 1
+    assert not cy._per_thread("test-rows", 2, 8, np.float64, zero=True).any()  # zeroed again when asked
