@@ -114,8 +114,8 @@ def set_cancelled(value: bool) -> None:
 
 
 #: Scratch up to this size is kept between calls (per Python thread and use) and reused: a fresh large
-#: ``np.empty`` page-faults on first touch on every call (a 3x3-s2 512-channel weight gradient: 1059 minor
-#: faults and 8.8 ms a call instead of 5.2 ms warm, AMD EPYC, 2 threads).
+#: ``np.empty`` page-faults on first touch on every call (a 3x3-s2 512-channel weight gradient: 530 minor
+#: faults and 8.5 ms a call instead of 6.4 ms, AMD EPYC, 2 threads: scripts/cython_scratch.py).
 SCRATCH_KEEP_BYTES = 64 << 20
 
 _kept = threading.local()
