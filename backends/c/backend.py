@@ -146,6 +146,11 @@ def winograd_preferred(kernel: str, spec) -> bool:
     return c_red >= 32 and c_out >= 32 and tiles >= 96
 
 
+#: ``algorithms()`` answers by (kernel, spec, CONVKIT_C_ALGO), at most this many remembered.
+_ALGORITHMS: dict = {}
+_ALGORITHMS_MAX = 4096
+
+
 def _algo_setting() -> str:
     value = (getenv("CONVKIT_C_ALGO") or "").strip().lower() or "auto"
     if value not in _ALGO_SETTINGS:
@@ -284,12 +289,22 @@ class CBackend(Backend):
 
     def algorithms(self, kernel, spec):
         """``("direct", "winograd")`` where Winograd applies, the one run by default first; else ``("direct",)``."""
-        if kernel not in _WINO_KERNELS or not _winograd_applies(kernel, spec):
+        if kernel not in _WINO_KERNELS:
             return ("direct",)
         setting = _algo_setting()
-        if setting == "winograd" or (setting == "auto" and winograd_preferred(kernel, spec)):
-            return ("winograd", "direct")
-        return ("direct", "winograd")
+        key = (kernel, spec, setting)
+        found = _ALGORITHMS.get(key)
+        if found is None:  # asked on every call that names no algorithm: remembered per problem
+            if not _winograd_applies(kernel, spec):
+                found = ("direct",)
+            elif setting == "winograd" or (setting == "auto" and winograd_preferred(kernel, spec)):
+                found = ("winograd", "direct")
+            else:
+                found = ("direct", "winograd")
+            if len(_ALGORITHMS) >= _ALGORITHMS_MAX:
+                _ALGORITHMS.clear()
+            _ALGORITHMS[key] = found
+        return found
 
     # -- conv -------------------------------------------------------------
     def _conv(self, ctx, a, b, bias=None):
