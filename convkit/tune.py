@@ -6,8 +6,9 @@ that supports it, with each algorithm that backend names for it
 (:meth:`convkit.Backend.algorithms`): the candidates take turns in
 interleaved rounds (:func:`convkit.bench.timing.measure_interleaved`), so
 a burst of load from other processes hits them alike; the candidates
-within 15% of the best are timed again, longer, and the lowest median wins. Winners go to the tuning cache (:mod:`convkit.tunecache`),
-which dispatch consults before the static priority when no backend is
+within 15% of the best are timed again, longer, and the lowest median
+wins. Winners go to the tuning cache (:mod:`convkit.tunecache`), which
+dispatch consults before the static priority when no backend is
 requested (``CONVKIT_AUTOTUNE=off|cached|measure``; see https://convkit.readthedocs.io/en/latest/autotune/).
 
 ``convkit tune SUITE|DESCRIPTOR... [--clear] [--show]`` is the command line.

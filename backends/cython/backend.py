@@ -307,8 +307,8 @@ class CythonBackend(Backend):
                 xs = self._implicit_src(m, x, n * c, imp, nt)
                 v, chunk = self._implicit_args(plan, c, co, imp, opg, nt)
                 wt = np.ascontiguousarray(w.reshape(g, opg, cpg, plan.taps).transpose(0, 3, 1, 2))
-                m.implicit_forward(v, imp["off"], xs, _flat(wt), b, has_bias, out, _per_thread("tile", nt, opg * chunk, x.dtype),
-                                   nt)
+                m.implicit_forward(v, imp["off"], xs, _flat(wt), b, has_bias, out,
+                                   _per_thread("tile", nt, opg * chunk, x.dtype), nt)
                 return
             tile = self._tile(plan, rows, nt)
             cols = _per_thread("cols", nt, 0 if plan.is_pointwise else rows * tile, dtype=x.dtype)
@@ -360,7 +360,8 @@ class CythonBackend(Backend):
                 n, c, co, cpg, opg, g = (int(v) for v in plan.ints[:6])
                 xs = self._implicit_src(m, x, n * c, imp, nt)
                 v, chunk = self._implicit_args(plan, c, co, imp, opg, nt, WGRAD_TILE_CAP)
-                m.implicit_backward_weight(v, imp["off"], xs, _flat(grad_y), out, _per_thread("tile", nt, opg * chunk, x.dtype),
+                m.implicit_backward_weight(v, imp["off"], xs, _flat(grad_y), out,
+                                           _per_thread("tile", nt, opg * chunk, x.dtype),
                                            _per_thread("parts", nt, plan.taps * opg * cpg, x.dtype),
                                            _per_thread("accs", nt, co * cpg * plan.taps, np.float64, zero=True), nt)
                 return
