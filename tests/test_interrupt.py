@@ -15,8 +15,11 @@ import convkit
 COMPILED = [b.name for b in convkit.backends() if b.available and b.capabilities["threads"]]
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     import numpy as np, convkit
+    # Ctrl-C as a terminal delivers it: a parent started in the background (no job control) hands
+    # its children SIGINT ignored, and then no Ctrl-C reaches anything.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     backend = sys.argv[1]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 64, 768, 768))

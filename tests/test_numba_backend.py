@@ -355,7 +355,8 @@ def test_warmup_compiles_for_descriptors():
 
 
 _CTRL_C_SCRIPT = r"""
-import sys, time, numpy as np
+import signal, sys, time, numpy as np
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background parent hands SIGINT ignored
 from convkit import parse_descriptor
 from convkit.backend import KernelContext
 from convkit_backends.numba.backend import NumbaBackend
