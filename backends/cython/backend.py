@@ -418,7 +418,8 @@ class CythonBackend(Backend):
 
     @staticmethod
     def _planes(plan, dtype, nt):
-        # float32 gradients sum in a float64 plane per thread (pages are
-        # touched only by threads that get a plane).
+        # float32 gradients sum in a float64 plane per thread (kept between
+        # calls up to SCRATCH_KEEP_BYTES; a larger one is fresh, and its pages
+        # are touched only by threads that get a plane).
         size = int(np.prod(plan.in_shape)) if dtype == np.float32 else 0
         return _per_thread("planes", nt, size, dtype=np.float64)
