@@ -201,7 +201,8 @@ def _brute_conv(x, w, spec, grad_y=None):
     return y if grad_y is None else gw
 
 
-@pytest.mark.parametrize("desc", ["conv1d_n1_c1_o1_i2_k2_p1", "conv2d_n1_c16_o8_i5x5_k3x3_p1"])
+@pytest.mark.parametrize("desc", ["conv1d_n1_c1_o1_i2_k2_p1", "conv2d_n1_c16_o8_i5x5_k3x3_p1",
+                                  "conv2d_n1_c2_o3_i9x12_k3x3_p1"])
 def test_inf_weight_meets_no_zero_pad(desc):
     # Pads contribute nothing (not 0 * inf = NaN), on the direct and the GEMM path.
     spec = parse_descriptor(desc + "_f64")
@@ -248,6 +249,47 @@ def test_implicit_gemm_matches_the_reference_exactly(desc, monkeypatch):
     # forward and weight gradient always; the input gradient (a forward on grad_y) for stride 1
     assert used.count("implicit_backward_weight") == 2
     assert used.count("implicit_forward") == (4 if set(spec.stride) == {1} else 2)
+
+
+# The few-input-channel forward (register blocks of output channels x 8 columns on the phase-split
+# padded input): 1-3 d, stride, dilation, asymmetric pads, groups, channel counts that leave a partial
+# block, rows that are not a multiple of 8 (the last block overlaps) or exactly 8, float64.
+SMALL = ["conv2d_n2_c1_o8_i16x16_k5x5_p2", "conv2d_n3_c3_o13_i17x21_k3x3_s2_p1-0x2-1",
+         "conv2d_n1_c4_o6_g2_i12x19_k3x2_d2x3_p2", "conv1d_n2_c5_o9_i40_k4_s3_d2_p0-3",
+         "conv3d_n1_c2_o5_i6x7x10_k3x3x3_s1x2x1_p1", "conv2d_n2_c3_o5_i10x8_k3x3_p1_f64",
+         "conv2d_n1_c15_o17_i9x30_k2x2_s2_f64", "conv2d_n1_c1_o2_i8x8_k1x1"]
+
+
+@pytest.mark.parametrize("desc", SMALL)
+def test_few_input_channel_forward_matches_the_reference_exactly(desc, monkeypatch):
+    spec = parse_descriptor(desc)
+    conv, used = cy.load()["conv"], []
+    f = conv.small_forward
+    monkeypatch.setattr(conv, "small_forward", lambda *a: (used.append(1), f(*a))[1])
+    rng = np.random.default_rng(5)
+    x, w = ints(rng, spec.x_shape, spec.dtype), ints(rng, spec.w_shape, spec.dtype)
+    b = ints(rng, (spec.c_out,), spec.dtype)
+    for nt in (1, 2):
+        for bias in (b, None):
+            np.testing.assert_array_equal(run("conv_forward", spec, num_threads=nt, x=x, w=w, bias=bias)[0],
+                                          ref.conv_forward(x, w, bias, spec))
+    assert len(used) == 4
+    narrow = parse_descriptor("conv2d_n1_c1_o8_i7x7_k3x3_p1")  # under 8 output columns: not this path
+    xn, wn = ints(rng, narrow.x_shape, narrow.dtype), ints(rng, narrow.w_shape, narrow.dtype)
+    np.testing.assert_array_equal(run("conv_forward", narrow, x=xn, w=wn, bias=None)[0],
+                                  ref.conv_forward(xn, wn, None, narrow))
+    assert len(used) == 4
+
+
+def test_few_input_channel_forward_rejects_a_geometry_it_cannot_read():
+    conv = cy.load()["conv"]
+    v = np.array([1, 1, 8, 1, 1, 4, 12, 1, 4, 8, 1, 48], dtype=np.intp)
+    src, y = np.zeros(48, np.float32), np.zeros(8 * 4 * 8, np.float32)
+    wq = np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match="reads outside"):
+        conv.small_forward(v, np.array([5], np.int64), src, wq, np.zeros(0, np.float32), False, y, 1)
+    with pytest.raises(ValueError, match="packed weights"):
+        conv.small_forward(v, np.array([0], np.int64), src, wq[:4], np.zeros(0, np.float32), False, y, 1)
 
 
 def test_implicit_gemm_non_finite_operands_take_the_exact_paths():

@@ -56,6 +56,8 @@ IMPLICIT_MIN_CIG = 16
 #: Elements of one thread's output block of the implicit GEMM (c_out/groups x chunk): about L2.
 IMPLICIT_BUDGET = 1 << 16
 IMPLICIT_MIN_CHUNK = 256
+#: Longest reduction (c_in/groups * taps) the few-input-channel forward sums in the input's precision.
+SMALL_MAX_ROWS = 256
 #: libgomp's idle spin count unless the user set one (as the c backend does):
 #: the default 300000 spins keep idle OpenMP threads on the cores after every
 #: parallel region, slowing whatever runs next (other libraries' threads).
@@ -240,11 +242,27 @@ class CythonBackend(Backend):
             if set(plan.stride) != {1} or opg < IMPLICIT_MIN_CIG or cpg < GEMM_MIN_COLS:
                 return None
             lo = tuple(r - p for r, p in zip(reach, plan.pad_lo))
-            base, out, stride = plan.out_shape, plan.in_shape, (1, 1, 1)
-        else:
-            if cpg < IMPLICIT_MIN_CIG or opg < GEMM_MIN_COLS:
-                return None
-            lo, base, out, stride = plan.pad_lo, plan.in_shape, plan.out_shape, plan.stride
+            return CythonBackend._phase_geometry(plan, lo, plan.out_shape, plan.in_shape, (1, 1, 1))
+        if cpg < IMPLICIT_MIN_CIG or opg < GEMM_MIN_COLS:
+            return None
+        return CythonBackend._phase_geometry(plan, plan.pad_lo, plan.in_shape, plan.out_shape, plan.stride)
+
+    @staticmethod
+    def _small(plan):
+        """Geometry (as :meth:`_implicit`'s) of the register-blocked forward for few input channels, or None.
+
+        It runs where c_in/groups < IMPLICIT_MIN_CIG, the output rows are at
+        least a register block wide and the reduction is short enough for
+        float32 sums (c_in/groups * taps <= SMALL_MAX_ROWS).
+        """
+        cpg, wb = int(plan.ints[3]), load()["conv"].SMALL_BLOCK["float32"][1]
+        if cpg >= IMPLICIT_MIN_CIG or plan.out_shape[2] < wb or cpg * plan.taps > SMALL_MAX_ROWS:
+            return None
+        return CythonBackend._phase_geometry(plan, plan.pad_lo, plan.in_shape, plan.out_shape, plan.stride)
+
+    @staticmethod
+    def _phase_geometry(plan, lo, base, out, stride):
+        reach = [(kk - 1) * dl for kk, dl in zip(plan.kernel, plan.dilation)]
         res = [sorted({(k * dl) % s for k in range(kk)}) for kk, dl, s in zip(plan.kernel, plan.dilation, stride)]
         q = tuple(o + r // s for o, r, s in zip(out, reach, stride))
         P = math.prod(len(r) for r in res) * math.prod(q)
@@ -298,6 +316,14 @@ class CythonBackend(Backend):
         out = _flat(ctx.out)
         has_bias = bias is not None
         b = bias if has_bias else np.zeros(0, dtype=x.dtype)
+        small = self._small(plan)
+        if small is not None and m.all_finite(_flat(w), nt):
+            n, c, co, cpg, opg, g = (int(v) for v in plan.ints[:6])
+            xs = self._implicit_src(m, x, n * c, small, nt)
+            v = np.array([n, c, co, g, *small["q"], *small["out"], 1, small["P"]], dtype=np.intp)
+            offs = (np.arange(cpg, dtype=np.int64)[:, None] * small["P"] + small["off"]).reshape(-1)
+            m.small_forward(v, offs, xs, self._small_weights(m, w, plan), b, has_bias, out, nt)
+            return
         rows = self._gemm_rows(plan)
         if rows and m.all_finite(_flat(w), nt):
             nt = self._gemm_threads(nt)
@@ -315,6 +341,16 @@ class CythonBackend(Backend):
             m.forward_gemm(plan, _flat(x), _flat(w), b, has_bias, out, cols, tile, nt)
             return
         m.forward_direct(plan, _flat(x), _flat(w), b, has_bias, out, nt)
+
+    @staticmethod
+    def _small_weights(m, w, plan):
+        """``w`` packed for ``small_forward``: ``(groups, nob, c_in/g * taps, ob)``, zero past c_out/g."""
+        g, opg, cpg = int(plan.ints[5]), int(plan.ints[4]), int(plan.ints[3])
+        ob = m.SMALL_BLOCK[w.dtype.name][0]
+        nob = -(-opg // ob)
+        wq = np.zeros((g, nob * ob, cpg * plan.taps), dtype=w.dtype)
+        wq[:, :opg] = w.reshape(g, opg, cpg * plan.taps)
+        return wq.reshape(g, nob, ob, cpg * plan.taps).transpose(0, 1, 3, 2).reshape(-1)
 
     def conv_backward_input(self, ctx, *, grad_y, w) -> None:
         m = load()["conv"]
