@@ -36,7 +36,12 @@ def max_forward(x, out, idx, want_idx, geo, prm, r0, r1):
     The first maximum in row-major window order wins; a NaN wins at once
     (the first NaN). The index is flat over the ``(Z, Y, X)`` plane. Taps
     are visited in window order ``(kz, ky, kx)`` for a whole output row at
-    a time, so the inner loop runs along the row.
+    a time, so the inner loop runs along the row. Values first (a select
+    LLVM turns into vector max/blend), then, if asked, the indices in a
+    second pass over the taps in reverse window order that keeps the last
+    hit (equal to the maximum, or a NaN): the first one in window order,
+    branch-free. One pass doing both ran 3.6x slower than the cython
+    backend's two (2x2 pool, 2 threads).
     """
     Y, X = x.shape[3], x.shape[4]
     C = x.shape[1]
@@ -56,42 +61,48 @@ def max_forward(x, out, idx, want_idx, geo, prm, r0, r1):
             n = t // C
             orow = out[n, c, oz, oy]
             orow[:] = -np.inf
-            where[:] = -1
             for kz in range(geo[0, 1, oz], geo[0, 2, oz]):
                 iz = geo[0, 0, oz] + kz * dz
                 for ky in range(geo[1, 1, oy], geo[1, 2, oy]):
+                    xrow = x[n, c, iz, geo[1, 0, oy] + ky * dy]
+                    for kx in range(KX):
+                        a, m = oxa[kx], oxb[kx] - oxa[kx]
+                        ob = orow[a:a + m]
+                        xs = xrow[geo[2, 0, 0] + kx * dx + a * sx:]
+                        # A slice and a literal stride let LLVM vectorize (6x faster for
+                        # stride 2 than `xrow[first + j * sx]`), hence the three copies.
+                        if sx == 1:
+                            for j in range(m):
+                                bv, v = ob[j], xs[j]
+                                ob[j] = v if (v > bv) | (v != v) else bv
+                        elif sx == 2:
+                            for j in range(m):
+                                bv, v = ob[j], xs[2 * j]
+                                ob[j] = v if (v > bv) | (v != v) else bv
+                        else:
+                            for j in range(m):
+                                bv, v = ob[j], xs[j * sx]
+                                ob[j] = v if (v > bv) | (v != v) else bv
+            if not want_idx:
+                continue
+            where[:] = -1
+            for kz in range(geo[0, 2, oz] - 1, geo[0, 1, oz] - 1, -1):
+                iz = geo[0, 0, oz] + kz * dz
+                for ky in range(geo[1, 2, oy] - 1, geo[1, 1, oy] - 1, -1):
                     iy = geo[1, 0, oy] + ky * dy
                     xrow = x[n, c, iz, iy]
-                    for kx in range(KX):
+                    for kx in range(KX - 1, -1, -1):
                         a, m = oxa[kx], oxb[kx] - oxa[kx]
                         first = geo[2, 0, 0] + kx * dx + a * sx
                         flat = (iz * Y + iy) * X + first
                         ob = orow[a:a + m]
                         wb = where[a:a + m]
                         xs = xrow[first:]
-                        # Take v unless the window already met its first NaN (bv is NaN), branch-free.
-                        # A slice starting at `first` and a literal stride let LLVM vectorize (6x
-                        # faster for stride 2 than `xrow[first + j * sx]`), hence the three copies.
-                        if sx == 1:
-                            for j in range(m):
-                                bv, v = ob[j], xs[j]
-                                take = (bv == bv) & ((v != v) | (wb[j] < 0) | (v > bv))
-                                ob[j] = v if take else bv
-                                wb[j] = flat + j if take else wb[j]
-                        elif sx == 2:
-                            for j in range(m):
-                                bv, v = ob[j], xs[2 * j]
-                                take = (bv == bv) & ((v != v) | (wb[j] < 0) | (v > bv))
-                                ob[j] = v if take else bv
-                                wb[j] = flat + 2 * j if take else wb[j]
-                        else:
-                            for j in range(m):
-                                bv, v = ob[j], xs[j * sx]
-                                take = (bv == bv) & ((v != v) | (wb[j] < 0) | (v > bv))
-                                ob[j] = v if take else bv
-                                wb[j] = flat + j * sx if take else wb[j]
-            if want_idx:
-                idx[n, c, oz, oy, :] = where
+                        for j in range(m):
+                            v = xs[j * sx]
+                            hit = (v == ob[j]) | (v != v)
+                            wb[j] = flat + j * sx if hit else wb[j]
+            idx[n, c, oz, oy, :] = where
 
 
 @njit(nogil=True, cache=True, inline="always")
