@@ -435,6 +435,43 @@ def test_workqueue_fallback_serializes_concurrent_calls():
     assert out.stdout.split() == ["workqueue", "0"]
 
 
+# The few-input-channel forward (8 output channels x 8 columns in registers, on the phase-split
+# padded input): 1-3 d, stride, dilation, asymmetric pads, groups, partial channel blocks, rows that
+# are not a multiple of 8 (the last block overlaps) or exactly 8, float64.
+SMALL = ["conv2d_n2_c1_o8_i16x16_k5x5_p2", "conv2d_n3_c3_o13_i17x21_k3x3_s2_p1-0x2-1",
+         "conv2d_n1_c4_o6_g2_i12x19_k3x2_d2x3_p2", "conv1d_n2_c5_o9_i40_k4_s3_d2_p0-3",
+         "conv3d_n1_c2_o5_i6x7x10_k3x3x3_s1x2x1_p1", "conv2d_n2_c3_o5_i10x8_k3x3_p1_f64",
+         "conv2d_n1_c15_o17_i9x30_k2x2_s2_f64", "conv2d_n1_c1_o2_i8x8_k1x1"]
+
+
+@pytest.mark.parametrize("desc", SMALL)
+def test_few_input_channel_forward_matches_reference_exactly(desc, monkeypatch):
+    from numba.core import config
+
+    from convkit_backends.numba import _implicit, gemm
+
+    used, slp = [], config.SLP_VECTORIZE
+    f = gemm.small_forward
+    monkeypatch.setattr(gemm, "small_forward", lambda *a: (used.append(1), f(*a))[1])
+    spec, rng, b = _spec(desc), np.random.default_rng(5), NumbaBackend()
+    x, w = _ints(rng, spec.x_shape, spec.dtype), _ints(rng, spec.w_shape, spec.dtype)
+    bias = _ints(rng, (spec.c_out,), spec.dtype)
+    for nt in (1, 2):
+        for bb in (bias, None):
+            c = _ctx("conv_forward", spec, spec.y_shape, threads=nt)
+            b.conv_forward(c, x=x, w=w, bias=bb)
+            np.testing.assert_array_equal(c.out, ref.conv_forward(x, w, bb, spec))
+    assert len(used) == 4
+    assert config.SLP_VECTORIZE == slp  # switched on for the compilation only
+    assert len(_implicit.small_forward.signatures) <= 4  # float32/float64, with and without bias alias
+    narrow = _spec("conv2d_n1_c1_o8_i7x7_k3x3_p1")  # under 8 output columns: not this path
+    xn, wn = _ints(rng, narrow.x_shape, narrow.dtype), _ints(rng, narrow.w_shape, narrow.dtype)
+    c = _ctx("conv_forward", narrow, narrow.y_shape)
+    b.conv_forward(c, x=xn, w=wn, bias=None)
+    np.testing.assert_array_equal(c.out, ref.conv_forward(xn, wn, None, narrow))
+    assert len(used) == 4
+
+
 def test_one_compiled_kernel_per_family_and_dtype():
     # Geometry is a runtime argument, 1-D/2-D run as 3-D and read-only inputs are aliased:
     # after every test above, no kernel holds more than one signature per dtype.

@@ -186,3 +186,150 @@ def weight(src, gy, acc, v, off, kind, t0, t1):
                     row = a3[grp * cog + oc, ci]
                     for tap in range(taps):
                         row[tap] += part[(tap * cog + oc) * cig + ci]
+
+
+#: Output channels and columns per block of :func:`small_forward` (written out in :func:`_block`).
+SMALL_OB = 8
+SMALL_WB = 8
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _block(src, s0, offs, wq, w0, acc, z):
+    """``acc[o*8 + j] = sum_k wq[w0 + k*8 + o] * src[s0 + offs[k] + j]`` for ``o < 8``, ``j < 8``.
+
+    ``z`` is a zero of the dtype. Written out so that the 64 sums live in registers: LLVM's SLP
+    vectorizer packs each channel's 8 columns into one vector (see :func:`compile_small_forward`);
+    loops over a scratch array kept the sums in memory and ran slower than im2col + BLAS.
+    """
+    a00 = a01 = a02 = a03 = a04 = a05 = a06 = a07 = z
+    a10 = a11 = a12 = a13 = a14 = a15 = a16 = a17 = z
+    a20 = a21 = a22 = a23 = a24 = a25 = a26 = a27 = z
+    a30 = a31 = a32 = a33 = a34 = a35 = a36 = a37 = z
+    a40 = a41 = a42 = a43 = a44 = a45 = a46 = a47 = z
+    a50 = a51 = a52 = a53 = a54 = a55 = a56 = a57 = z
+    a60 = a61 = a62 = a63 = a64 = a65 = a66 = a67 = z
+    a70 = a71 = a72 = a73 = a74 = a75 = a76 = a77 = z
+    for k in range(offs.shape[0]):
+        # Slices indexed by literals: a computed index such as `src[p + 1]` carries numba's
+        # negative-index fix-up, which hides that the loads are consecutive.
+        xs = src[s0 + offs[k]:]
+        x0, x1, x2, x3, x4, x5, x6, x7 = xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]
+        wk = wq[w0 + k * 8:]
+        w = wk[0]
+        a00, a01, a02, a03, a04, a05, a06, a07 = (a00 + w * x0, a01 + w * x1, a02 + w * x2, a03 + w * x3,
+                                                  a04 + w * x4, a05 + w * x5, a06 + w * x6, a07 + w * x7)
+        w = wk[1]
+        a10, a11, a12, a13, a14, a15, a16, a17 = (a10 + w * x0, a11 + w * x1, a12 + w * x2, a13 + w * x3,
+                                                  a14 + w * x4, a15 + w * x5, a16 + w * x6, a17 + w * x7)
+        w = wk[2]
+        a20, a21, a22, a23, a24, a25, a26, a27 = (a20 + w * x0, a21 + w * x1, a22 + w * x2, a23 + w * x3,
+                                                  a24 + w * x4, a25 + w * x5, a26 + w * x6, a27 + w * x7)
+        w = wk[3]
+        a30, a31, a32, a33, a34, a35, a36, a37 = (a30 + w * x0, a31 + w * x1, a32 + w * x2, a33 + w * x3,
+                                                  a34 + w * x4, a35 + w * x5, a36 + w * x6, a37 + w * x7)
+        w = wk[4]
+        a40, a41, a42, a43, a44, a45, a46, a47 = (a40 + w * x0, a41 + w * x1, a42 + w * x2, a43 + w * x3,
+                                                  a44 + w * x4, a45 + w * x5, a46 + w * x6, a47 + w * x7)
+        w = wk[5]
+        a50, a51, a52, a53, a54, a55, a56, a57 = (a50 + w * x0, a51 + w * x1, a52 + w * x2, a53 + w * x3,
+                                                  a54 + w * x4, a55 + w * x5, a56 + w * x6, a57 + w * x7)
+        w = wk[6]
+        a60, a61, a62, a63, a64, a65, a66, a67 = (a60 + w * x0, a61 + w * x1, a62 + w * x2, a63 + w * x3,
+                                                  a64 + w * x4, a65 + w * x5, a66 + w * x6, a67 + w * x7)
+        w = wk[7]
+        a70, a71, a72, a73, a74, a75, a76, a77 = (a70 + w * x0, a71 + w * x1, a72 + w * x2, a73 + w * x3,
+                                                  a74 + w * x4, a75 + w * x5, a76 + w * x6, a77 + w * x7)
+    (acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]) = (
+        a00, a01, a02, a03, a04, a05, a06, a07)
+    (acc[8], acc[9], acc[10], acc[11], acc[12], acc[13], acc[14], acc[15]) = (
+        a10, a11, a12, a13, a14, a15, a16, a17)
+    (acc[16], acc[17], acc[18], acc[19], acc[20], acc[21], acc[22], acc[23]) = (
+        a20, a21, a22, a23, a24, a25, a26, a27)
+    (acc[24], acc[25], acc[26], acc[27], acc[28], acc[29], acc[30], acc[31]) = (
+        a30, a31, a32, a33, a34, a35, a36, a37)
+    (acc[32], acc[33], acc[34], acc[35], acc[36], acc[37], acc[38], acc[39]) = (
+        a40, a41, a42, a43, a44, a45, a46, a47)
+    (acc[40], acc[41], acc[42], acc[43], acc[44], acc[45], acc[46], acc[47]) = (
+        a50, a51, a52, a53, a54, a55, a56, a57)
+    (acc[48], acc[49], acc[50], acc[51], acc[52], acc[53], acc[54], acc[55]) = (
+        a60, a61, a62, a63, a64, a65, a66, a67)
+    (acc[56], acc[57], acc[58], acc[59], acc[60], acc[61], acc[62], acc[63]) = (
+        a70, a71, a72, a73, a74, a75, a76, a77)
+
+
+@njit(**_JIT)
+def small_forward(src, wq, bias, has_bias, out, v, offs, r0, r1):
+    """Rows ``[r0, r1)`` (row = ``(n, group, od, oh)``) of a convolution with few input channels.
+
+    The source is the phase-split padded ``src`` (as for :func:`forward`); ``offs[k]`` is the
+    offset from a group's first channel of reduction step ``k`` (channel, tap), ``wq`` is
+    ``(groups, nob, K, SMALL_OB)``, zero past ``c_out/g``. Each block of (output row,
+    ``SMALL_OB`` channels, ``SMALL_WB`` columns) sums over every step in registers: with
+    ``c_in/g`` under 16 the per-tap GEMMs of :func:`forward` would reduce over a handful of
+    channels, and im2col + BLAS spends its time packing. A row's last block is moved back to
+    end at ``OW`` (overlapping the one before), so the path needs ``OW >= SMALL_WB``.
+    Compile it through :func:`compile_small_forward`.
+    """
+    cin, cout, groups = v[1], v[2], v[3]
+    Hp, Wp, OD, OH, OW, P = v[5], v[6], v[7], v[8], v[9], v[11]
+    cig, cog = cin // groups, cout // groups
+    K = offs.shape[0]
+    nob = (cog + SMALL_OB - 1) // SMALL_OB
+    nwb = (OW + SMALL_WB - 1) // SMALL_WB
+    total = r1 - r0
+    nch = min(total, 64)
+    step = (total + nch - 1) // nch
+    for ch in prange(nch):
+        acc = np.zeros(SMALL_OB * SMALL_WB + 1, src.dtype)  # the last element stays 0: the dtype's zero
+        z = acc[SMALL_OB * SMALL_WB]
+        for t in range(r0 + ch * step, min(r1, r0 + (ch + 1) * step)):
+            oh = t % OH
+            od = (t // OH) % OD
+            grp = (t // (OH * OD)) % groups
+            n = t // (OH * OD * groups)
+            base = (n * cin + grp * cig) * P + (od * Hp + oh) * Wp
+            for ob in range(nob):
+                w0 = (grp * nob + ob) * K * SMALL_OB
+                for bw in range(nwb):
+                    ow0 = min(bw * SMALL_WB, OW - SMALL_WB)
+                    _block(src, base + ow0, offs, wq, w0, acc, z)
+                    for o in range(min(SMALL_OB, cog - ob * SMALL_OB)):
+                        oc = grp * cog + ob * SMALL_OB + o
+                        bv = bias[oc] if has_bias else z
+                        y0 = (((n * cout + oc) * OD + od) * OH + oh) * OW + ow0
+                        for j in range(SMALL_WB):
+                            out[y0 + j] = acc[o * SMALL_WB + j] + bv
+
+
+_slp_compiled = set()
+
+
+def compile_small_forward(args) -> None:
+    """Compile :func:`small_forward` for ``args`` (once per signature) with LLVM's SLP vectorizer on.
+
+    numba builds with SLP vectorization off by default (``NUMBA_SLP_VECTORIZE``), and only SLP packs
+    :func:`_block`'s written-out sums into vectors (measured: scalar code, 2.3x slower than im2col +
+    BLAS on LeNet's first layer). numba reads the setting when it sets up each compilation, so it is
+    switched on for this one compilation, under numba's compiler lock (no other compilation runs
+    meanwhile), and restored. Cached machine code keeps it. Should a numba release stop reading it,
+    the kernel still computes the same sums, only slower.
+    """
+    # numba.typeof of the nine arguments costs 0.16 ms a call; the array flags that make numba's
+    # types differ cost microseconds.
+    key = tuple((a.dtype.char, a.ndim, a.flags.c_contiguous, a.flags.writeable, a.flags.aligned)
+                if isinstance(a, np.ndarray) else type(a) for a in args)
+    if key in _slp_compiled:
+        return
+    from numba import typeof
+    from numba.core import config
+    from numba.core.compiler_lock import global_compiler_lock
+
+    sig = tuple(typeof(a) for a in args)
+    with global_compiler_lock:
+        before = config.SLP_VECTORIZE
+        config.SLP_VECTORIZE = 1
+        try:
+            small_forward.compile(sig)
+        finally:
+            config.SLP_VECTORIZE = before
+    _slp_compiled.add(key)

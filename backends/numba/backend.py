@@ -84,6 +84,10 @@ class NumbaBackend(Backend):
         """Cross-correlation into ``ctx.out``: GEMM path for large problems with finite ``w``, else direct loops."""
         rt, kc, _ = _kernels()
         spec, pk = ctx.spec, packed(ctx.spec)
+        small = _gemm().implicit_geometry(spec, "small_forward") if self.gemm else None
+        if small is not None and np.isfinite(w).all():
+            b = None if bias is None else alias(bias)
+            return _gemm().small_forward(spec, small, alias(x), alias(w), b, ctx.out, ctx.num_threads)
         if self.gemm and _gemm().use_gemm(spec, w):
             b = None if bias is None else alias(bias)
             geo = _gemm().implicit_geometry(spec, "conv_forward")

@@ -16,6 +16,7 @@ them the direct loops of :mod:`._conv` serve every problem.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import threading
@@ -147,6 +148,8 @@ IMPLICIT_MIN_K = 16
 #: Elements of one task's output block (c_out/groups x chunk), about L2.
 IMPLICIT_BUDGET = 1 << 16
 IMPLICIT_MIN_CHUNK = 256
+#: Longest reduction (c_in/groups * taps) the few-input-channel forward sums in the input's precision.
+SMALL_MAX_DEPTH = 256
 #: Weight-gradient tasks reduce over at most this many positions in the dtype before joining float64.
 IMPLICIT_WGRAD_CAP = 4096
 
@@ -162,6 +165,7 @@ def _lift(values, fill):
     return (fill,) * (3 - len(values)) + values
 
 
+@functools.lru_cache(maxsize=256)
 def implicit_geometry(spec, kernel):
     """Geometry of the implicit GEMM for ``kernel`` (a dict), or None when it does not apply.
 
@@ -179,7 +183,7 @@ def implicit_geometry(spec, kernel):
     kern, dil = _lift(spec.kernel, 1), _lift(spec.dilation, 1)
     plo, phi = _lift((lo for lo, _ in spec.pads), 0), _lift((hi for _, hi in spec.pads), 0)
     stride = _lift(spec.stride, 1)
-    if math.prod(kern) == 1 and set(stride) == {1} and not any(plo) and not any(phi):
+    if math.prod(kern) == 1 and set(stride) == {1} and not any(plo) and not any(phi) and kernel != "small_forward":
         return None  # 1x1: the im2col path multiplies the planes with one GEMM already
     reach = [(k - 1) * d for k, d in zip(kern, dil)]
     if kernel == "conv_backward_input":
@@ -188,7 +192,11 @@ def implicit_geometry(spec, kernel):
         lo = tuple(r - p for r, p in zip(reach, plo))
         base, out = _lift(spec.out_shape, 1), _lift(spec.in_shape, 1)
     else:
-        if cpg < IMPLICIT_MIN_K or opg < MIN_ROWS:
+        if kernel == "small_forward":
+            narrow = _lift(spec.out_shape, 1)[2] < _ik().SMALL_WB
+            if cpg >= IMPLICIT_MIN_K or cpg * math.prod(kern) > SMALL_MAX_DEPTH or narrow:
+                return None
+        elif cpg < IMPLICIT_MIN_K or opg < MIN_ROWS:
             return None
         lo, base, out = plo, _lift(spec.in_shape, 1), _lift(spec.out_shape, 1)
     if kernel == "conv_backward_input":
@@ -251,6 +259,25 @@ def implicit_forward(spec, geo, x, w, bias, out, nt):
         xs = _implicit_src(x, spec.n * spec.c_in, geo, nt)
         tiled(_ik().forward, (xs, wt, b, bias is not None, out.reshape(-1), v, geo["off"], _kind(spec.dtype)), tasks,
               2 * opg * cpg * taps * int(v[10]), nt)
+
+
+def small_forward(spec, geo, x, w, bias, out, nt):
+    """Forward of a convolution with few input channels, ``geo = implicit_geometry(spec, "small_forward")``."""
+    g = spec.groups
+    cpg, opg, taps = spec.c_in // g, spec.c_out // g, math.prod(spec.kernel)
+    ob = _ik().SMALL_OB
+    nob = -(-opg // ob)
+    wq = np.zeros((g, nob * ob, cpg * taps), spec.dtype)
+    wq[:, :opg] = w.reshape(g, opg, cpg * taps)
+    wq = np.ascontiguousarray(wq.reshape(g, nob, ob, cpg * taps).transpose(0, 1, 3, 2)).reshape(-1)
+    offs = (np.arange(cpg, dtype=np.int64)[:, None] * geo["P"] + geo["off"]).reshape(-1)
+    v = np.array([spec.n, spec.c_in, spec.c_out, g, *geo["q"], *geo["out"], 1, geo["P"]], np.int64)
+    b = np.zeros(1, spec.dtype) if bias is None else bias
+    xs = _implicit_src(x, spec.n * spec.c_in, geo, nt)
+    head = (xs, wq, b, bias is not None, out.reshape(-1), v, offs)
+    _ik().compile_small_forward(head + (0, 1))
+    rows = spec.n * g * geo["out"][0] * geo["out"][1]
+    tiled(_ik().small_forward, head, rows, 2 * opg * cpg * taps * geo["out"][2], nt)
 
 
 def implicit_backward_input(spec, geo, gy, w, out, nt):
