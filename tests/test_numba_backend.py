@@ -439,9 +439,9 @@ def test_workqueue_fallback_serializes_concurrent_calls():
 # padded input): 1-3 d, stride, dilation, asymmetric pads, groups, partial channel blocks, rows that
 # are not a multiple of 8 (the last block overlaps) or exactly 8, float64.
 SMALL = ["conv2d_n2_c1_o8_i16x16_k5x5_p2", "conv2d_n3_c3_o13_i17x21_k3x3_s2_p1-0x2-1",
-         "conv2d_n1_c4_o6_g2_i12x19_k3x2_d2x3_p2", "conv1d_n2_c5_o9_i40_k4_s3_d2_p0-3",
+         "conv2d_n1_c4_o12_g2_i12x19_k3x3_d2x3_p2", "conv1d_n2_c5_o9_i40_k4_s3_d2_p0-3",
          "conv3d_n1_c2_o5_i6x7x10_k3x3x3_s1x2x1_p1", "conv2d_n2_c3_o5_i10x8_k3x3_p1_f64",
-         "conv2d_n1_c15_o17_i9x30_k2x2_s2_f64", "conv2d_n1_c1_o2_i8x8_k1x1"]
+         "conv2d_n1_c15_o15_i9x30_k2x2_s2_f64", "conv2d_n1_c16_o64_g8_i12x12_k4x4"]
 
 
 @pytest.mark.parametrize("desc", SMALL)
