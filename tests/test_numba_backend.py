@@ -534,3 +534,18 @@ def test_gemm_block_and_tile_remainders(monkeypatch, desc):
     c = _ctx("conv_backward_input", spec, spec.x_shape)
     b.conv_backward_input(c, grad_y=gy, w=w)
     np.testing.assert_array_equal(c.out, ref.conv_backward_input(gy, w, spec))
+
+
+def test_weight_gradient_chunks_keep_their_gemms_deep_and_spread_over_threads():
+    from convkit_backends.numba import _implicit, gemm
+
+    # A 3x3-s2 layer's 811 wide positions: 2 chunks of 406, not 8 of 102 (shallow GEMMs).
+    spec = _spec("conv2d_n1_c128_o128_i56x56_k3x3_s2_p1")
+    geo = gemm.implicit_geometry(spec, "conv_backward_weight")
+    v, tasks = gemm._implicit_args(spec, spec.c_in, spec.c_out, geo, spec.c_out, gemm.IMPLICIT_WGRAD_CAP)
+    assert tasks == 2 and v[10] >= gemm.IMPLICIT_MIN_CHUNK
+    # prange gives each of 2 threads a run of slots; the chunks of the first tasks land on both.
+    order = [_implicit._bit_reversed(i, 8) for i in range(8)]
+    assert sorted(order) == list(range(8))
+    assert {0, 1} & set(order[:4]) == {0} and {0, 1} & set(order[4:]) == {1}
+    assert {order[0], order[2], order[4], order[6]} == {0, 1, 2, 3}  # 4 threads: one of the first 4 each

@@ -138,9 +138,20 @@ def forward(src, wt, bias, has_bias, out, v, off, kind, t0, t1):
                     dst[i] = s[i] + b
 
 
+@njit(nogil=True, cache=True)
+def _bit_reversed(i, n):
+    """``i``'s bits reversed within ``log2(n)`` bits (``n`` a power of two)."""
+    i, n, r = np.int64(i), np.int64(n), np.int64(0)  # a prange index is unsigned: keep integer maths
+    while n > 1:
+        r = 2 * r + i % 2
+        i //= 2
+        n //= 2
+    return r
+
+
 @njit(**_JIT)
 def weight(src, gy, acc, v, off, kind, t0, t1):
-    """Add tasks ``[t0, t1)`` of the weight gradient to ``acc`` (float64 ``(chunks, c_out, c_in/g, taps)``).
+    """Add tasks ``[t0, t1)`` of the weight gradient to ``acc`` (float64 ``(chunks, taps, c_out, c_in/g)``).
 
     Chunk ``ch`` sums tasks ``ch, ch + chunks, ...`` in order whatever the
     tiling into ``[t0, t1)`` calls; the caller adds the chunks in order, so
@@ -156,7 +167,10 @@ def weight(src, gy, acc, v, off, kind, t0, t1):
     Lw = (OH - 1) * Wp + OW
     nch = (Lw + chunk - 1) // chunk
     nacc = acc.shape[0]
-    for ch in prange(nacc):
+    for slot in prange(nacc):
+        # prange hands each thread a run of consecutive slots; chunk ch = the slot bit-reversed spreads the
+        # chunks that hold tasks (ch < tasks when there are few) over the threads.
+        ch = _bit_reversed(slot, nacc)
         gbuf = np.empty(cog * chunk, src.dtype)
         part = np.empty(taps * cog * cig, src.dtype)
         one = np.empty(1, src.dtype)
@@ -181,11 +195,14 @@ def weight(src, gy, acc, v, off, kind, t0, t1):
             for tap in range(taps):
                 _gemm(kind, _T, _N, cig, cog, L, src[base + off[tap]:], P, gbuf, L, 0.0,
                       part[tap * cog * cig:], cig, one, be)
-            for oc in range(cog):
-                for ci in range(cig):
-                    row = a3[grp * cog + oc, ci]
-                    for tap in range(taps):
-                        row[tap] += part[(tap * cog + oc) * cig + ci]
+            # acc is tap-major like part: contiguous rows (a channel-major acc read part with a
+            # stride of c_out/g * c_in/g elements: 1.6x slower on a 128-channel 3x3-s2 layer).
+            for tap in range(taps):
+                for oc in range(cog):
+                    row = a3[tap, grp * cog + oc]
+                    pr = part[(tap * cog + oc) * cig:(tap * cog + oc + 1) * cig]
+                    for ci in range(cig):
+                        row[ci] += pr[ci]
 
 
 #: Output channels and columns per block of :func:`small_forward` (written out in :func:`_block`).
