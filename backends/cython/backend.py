@@ -5,6 +5,9 @@ next to this one by the package's ``pip install``) hold the kernels; this
 module picks an algorithm per call and hands them the kernel context's
 arrays, thread count and a cached integer :class:`~.plan.Plan` of the spec.
 
+- Forwards with ``c_in/groups < 16`` (and 4+ output channels per group, rows of 8+ columns) keep
+  blocks of 8 output channels x 8 columns in vector registers over every (channel, tap), on the
+  same padded, phase-split input (``_conv.small_forward``).
 - Convolutions with ``c_in/groups >= 16`` run as an implicit GEMM: the input
   zero padded (and split into its stride phases) once, then one BLAS call per
   tap on a strided view of it, no im2col (the input gradient likewise on the
@@ -185,8 +188,8 @@ class CythonBackend(Backend):
         # convolutions are reproducible only at a fixed thread count (the conformance suite showed it).
         thread_invariant=frozenset({"pool_forward", "pool_backward"}),
         algorithm="Cython 3/OpenMP: implicit GEMM (scipy BLAS sgemm/dgemm per tap on shifted views of the padded, "
-                  "stride-phase-split input) for channel-heavy convs, im2col blocks x BLAS for few input channels "
-                  "(1x1 in place), "
+                  "stride-phase-split input) for channel-heavy convs, 8x8 register blocks (baseline/AVX2 clones) "
+                  "for the forward with few input channels, im2col blocks x BLAS otherwise (1x1 in place), "
                   "vectorized direct loops for depthwise/tiny-channel convs and all pools; float64 sums",
     )
 

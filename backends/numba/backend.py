@@ -57,8 +57,9 @@ class NumbaBackend(Backend):
         # Every reduction has a fixed order whatever the thread count (float64 partials per fixed chunk).
         thread_invariant=frozenset(KERNELS),
         algorithm=("large convs: implicit GEMM (BLAS per tap on shifted views of the padded, stride-phase-split "
-                   "input; c_in/g >= 16) or im2col blocks x BLAS (np.dot in the JIT); others: direct loops vectorized "
-                   "along rows; float64 sums for pools and the weight gradient"),
+                   "input; c_in/g >= 16) or im2col blocks x BLAS (np.dot in the JIT); forwards with few input "
+                   "channels: 8x8 register blocks (SLP-vectorized); others: direct loops vectorized along rows; "
+                   "float64 sums for pools and the weight gradient"),
     )
 
     def __init__(self, gemm: bool = True):
