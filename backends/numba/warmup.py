@@ -59,6 +59,11 @@ def _run_family(key: str, num_threads: int) -> None:
             b.conv_forward(ctx(spec, spec.y_shape), x=x, w=w, bias=arr((spec.c_out,)))
             b.conv_backward_input(ctx(spec, spec.x_shape), grad_y=gy, w=w)
             b.conv_backward_weight(ctx(spec, spec.w_shape), grad_y=gy, x=x)
+        # Rows of 8 columns: the register-blocked forward for few input channels.
+        wide = ConvSpec(n=1, c_in=2, c_out=8, in_shape=(1, 3, 8), kernel=(1, 3, 3), pads=((0, 0), (1, 1), (1, 1)),
+                        dtype=dtype)
+        NumbaBackend().conv_forward(ctx(wide, wide.y_shape), x=arr(wide.x_shape), w=arr(wide.w_shape),
+                                    bias=arr((wide.c_out,)))
         return
     kinds = ("max",) if family == "pool_max" else ("avg", "lp")
     for kind in kinds:
