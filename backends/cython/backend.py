@@ -27,6 +27,7 @@ arrays, thread count and a cached integer :class:`~.plan.Plan` of the spec.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import os
@@ -251,16 +252,17 @@ class CythonBackend(Backend):
         return CythonBackend._phase_geometry(plan, plan.pad_lo, plan.in_shape, plan.out_shape, plan.stride)
 
     @staticmethod
+    @functools.lru_cache(maxsize=256)
     def _small(plan):
-        """Geometry (as :meth:`_implicit`'s) of the register-blocked forward for few input channels, or None.
+        """Geometry (as :meth:`_implicit`'s) of the register-blocked forward for few input channels, or None (cached).
 
         It runs where c_in/groups < IMPLICIT_MIN_CIG, c_out/groups >= GEMM_MIN_COLS
         (depthwise layers would fill one lane of a channel block), the output rows
         are at least a register block wide and the reduction is short enough for
         float32 sums (c_in/groups * taps <= SMALL_MAX_ROWS).
         """
-        cpg, wb = int(plan.ints[3]), load()["conv"].SMALL_BLOCK["float32"][1]
-        if cpg >= IMPLICIT_MIN_CIG or int(plan.ints[4]) < GEMM_MIN_COLS or plan.out_shape[2] < wb or cpg * plan.taps > SMALL_MAX_ROWS:
+        cpg, opg, wb = int(plan.ints[3]), int(plan.ints[4]), load()["conv"].SMALL_BLOCK["float32"][1]
+        if cpg >= IMPLICIT_MIN_CIG or opg < GEMM_MIN_COLS or plan.out_shape[2] < wb or cpg * plan.taps > SMALL_MAX_ROWS:
             return None
         return CythonBackend._phase_geometry(plan, plan.pad_lo, plan.in_shape, plan.out_shape, plan.stride)
 
