@@ -25,7 +25,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["convkit.c"]
-DEPENDS = ["convkit.h", "ck_internal.h", "ck_gemm_impl.h", "ck_winograd_impl.h", "ck_conv_impl.h", "ck_pool_impl.h"]
+DEPENDS = ["convkit.h", "ck_internal.h", "ck_gemm_impl.h", "ck_winograd_impl.h", "ck_conv_impl.h", "ck_direct_impl.h", "ck_pool_impl.h"]
 MODULE = "convkit_backends.c._ckernels"
 
 

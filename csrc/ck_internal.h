@@ -61,7 +61,7 @@ static inline int ck_cpu_level(void)
 #  define CK_INLINE static inline
 #endif
 
-/* Outputs per register block of the direct (depthwise) kernels. */
+/* Outputs per register block of the direct (depthwise) kernels, at most (AVX-512 float; sizes slack). */
 #define CK_DIRECT_BLOCK 16
 
 /* Tile of output columns packed at once: keeps the packed panel near L2. */
