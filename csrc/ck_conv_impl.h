@@ -231,7 +231,15 @@ typedef struct {
     T *xp;
     int64_t *offs;          /* Kc row offsets within one image-group */
     int64_t Hph, cplane, Q; /* rows per phase plane, per-channel stride, OH*OW */
+    int borrowed;           /* xp is the input itself (read only, no slack) */
 } FN(taps);
+
+static void FN(taps_free)(FN(taps) *tp)
+{
+    if (!tp->borrowed)
+        ck_free(tp->xp);
+    free(tp->offs);
+}
 
 static int FN(taps_build)(const ck_conv_params *p, const ck_conv_dims *d, const T *x, int nt,
                           int64_t slack, FN(taps) *tp)
@@ -241,14 +249,17 @@ static int FN(taps_build)(const ck_conv_params *p, const ck_conv_dims *d, const 
     const int64_t Hph = ck_roundup(p->in[1] + p->pad_lo[1] + p->pad_hi[1], s1) / s1;
     const int64_t OW = p->out[2], plane = Dph * Hph * OW, cplane = s0 * s1 * k2 * plane;
     const int64_t K = d->Kc, nplanes = p->n * p->c_in, xlen = nplanes * cplane + slack;
+    /* A 1x1, stride-1, unpadded conv's one tap plane per channel is the
+     * input itself: read it in place. */
+    const int pointwise = ck_conv_pointwise(p);
     tp->Hph = Hph;
     tp->cplane = cplane;
     tp->Q = p->out[1] * OW;
-    tp->xp = (T *)ck_alloc((size_t)xlen * sizeof(T));
+    tp->borrowed = pointwise;
+    tp->xp = pointwise ? (T *)x : (T *)ck_alloc((size_t)xlen * sizeof(T));
     tp->offs = (int64_t *)malloc((size_t)(K ? K : 1) * sizeof(int64_t));
     if (!tp->xp || !tp->offs) {
-        ck_free(tp->xp);
-        free(tp->offs);
+        FN(taps_free)(tp);
         return CK_ERR_NOMEM;
     }
     for (int64_t r = 0; r < K; r++) {
@@ -258,6 +269,8 @@ static int FN(taps_build)(const ck_conv_params *p, const ck_conv_dims *d, const 
         const int64_t phase = (od_ % s0) * s1 + oh_ % s1;
         tp->offs[r] = ic * cplane + (phase * k2 + kw) * plane + ((od_ / s0) * Hph + oh_ / s1) * OW;
     }
+    if (pointwise)
+        return CK_OK;
     T *xp = tp->xp;
     memset(xp + nplanes * cplane, 0, (size_t)(xlen - nplanes * cplane) * sizeof(T));
     /* Every destination row is written once: a shifted copy of an input
@@ -320,9 +333,16 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
     const int64_t ntile = (panels + tile_panels - 1) / tile_panels, mblocks = mpad / kn->mr;
     const int64_t msplit = ck_max(1, ck_min(mblocks, (want + jobs * ntile - 1) / (jobs * ntile)));
     const int64_t msz = (mblocks + msplit - 1) / msplit * kn->mr, tasks = jobs * ntile * msplit;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, tasks))
+#pragma omp parallel num_threads(ck_threads(nt, tasks))
+    {
+    T *bp = (T *)ck_alloc((size_t)FN(gemm_shifted_scratch)(kn) * sizeof(T));
+    if (!bp) {
+#pragma omp atomic write
+        err = CK_ERR_NOMEM;
+    }
+#pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; t++) {
-        if (CK_CANCELLED()) continue; /* Ctrl-C: skip the remaining tasks */
+        if (CK_CANCELLED() || !bp) continue; /* Ctrl-C: skip the remaining tasks */
         const int64_t ms = t % msplit, tile = (t / msplit) % ntile, job = t / (msplit * ntile);
         const int64_t od = job % OD, g = (job / OD) % d->G, n = job / (OD * d->G);
         const int64_t q0 = tile * width, qn = ck_min(width, Q - q0);
@@ -332,14 +352,12 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
         const T *xb = tp.xp + (n * p->c_in + g * d->cig) * tp.cplane + od * Hph * OW + q0;
         const T *ag = Ap + g * mpad * K;
         T *yc = y + (n * p->c_out + g * d->cog) * d->P + od * Q + q0;
-        for (int64_t jb = 0; jb < qn; jb += kn->nr)
-            for (int64_t ib = m0; ib < m1; ib += kn->mr)
-                kn->fn_t(K, ag + ib * K, xb + jb, tp.offs, yc + ib * d->P + jb, d->P,
-                         ck_min(kn->mr, m1 - ib), ck_min(kn->nr, qn - jb), 0,
-                         bias ? bias + g * d->cog + ib : NULL);
+        FN(gemm_shifted)(kn, K, m1 - m0, ag + m0 * K, xb, tp.offs, qn, yc + m0 * d->P, d->P,
+                         bias ? bias + g * d->cog + m0 : NULL, bp, tp.borrowed);
     }
-    ck_free(tp.xp);
-    free(tp.offs);
+    ck_free(bp);
+    }
+    FN(taps_free)(&tp);
     return err;
 }
 
@@ -412,7 +430,7 @@ static int FN(conv_fwd_phased)(const ck_conv_params *p, const ck_conv_dims *d, c
     }
 #pragma omp parallel num_threads(ck_threads(nt, tasks))
     {
-        T *ct = (T *)ck_alloc((size_t)(mpad * wpad) * sizeof(T));
+        T *ct = (T *)ck_alloc((size_t)(mpad * wpad + FN(gemm_shifted_scratch)(kn)) * sizeof(T));
         if (!ct) {
 #pragma omp atomic write
             err = CK_ERR_NOMEM;
@@ -426,11 +444,8 @@ static int FN(conv_fwd_phased)(const ck_conv_params *p, const ck_conv_dims *d, c
                 continue;
             const T *xb = xp + (n * p->c_in + g * d->cig) * cplane + q0;
             const T *ag = Ap + g * mpad * K;
-            for (int64_t jb = 0; jb < qn; jb += kn->nr)
-                for (int64_t ib = 0; ib < d->cog; ib += kn->mr)
-                    kn->fn_t(K, ag + ib * K, xb + jb, offs, ct + ib * wpad + jb, wpad,
-                             ck_min(kn->mr, d->cog - ib), ck_min(kn->nr, qn - jb), 0,
-                             bias ? bias + g * d->cog + ib : NULL);
+            FN(gemm_shifted)(kn, K, d->cog, ag, xb, offs, qn, ct, wpad, bias ? bias + g * d->cog : NULL,
+                             ct + mpad * wpad, 0);
             for (int64_t oc = 0; oc < d->cog; oc++) {
                 T *yo = y + (n * p->c_out + g * d->cog + oc) * d->P;
                 const T *src = ct + oc * wpad - q0;
@@ -517,7 +532,9 @@ static int FN(conv_forward_impl)(const ck_conv_params *p, const ck_conv_dims *d,
     int phases_fit = 1;
     for (int i = 0; i < 3; i++)
         phases_fit &= p->stride[i] <= p->in[i] + p->pad_lo[i] + p->pad_hi[i];
-    if (p->out[0] == 1 && phases_fit && (wph - p->out[2]) * 32 <= wph)
+    /* ... and not for 1x1 convs with stride 1 and no pads: tap planes read
+     * those in place. */
+    if (p->out[0] == 1 && phases_fit && !ck_conv_pointwise(p) && (wph - p->out[2]) * 32 <= wph)
         err = FN(conv_fwd_phased)(p, d, x, Ap, mpad, bias, y, nt, &kn);
     else
         err = FN(conv_fwd_shifted)(p, d, x, Ap, mpad, bias, y, nt, &kn);
@@ -833,8 +850,7 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
                                   d->Kc, ck_min(dk.mo, d->cog - oc), ck_min(dk.nj, r1 - r));
                 }
         }
-        ck_free(tp.xp);
-        free(tp.offs);
+        FN(taps_free)(&tp);
         return err;
     }
     /* Long rows (up to ~4096 columns) amortize the horizontal sums. */
@@ -861,8 +877,7 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
     if (ncopies > 0) {
         copies = ck_alloc((size_t)(ncopies * wlen) * esz);
         if (!copies) {
-            ck_free(tp.xp);
-            free(tp.offs);
+            FN(taps_free)(&tp);
             return CK_ERR_NOMEM;
         }
         memset(copies, 0, (size_t)(ncopies * wlen) * esz);
@@ -912,8 +927,7 @@ static int FN(conv_backward_weight_impl)(const ck_conv_params *p, const ck_conv_
                 acc64[part_g * glen + i] += (double)part[i];
         ck_free(part);
     }
-    ck_free(tp.xp);
-    free(tp.offs);
+    FN(taps_free)(&tp);
     if (copies && wide) {
 #pragma omp parallel for schedule(static) num_threads(nth)
         for (int64_t i = 0; i < wlen; i++) {

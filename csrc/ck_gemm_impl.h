@@ -6,15 +6,16 @@
  * both zero padded.  Packing B straight from the input (im2col into
  * micro-panels) is the only copy of the data.  Three variants, picked at run
  * time: AVX-512 (8 x 3 vectors), AVX2+FMA (6 x 2), portable (6 x 2). */
-#define CK_DEFINE_KERNEL(NAME, ATTR, VBYTES, MR_, NV_, BROW)                                  \
+#define CK_DEFINE_KERNEL(NAME, ATTR, VBYTES, MR_, NV_, BROW, KEEP)                            \
     ATTR static void NAME(int64_t K, const T *restrict A, const T *restrict B,                \
                           const int64_t *restrict offs, T *restrict C, int64_t ldc, int64_t m,\
-                          int64_t n, int acc_c, const T *cb)                                  \
+                          int64_t n, int acc_c, const T *cb, T *restrict bp)                  \
     {                                                                                         \
         typedef T vt __attribute__((vector_size(VBYTES), aligned(sizeof(T))));               \
         enum { VL = VBYTES / sizeof(T), NR = NV_ * VL };                                      \
         vt acc[MR_][NV_];                                                                     \
         (void)offs;                                                                           \
+        (void)bp;                                                                             \
         for (int i = 0; i < MR_; i++)                                                         \
             for (int v = 0; v < NV_; v++)                                                     \
                 acc[i][v] = (vt){0};                                                          \
@@ -22,6 +23,9 @@
             vt b[NV_];                                                                        \
             for (int v = 0; v < NV_; v++)                                                     \
                 b[v] = *(const vt *)(B + (BROW) + v * VL);                                    \
+            if (KEEP) /* the rows read in place, packed for the next row blocks */            \
+                for (int v = 0; v < NV_; v++)                                                 \
+                    *(vt *)(bp + k * NR + v * VL) = b[v];                                     \
             for (int i = 0; i < MR_; i++) {                                                   \
                 const vt a = A[k * MR_ + i] - (vt){0}; /* a broadcast, no add */       \
                 for (int v = 0; v < NV_; v++)                                                 \
@@ -50,38 +54,47 @@
     }
 
 typedef void (*FN(kern_fn))(int64_t, const T *, const T *, const int64_t *, T *, int64_t, int64_t,
-                            int64_t, int, const T *);
+                            int64_t, int, const T *, T *);
 typedef struct {
-    FN(kern_fn) fn;   /* B packed: row k at B + k*NR */
-    FN(kern_fn) fn_t; /* B a shifted view of the input: row k at B + offs[k] */
+    FN(kern_fn) fn;    /* B packed: row k at B + k*NR */
+    FN(kern_fn) fn_t;  /* B a shifted view of the input: row k at B + offs[k] */
+    FN(kern_fn) fn_tp; /* as fn_t, and stores each B row it reads at bp + k*NR */
     int64_t mr, nr;
+    int64_t kc; /* K block of the shifted-B GEMM (0: whole K, B read in place) */
 } FN(kernel);
 
 #define CK_AVX2 __attribute__((target("avx2,fma")))
 #define CK_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
-CK_DEFINE_KERNEL(FN(kern_portable), , 32, 6, 2, k * NR)
-CK_DEFINE_KERNEL(FN(kernt_portable), , 32, 6, 2, offs[k])
+CK_DEFINE_KERNEL(FN(kern_portable), , 32, 6, 2, k * NR, 0)
+CK_DEFINE_KERNEL(FN(kernt_portable), , 32, 6, 2, offs[k], 0)
+CK_DEFINE_KERNEL(FN(kerntp_portable), , 32, 6, 2, offs[k], 1)
 #if CK_X86_DISPATCH
-CK_DEFINE_KERNEL(FN(kern_avx2), CK_AVX2, 32, 6, 2, k * NR)
-CK_DEFINE_KERNEL(FN(kernt_avx2), CK_AVX2, 32, 6, 2, offs[k])
-CK_DEFINE_KERNEL(FN(kern_avx512), CK_AVX512, 64, 8, 3, k * NR)
-CK_DEFINE_KERNEL(FN(kernt_avx512), CK_AVX512, 64, 8, 3, offs[k])
+CK_DEFINE_KERNEL(FN(kern_avx2), CK_AVX2, 32, 6, 2, k * NR, 0)
+CK_DEFINE_KERNEL(FN(kernt_avx2), CK_AVX2, 32, 6, 2, offs[k], 0)
+CK_DEFINE_KERNEL(FN(kerntp_avx2), CK_AVX2, 32, 6, 2, offs[k], 1)
+CK_DEFINE_KERNEL(FN(kern_avx512), CK_AVX512, 64, 8, 3, k * NR, 0)
+CK_DEFINE_KERNEL(FN(kernt_avx512), CK_AVX512, 64, 8, 3, offs[k], 0)
+CK_DEFINE_KERNEL(FN(kerntp_avx512), CK_AVX512, 64, 8, 3, offs[k], 1)
 #endif
 #undef CK_AVX2
 #undef CK_AVX512
 
 static FN(kernel) FN(pick_kernel)(void)
 {
-    FN(kernel) k = {FN(kern_portable), FN(kernt_portable), 6, 2 * 32 / (int64_t)sizeof(T)};
+    FN(kernel) k = {FN(kern_portable), FN(kernt_portable), FN(kerntp_portable), 6, 2 * 32 / (int64_t)sizeof(T),
+                    CK_KC};
 #if CK_X86_DISPATCH
     if (ck_cpu_level() >= 2) {
         k.fn = FN(kern_avx512);
         k.fn_t = FN(kernt_avx512);
+        k.fn_tp = FN(kerntp_avx512);
         k.mr = 8;
         k.nr = 3 * 64 / (int64_t)sizeof(T);
+        k.kc = 0;
     } else if (ck_cpu_level() == 1) {
         k.fn = FN(kern_avx2);
         k.fn_t = FN(kernt_avx2);
+        k.fn_tp = FN(kerntp_avx2);
     }
 #endif
     return k;
@@ -122,8 +135,61 @@ static void FN(packed_gemm)(const FN(kernel) *kn, int64_t M, int64_t N, int64_t 
     for (int64_t jb = 0; jb < N; jb += kn->nr)
         for (int64_t ib = 0; ib < M; ib += kn->mr)
             kn->fn(K, Ap + ib * K, Bp + jb * K, NULL, C + ib * ldc + jb, ldc, ck_min(kn->mr, M - ib),
-                   ck_min(kn->nr, N - jb), acc_c, cb ? cb + ib : NULL);
+                   ck_min(kn->nr, N - jb), acc_c, cb ? cb + ib : NULL, NULL);
 }
+
+/* C[m x n] = A * B (+ bias) with A packed ([ib][k][mr], row stride K) and
+ * B's row k at xb + offs[k].  The micro-kernels read B rows up to nr - 1
+ * columns past n, except with exact (B is the caller's array): then a
+ * partial last panel is copied first.
+ * kc == 0: the micro-kernel reads B in place over the whole K.  Else K is
+ * walked in blocks of kc rows; the first row block reads each B
+ * micro-panel in place and keeps a packed copy in bp (kc x nr, contiguous,
+ * stays in L1) that the other row blocks read, while A's block (m x kc)
+ * stays in L2 across the panels.  In place, one panel's rows are kc
+ * far-apart lines in few cache sets, and all of A streams past every
+ * panel. */
+static void FN(gemm_shifted)(const FN(kernel) *kn, int64_t K, int64_t m, const T *ag, const T *xb,
+                             const int64_t *offs, int64_t n, T *c, int64_t ldc, const T *bias, T *bp,
+                             int exact)
+{
+    const int64_t mr = kn->mr, nr = kn->nr, kcb = kn->kc > 0 && m > mr ? kn->kc : K;
+    const int64_t nfull = exact ? n / nr * nr : n;
+    for (int64_t k0 = 0; k0 < K; k0 += kcb) {
+        const int64_t kc = ck_min(kcb, K - k0);
+        for (int64_t jb = 0; jb < nfull; jb += nr) {
+            const int64_t w = ck_min(nr, n - jb);
+            for (int64_t ib = 0; ib < m; ib += mr) {
+                const T *a = ag + ib * K + k0 * mr, *cb = k0 == 0 && bias ? bias + ib : NULL;
+                T *cc = c + ib * ldc + jb;
+                if (kn->kc == 0 || m <= mr)
+                    kn->fn_t(kc, a, xb + jb, offs + k0, cc, ldc, ck_min(mr, m - ib), w, k0 > 0, cb, NULL);
+                else if (ib == 0)
+                    kn->fn_tp(kc, a, xb + jb, offs + k0, cc, ldc, ck_min(mr, m - ib), w, k0 > 0, cb, bp);
+                else
+                    kn->fn(kc, a, bp, NULL, cc, ldc, ck_min(mr, m - ib), w, k0 > 0, cb, NULL);
+            }
+        }
+    }
+    if (nfull == n)
+        return;
+    const int64_t w = n - nfull;
+    for (int64_t k0 = 0; k0 < K; k0 += CK_KC) {
+        const int64_t kc = ck_min(CK_KC, K - k0);
+        for (int64_t k = 0; k < kc; k++) {
+            T *dst = bp + k * nr;
+            memcpy(dst, xb + offs[k0 + k] + nfull, (size_t)w * sizeof(T));
+            for (int64_t j = w; j < nr; j++)
+                dst[j] = 0;
+        }
+        for (int64_t ib = 0; ib < m; ib += mr)
+            kn->fn(kc, ag + ib * K + k0 * mr, bp, NULL, c + ib * ldc + nfull, ldc, ck_min(mr, m - ib), w,
+                   k0 > 0, k0 == 0 && bias ? bias + ib : NULL, NULL);
+    }
+}
+
+/* Scratch gemm_shifted needs for its packed B panel, in elements. */
+static int64_t FN(gemm_shifted_scratch)(const FN(kernel) *kn) { return ck_max(kn->kc, CK_KC) * kn->nr + 16; }
 
 /* ---- dot-product micro-kernel (the weight gradient) ---------------------
  * W[i][j] += sum_{q < L} G[i*ldg + q] * X[xoffs[j] + q] for an MO x NJ

@@ -64,6 +64,12 @@ static inline int ck_cpu_level(void)
 /* Outputs per register block of the direct (depthwise) kernels, at most (AVX-512 float; sizes slack). */
 #define CK_DIRECT_BLOCK 16
 
+/* K block of the AVX2 and portable forward GEMMs (ck_gemm_impl.h's
+ * gemm_shifted): a 256 x 16 float B panel is 16 KB, half a Zen 1 L1. */
+#ifndef CK_KC
+#  define CK_KC 256
+#endif
+
 /* Tile of output columns packed at once: keeps the packed panel near L2. */
 #define CK_PANEL_BYTES (384 * 1024)
 /* Weight-gradient rows longer than this are summed tile by tile into double accumulators. */

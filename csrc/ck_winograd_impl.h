@@ -182,7 +182,7 @@ CK_CLONES static void FN(wino_task)(const FN(wgeo) *g, const FN(kernel) *kn, con
     for (int xi = 0; xi < 36; xi++)
         for (int64_t ib = m0; ib < m1; ib += mr)
             kn->fn(C, Ap + xi * g->as + ib * C, V + xi * vs, NULL, M + xi * ms + (ib - m0) * nr,
-                   nr, mr, nr, 0, NULL);
+                   nr, mr, nr, 0, NULL, NULL);
     const int64_t OH = g->OH, OW = g->OW;
     for (int64_t oc = m0; oc < m1; oc++) {
         const T *mo = M + (oc - m0) * nr;

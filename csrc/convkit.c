@@ -27,6 +27,15 @@ typedef struct {
 /* Depthwise and tiny channel products make 1-row GEMMs: loop directly. */
 static int ck_conv_use_direct(const ck_conv_dims *d) { return d->cig * d->cog <= 4; }
 
+/* 1x1, stride 1, no pads: the input is the im2col matrix as it is. */
+static int ck_conv_pointwise(const ck_conv_params *p)
+{
+    int yes = 1;
+    for (int i = 0; i < 3; i++)
+        yes &= p->k[i] == 1 && p->stride[i] == 1 && p->pad_lo[i] == 0 && p->pad_hi[i] == 0;
+    return yes;
+}
+
 typedef struct {
     int64_t width, ntile;
 } ck_tiling;

@@ -81,6 +81,12 @@ CONV_SPECS = [
     "conv3d_n1_c3_o5_i5x6x7_k2x3x2_s1x2x1_p1-0x1x0-2",
     "conv3d_n2_c4_o4_g4_i4x5x6_k3x3x3_p1_f64",
     "conv3d_n1_c2_o3_i3x4x5_k1x1x1",
+    # Reductions deeper than the AVX2 GEMM's 256-row K blocks, with partial row blocks and panels: 1x1
+    # read in place (the input is the GEMM's operand), tap planes (stride 2) and phase planes (long row).
+    "conv2d_n1_c600_o13_i5x7_k1x1",
+    "conv2d_n2_c300_o8_g2_i3x11_k1x1_f64",
+    "conv2d_n1_c64_o9_i6x21_k3x3_s2_p1",
+    "conv1d_n2_c100_o7_i50_k3_p1",
 ]
 
 POOL_SPECS = [
