@@ -89,9 +89,14 @@ def _measure_problem(problem, direction, runners, budgets, quick, rounds) -> dic
         except Exception as exc:  # a failing runner is reported, never fatal to the run
             runs[name] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
     kinds = {name: kind for name, kind, _ in runners}
-    timed = timing.measure_interleaved(
-        fns, {n: budgets[1] if kinds[n] == "reference" else budgets[0] for n in fns}, rounds=rounds,
-        min_repeats={n: 1 if kinds[n] == "reference" else 3 for n in fns})
+    # The reference is timed after the others, not among them: its NumPy BLAS threads busy-wait for
+    # about 0.1 s after each call (OpenBLAS's thread timeout) and slowed whichever runner came next
+    # (c's 2-thread 1-D conv 8.05 ms right after a reference call, 5.14 ms 0.2 s later, docs/performance.md).
+    others = {n: f for n, f in fns.items() if kinds[n] != "reference"}
+    timed = timing.measure_interleaved(others, dict.fromkeys(others, budgets[0]), rounds=rounds)
+    for n in fns.keys() - others.keys():
+        timed[n] = timing.measure(fns[n], budgets[1], min_repeats=1)
+    timed = {n: timed[n] for n in fns}
     for name in (n for n, _, _ in runners):  # keep the runners' order
         if name in timed:
             runs[name] = {"status": "ok", **timed[name].to_dict()}
