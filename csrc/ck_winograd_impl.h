@@ -215,9 +215,9 @@ CK_CLONES static void FN(wino_task)(const FN(wgeo) *g, const FN(kernel) *kn, con
     }
 }
 
-/* Forward Winograd F(4x4,3x3) of a problem ck_wino_applies accepts. */
-static int FN(wino_forward_impl)(const ck_conv_params *p, const T *x, const T *w, const T *bias, T *y,
-                                 int nt)
+/* Forward Winograd F(4x4,3x3) of an undilated problem ck_wino_applies accepts. */
+static int FN(wino_forward_dense)(const ck_conv_params *p, const T *x, const T *w, const T *bias, T *y,
+                                  int nt)
 {
     const FN(kernel) kn = FN(pick_kernel)();
     FN(wgeo) g;
@@ -296,6 +296,59 @@ static int FN(wino_forward_impl)(const ck_conv_params *p, const T *x, const T *w
     }
     ck_free(Ap);
     ck_free(xp);
+    return err;
+}
+
+/* Between a plane of one image and dh x dw phase planes, phase (a, b)
+ * holding positions (a + dh*i, b + dw*j): gather (to_phases) or scatter. */
+static void FN(wino_phases)(const T *src, T *dst, int64_t n, int64_t C, int64_t H, int64_t W,
+                            int64_t dh, int64_t dw, int to_phases, int nt)
+{
+    const int64_t Hq = H / dh, Wq = W / dw, planes = n * C;
+#pragma omp parallel for schedule(static) num_threads(ck_threads(nt, planes))
+    for (int64_t t = 0; t < planes; t++)
+        for (int64_t a = 0; a < dh; a++)
+            for (int64_t b = 0; b < dw; b++) {
+                T *full = (T *)(to_phases ? src : dst) + t * H * W;
+                T *ph = (T *)(to_phases ? dst : src) + ((a * dw + b) * planes + t) * Hq * Wq;
+                for (int64_t i = 0; i < Hq; i++) {
+                    T *row = full + (a + dh * i) * W + b, *prow = ph + i * Wq;
+                    if (to_phases)
+                        for (int64_t j = 0; j < Wq; j++)
+                            prow[j] = row[dw * j];
+                    else
+                        for (int64_t j = 0; j < Wq; j++)
+                            row[dw * j] = prow[j];
+                }
+            }
+}
+
+/* Winograd forward.  A dilated conv is dh x dw undilated ones: with pads
+ * and sizes multiples of the dilation (ck_wino_applies), output rows
+ * a, a + dh, ... read only input rows a, a + dh, ... (a 3x3 conv with pads
+ * pad / dh).  The phases are gathered as a batch of dh*dw*n images,
+ * computed together, and scattered back. */
+static int FN(wino_forward_impl)(const ck_conv_params *p, const T *x, const T *w, const T *bias, T *y,
+                                 int nt)
+{
+    const int64_t dh = p->dil[1], dw = p->dil[2];
+    if (dh == 1 && dw == 1)
+        return FN(wino_forward_dense)(p, x, w, bias, y, nt);
+    ck_conv_params q = *p;
+    q.n = p->n * dh * dw;
+    q.in[1] /= dh, q.out[1] /= dh, q.pad_lo[1] /= dh, q.pad_hi[1] /= dh, q.dil[1] = 1;
+    q.in[2] /= dw, q.out[2] /= dw, q.pad_lo[2] /= dw, q.pad_hi[2] /= dw, q.dil[2] = 1;
+    const int64_t xl = p->n * p->c_in * p->in[1] * p->in[2], yl = p->n * p->c_out * p->out[1] * p->out[2];
+    T *xq = (T *)ck_alloc((size_t)xl * sizeof(T)), *yq = (T *)ck_alloc((size_t)yl * sizeof(T));
+    int err = CK_ERR_NOMEM;
+    if (xq && yq) {
+        FN(wino_phases)(x, xq, p->n, p->c_in, p->in[1], p->in[2], dh, dw, 1, nt);
+        err = FN(wino_forward_dense)(&q, xq, w, bias, yq, nt);
+        if (err == CK_OK)
+            FN(wino_phases)(yq, y, p->n, p->c_out, p->out[1], p->out[2], dh, dw, 0, nt);
+    }
+    ck_free(xq);
+    ck_free(yq);
     return err;
 }
 

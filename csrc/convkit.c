@@ -71,28 +71,37 @@ static ck_tiling ck_tile_nr(int64_t P, int64_t col_bytes, int64_t jobs, int nt, 
 }
 
 /* Whether Winograd F(4x4,3x3) computes the forward conv p: 2-D (the
- * leading dim of size 1), 3x3, stride 1, dilation 1, one group, pads of at
- * most 1 (so every output window holds input, which its error bound needs,
- * see docs/c_backend.md). */
+ * leading dim of size 1), 3x3, stride 1, one group, pads of at most 1 (so
+ * every output window holds input, which its error bound needs, see
+ * docs/c_backend.md).  A dilation d runs as d x d undilated phases
+ * (wino_forward_impl): pads and sizes must then be multiples of d, the
+ * pads at most d. */
 static int ck_wino_applies(const ck_conv_params *p)
 {
     if (p->groups != 1 || p->in[0] != 1 || p->k[0] != 1 || p->pad_lo[0] || p->pad_hi[0]
         || p->k[1] != 3 || p->k[2] != 3 || p->c_in < 1 || p->c_out < 1)
         return 0;
-    for (int i = 1; i < 3; i++)
-        if (p->stride[i] != 1 || p->dil[i] != 1 || p->pad_lo[i] > 1 || p->pad_hi[i] > 1)
+    for (int i = 1; i < 3; i++) {
+        const int64_t d = p->dil[i];
+        if (p->stride[i] != 1 || d < 1 || p->pad_lo[i] % d || p->pad_hi[i] % d || p->in[i] % d
+            || p->out[i] % d || p->pad_lo[i] > d || p->pad_hi[i] > d)
             return 0;
+    }
     return 1;
 }
 
-/* ... and the input gradient of p, a forward conv of gy with pads 2 - pad. */
+/* ... and the input gradient of p, a forward conv of gy with pads 2*dil - pad. */
 static int ck_wino_applies_bwi(const ck_conv_params *p)
 {
     ck_conv_params q = *p;
     for (int i = 1; i < 3; i++) {
-        q.pad_lo[i] = 2 - p->pad_lo[i];
-        q.pad_hi[i] = 2 - p->pad_hi[i];
+        q.pad_lo[i] = 2 * p->dil[i] - p->pad_lo[i];
+        q.pad_hi[i] = 2 * p->dil[i] - p->pad_hi[i];
+        q.in[i] = p->out[i];
+        q.out[i] = p->in[i];
     }
+    q.c_in = p->c_out;
+    q.c_out = p->c_in;
     return ck_wino_applies(&q);
 }
 

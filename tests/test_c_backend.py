@@ -457,6 +457,10 @@ WINOGRAD_SPECS = [
     "conv2d_n3_c8_o20_i14x33_k3x3_p1-0x0-1",
     "conv2d_n1_c3_o4_i5x3_k3x3_p1_f64",
     "conv2d_n2_c16_o8_i23x9_k3x3_p1_f64",
+    # Dilated: one undilated conv per stride phase, pads and sizes multiples of the dilation.
+    "conv2d_n2_c5_o7_i12x16_k3x3_d2_p2",
+    "conv2d_n1_c6_o5_i9x12_k3x3_d3x2_p3x2-0",
+    "conv2d_n1_c3_o4_i8x6_k3x3_d2_p2_f64",
 ]
 
 
@@ -483,11 +487,11 @@ def test_winograd_agrees_with_direct(desc):
         assert spec.pads[0] != (1, 1)
 
 
-def test_winograd_applies_only_to_3x3_stride_1():
+def test_winograd_applies_only_to_3x3_stride_1_with_pads_and_sizes_multiples_of_the_dilation():
     algos = cb.CBackend().algorithms
     for desc in ("conv2d_n1_c4_o4_i9x9_k3x3_s2_p1", "conv2d_n1_c4_o4_i9x9_k3x3_d2_p2", "conv2d_n1_c4_o4_g2_i9x9_k3x3",
                  "conv2d_n1_c4_o4_i9x9_k5x5_p2", "conv1d_n1_c4_o4_i9_k3", "conv3d_n1_c4_o4_i5x5x5_k3x3x3",
-                 "conv2d_n1_c4_o4_i9x9_k3x3_p2"):
+                 "conv2d_n1_c4_o4_i9x9_k3x3_p2", "conv2d_n1_c4_o4_i12x12_k3x3_d2_p1", "conv2d_n1_c4_o4_i12x12_k3x3_d2_p4"):
         assert algos("conv_forward", parse_descriptor(desc)) == ("direct",), desc
     spec = parse_descriptor("conv2d_n1_c4_o4_i9x9_k3x3")  # no pads: its input gradient would need pads 2
     assert algos("conv_forward", spec) == ("direct", "winograd")
