@@ -18,6 +18,7 @@ from .dispatch import _requested, _why_not, select
 from .errors import ConvkitError
 from .ops import ops_for
 from .spec import parse_descriptor
+from .tune import op_needs_indices
 
 # name -> (module, help); each module has add_arguments(parser) and main(args) -> int.
 _FEATURE_COMMANDS = {
@@ -93,7 +94,7 @@ def explain(descriptor: str) -> dict:
         chosen, passed_over = {}, {}
         for kernel in op.kernels:
             try:
-                backend, _, skipped, algorithm = select(kernel, kspec)
+                backend, _, skipped, algorithm = select(kernel, kspec, with_indices=op_needs_indices(op, kernel))
                 chosen[kernel] = backend.name if algorithm is None else f"{backend.name}/{algorithm}"
                 passed_over[kernel] = dict(skipped)
             except ConvkitError as exc:

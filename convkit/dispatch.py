@@ -284,15 +284,18 @@ def _tuned(kernel: str, spec, threads: int):
     return entry
 
 
-def select(kernel: str, spec, threads: int | None = None):
+def select(kernel: str, spec, threads: int | None = None, *, with_indices: bool = False):
     """Pick the backend for ``kernel`` on canonical ``spec`` (at ``threads``, default the current count).
 
+    ``with_indices``: a max pool's forward that returns its indices, tuned
+    apart from the values-only one (:func:`convkit.tunecache.tune_key`).
     Returns ``(backend, source, skipped, algorithm)``: ``algorithm`` is the
     one a ``"name/algorithm"`` choice or the tuning cache asks for, else ``None``.
     """
     names, source = _requested()
     if names is None:
-        names = _tuned(kernel, spec, get_num_threads() if threads is None else threads)
+        names = _tuned(tunecache.tune_key(kernel, with_indices), spec,
+                       get_num_threads() if threads is None else threads)
         if names is not None:  # the entry holds its own decision: no second hash of the spec
             generation, hit = names.decision or (None, None)
             if generation != registry.generation():
@@ -360,14 +363,14 @@ def run(kernel: str, spec, *, with_indices: bool = False, **inputs):
     return _execute(kernel, spec, with_indices, inputs, None)
 
 
-def _choose(kernel, spec, threads):
+def _choose(kernel, spec, threads, with_indices=False):
     _verbose()
-    chosen, source, skipped, algorithm = select(kernel, spec, threads)
+    chosen, source, skipped, algorithm = select(kernel, spec, threads, with_indices=with_indices)
     if logger.isEnabledFor(logging.DEBUG):
         why = "".join(f"; skipped {n}: {r}" for n, r in skipped)
         ran = chosen.name if algorithm is None else tunecache.label(f"{chosen.name}/{algorithm}")
         if source == TUNED:
-            why = f"; tuned: {tunecache.lookup(kernel, spec, threads).summary}" + why
+            why = f"; tuned: {tunecache.lookup(tunecache.tune_key(kernel, with_indices), spec, threads).summary}" + why
         logger.debug("%s %s -> %s (by %s)%s", kernel, spec, ran, source, why)
     for events in _recorders.get():
         events.append(DispatchEvent(kernel, str(spec), chosen.name, source, skipped, algorithm))
@@ -384,7 +387,7 @@ def _execute(kernel, spec, with_indices, inputs, backend, algorithm=None):
     else:
         threads = get_num_threads()
         if backend is None:
-            backend, algorithm = _choose(kernel, spec, threads)
+            backend, algorithm = _choose(kernel, spec, threads, ind is not None)
         ctx = KernelContext(kernel, spec, out, ind, _threads_for(backend, kernel, threads), algorithm)
         if _strict.get():
             _call_strict(backend, ctx, inputs)

@@ -68,15 +68,22 @@ def kernels_of(spec) -> list:
     --------
     >>> from convkit.spec import parse_descriptor
     >>> [k for k, _ in kernels_of(parse_descriptor("maxpool1d_n1_c1_i8_k2"))]
-    ['pool_forward', 'pool_backward']
+    ['pool_forward', 'pool_forward+indices', 'pool_backward']
     >>> [(k, str(s)) for k, s in kernels_of(parse_descriptor("convt1d_n1_c4_o2_i3_k3_s2"))][:1]
     [('conv_backward_input', 'conv1d_n1_c2_o4_i7_k3_s2')]
     """
     from .ops import ops_for
 
     kspec = spec.canonical()
-    kernels = dict.fromkeys(k for op in ops_for(spec) for k in op.kernels)
-    return [(k, kspec) for k in kernels]
+    kernels = [tunecache.tune_key(k, op_needs_indices(op, k)) for op in ops_for(spec) for k in op.kernels]
+    if "pool_forward+indices" in kernels:  # the values-only forward too (max_pool without return_indices)
+        kernels.insert(kernels.index("pool_forward+indices"), "pool_forward")
+    return [(k, kspec) for k in dict.fromkeys(kernels)]
+
+
+def op_needs_indices(op, kernel: str) -> bool:
+    """Whether ``op`` runs ``kernel`` as a max pool's forward that returns the indices (the gradient does)."""
+    return kernel == "pool_forward" and op.kind == "max" and op.grad
 
 
 def candidates(kernel: str, spec, backends=None) -> tuple:
@@ -148,6 +155,8 @@ def measure_kernel(kernel: str, spec, *, backends=None, budget=BUDGET["budget"],
                    min_repeats=BUDGET["min_repeats"], how="tune"):
     """Time every candidate of ``kernel`` on canonical ``spec`` side by side; the :class:`~convkit.tunecache.Entry`.
 
+    ``kernel`` may be a :func:`~convkit.tunecache.tune_key` (``"pool_forward+indices"``).
+
     ``None`` when no backend can run it. A candidate that raises is left out
     (logged). The thread count is the current one
     (:func:`convkit.get_num_threads`).
@@ -155,6 +164,7 @@ def measure_kernel(kernel: str, spec, *, backends=None, budget=BUDGET["budget"],
     from .bench import timing
     from .dispatch import _execute
 
+    key, (kernel, with_indices) = kernel, tunecache.split_key(kernel)
     choices, _ = candidates(kernel, spec, backends)
     if not choices:
         return None
@@ -163,7 +173,7 @@ def measure_kernel(kernel: str, spec, *, backends=None, budget=BUDGET["budget"],
     for choice in choices:
         name, algo = choice.split("/", 1)
         backend = registry.get_backend(name)
-        fn = (lambda b=backend, a=algo: _execute(kernel, spec, False, inputs, b, a))
+        fn = (lambda b=backend, a=algo: _execute(kernel, spec, with_indices, inputs, b, a))
         try:
             fn()  # once up front: errors (and JIT compilation) happen here, untimed
         except Exception as exc:
@@ -186,7 +196,7 @@ def measure_kernel(kernel: str, spec, *, backends=None, budget=BUDGET["budget"],
         again = timing.measure_interleaved(close, dict.fromkeys(close, REFINE_BUDGET * budget), rounds=2 * rounds,
                                            min_repeats=dict.fromkeys(close, min_repeats))
         times.update({c: t.median for c, t in again.items()})
-    entry = tunecache.Entry(kernel, spec.descriptor, config.get_num_threads(), min(times, key=times.get), times,
+    entry = tunecache.Entry(key, spec.descriptor, config.get_num_threads(), min(times, key=times.get), times,
                             tunecache.now_utc(), how)
     logger.debug("tuned: %s (%s %s at %d threads)", entry.summary, kernel, spec, entry.threads)
     return entry
@@ -391,5 +401,6 @@ def _static_choice(entry) -> str:
     from .spec import parse_descriptor
 
     with contextlib.suppress(ConvkitError):
-        return _select(entry.kernel, parse_descriptor(entry.descriptor), None, "default priority")[0].name
+        return _select(tunecache.split_key(entry.kernel)[0], parse_descriptor(entry.descriptor), None,
+                       "default priority")[0].name
     return ""

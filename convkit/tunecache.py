@@ -113,6 +113,34 @@ def _signature_key(sig: dict) -> str:
     return hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:16]
 
 
+#: What a max pool's forward that also returns the argmax indices (as ``max_pool_grad`` runs it) is tuned
+#: as: a kernel name plus this. Writing the indices is other work than the values alone, and a backend
+#: can be the faster at one and the slower at the other.
+INDICES = "+indices"
+
+
+def tune_key(kernel: str, with_indices: bool = False) -> str:
+    """The name a kernel call is tuned and looked up under.
+
+    Examples
+    --------
+    >>> tune_key("pool_forward", with_indices=True), tune_key("conv_forward")
+    ('pool_forward+indices', 'conv_forward')
+    """
+    return kernel + INDICES if with_indices else kernel
+
+
+def split_key(key: str) -> tuple:
+    """``(kernel, with_indices)`` of a :func:`tune_key`.
+
+    Examples
+    --------
+    >>> split_key("pool_forward+indices")
+    ('pool_forward', True)
+    """
+    return (key[: -len(INDICES)], True) if key.endswith(INDICES) else (key, False)
+
+
 def entry_key(kernel: str, descriptor: str, threads: int) -> str:
     """The key of an entry in the file.
 

@@ -20,7 +20,7 @@ import convkit
 from convkit import Backend, Capabilities, tunecache
 from convkit.cli import main as cli
 from convkit.errors import SpecError
-from convkit.tune import tune
+from convkit.tune import kernels_of, tune
 from convkit_backends.numpy import kernels as reference
 from mock_plugin import BackendsPlugin
 
@@ -180,6 +180,23 @@ def test_a_stale_machine_signature_is_ignored(mocks, monkeypatch, change):
     assert info["entries"] == [] and sum(info["other_signatures"].values()) == 1
 
 
+def test_a_max_pool_forward_with_indices_is_tuned_apart_from_the_values_only_one(cache):
+    # max_pool_grad runs the forward with indices: other work, and its own winner.
+    spec = convkit.pool_spec("max", (1, 2, 9), 3)
+    assert [k for k, _ in kernels_of(spec)] == ["pool_forward", "pool_forward+indices", "pool_backward"]
+    t = convkit.get_num_threads()
+    d = spec.canonical().descriptor
+    tunecache.store([tunecache.Entry("pool_forward", d, t, "c/direct", {"c/direct": 1e-6}),
+                     tunecache.Entry("pool_forward+indices", d, t, "numpy/default",
+                                     {"numpy/default": 1e-6})])
+    x = np.arange(18.0, dtype=np.float32).reshape(1, 2, 9)
+    with convkit.record() as events:
+        convkit.max_pool(x, 3)
+        convkit.max_pool_grad(np.ones((1, 2, 3), np.float32), x, 3)
+    forwards = [(e.backend, e.source) for e in events if e.kernel == "pool_forward"]
+    assert forwards == [("c", "tuning cache"), ("numpy", "tuning cache")]
+
+
 def test_a_tuned_winner_that_cannot_run_falls_back_saying_why(mocks):
     tunecache.store([tunecache.Entry("conv_forward", DESC, convkit.get_num_threads(), "ghost/default",
                                      {"ghost/default": 1e-6})])
@@ -290,8 +307,8 @@ def test_cli_tune_show_and_clear(cache, capsys):
     desc = "maxpool1d_n1_c1_i16_k2"
     assert cli(["tune", desc, "--backends", "numpy", "--budget", "0.001", "--no-progress", "--show"]) == 0
     out = capsys.readouterr().out
-    assert "convkit tune: 2 kernels tuned" in out and str(tunecache.cache_path()) in out
-    assert "pool_forward" in out and "pool_backward" in out and desc in out
+    assert "convkit tune: 3 kernels tuned" in out and str(tunecache.cache_path()) in out
+    assert "pool_forward+indices" in out and "pool_backward" in out and desc in out
     assert cli(["tune", "--clear"]) == 0
     assert not tunecache.cache_path().exists()
     assert cli(["tune", "--show"]) == 0

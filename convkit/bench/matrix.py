@@ -45,21 +45,24 @@ def kernel_picks(spec, threads: int) -> dict:
     from ..dispatch import TUNED, select
     from ..errors import ConvkitError
     from ..ops import ops_for
+    from ..tune import op_needs_indices
 
     kspec, out = spec.canonical(), {}
     for direction, op in zip(("forward", "backward"), ops_for(spec)):
         out[direction] = []
         for kernel in op.kernels:
+            indices = op_needs_indices(op, kernel)
+            key = tunecache.tune_key(kernel, indices)
             try:
-                backend, source, _, algorithm = select(kernel, kspec, threads)
+                backend, source, _, algorithm = select(kernel, kspec, threads, with_indices=indices)
             except ConvkitError as exc:
-                out[direction].append({"kernel": kernel, "backend": None, "source": None, "why": str(exc)})
+                out[direction].append({"kernel": key, "backend": None, "source": None, "why": str(exc)})
                 continue
             name = tunecache.label(f"{backend.name}/{algorithm}") if algorithm else backend.name
-            entry = tunecache.lookup(kernel, kspec, threads) if source == TUNED else None
+            entry = tunecache.lookup(key, kspec, threads) if source == TUNED else None
             why = (f"tuned: {entry.summary}" if entry else
                    "static priority (not tuned here)" if source == "default priority" else f"chosen by {source}")
-            out[direction].append({"kernel": kernel, "backend": name, "source": source, "why": why})
+            out[direction].append({"kernel": key, "backend": name, "source": source, "why": why})
     return out
 
 
