@@ -324,15 +324,33 @@ static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, 
     if (err)
         return err;
     const int64_t Q = tp.Q, Hph = tp.Hph, OW = p->out[2], jobs = p->n * d->G * OD;
-    /* Nothing is packed, so tiles only serve the balance between threads:
-     * aim at >= 4 tasks per thread, splitting the micro-panels of each
-     * (image, group, slice) and, for small problems, the output channels. */
+    /* Tiles serve the balance between threads: aim at >= 4 tasks per
+     * thread, splitting each (image, group, slice) into column tiles x
+     * row parts.  B read in place (kc == 0): split the columns first, the
+     * output channels only for small problems.  K-blocked: the split that
+     * reads the least, each task reading its rows of A and its columns of B
+     * (rows x tiles + columns x parts), so a 7x7 layer with 512 channels
+     * splits its rows and a 56x56 one its columns. */
     const int64_t want = 4 * (int64_t)(nt > 0 ? nt : 1), panels = (Q + kn->nr - 1) / kn->nr;
-    const int64_t per_job = (want + jobs - 1) / jobs;
-    const int64_t tile_panels = ck_max(1, panels / per_job), width = tile_panels * kn->nr;
-    const int64_t ntile = (panels + tile_panels - 1) / tile_panels, mblocks = mpad / kn->mr;
-    const int64_t msplit = ck_max(1, ck_min(mblocks, (want + jobs * ntile - 1) / (jobs * ntile)));
-    const int64_t msz = (mblocks + msplit - 1) / msplit * kn->mr, tasks = jobs * ntile * msplit;
+    const int64_t per_job = (want + jobs - 1) / jobs, mblocks = mpad / kn->mr;
+    int64_t tile_panels = ck_max(1, panels / per_job), msplit = 1;
+    if (kn->kc > 0) {
+        int64_t best = -1, ntile_ = 1;
+        for (int64_t ms = 1; ms <= mblocks; ms++) {
+            const int64_t nt_ = ck_max(1, ck_min(panels, (per_job + ms - 1) / ms));
+            const int64_t cost = mpad * nt_ + panels * kn->nr * ms;
+            if (best < 0 || cost < best)
+                best = cost, msplit = ms, ntile_ = nt_;
+            if (nt_ == 1)
+                break;
+        }
+        tile_panels = ck_max(1, panels / ntile_);
+    }
+    const int64_t width = tile_panels * kn->nr, ntile = (panels + tile_panels - 1) / tile_panels;
+    if (kn->kc == 0)
+        msplit = ck_max(1, ck_min(mblocks, (want + jobs * ntile - 1) / (jobs * ntile)));
+    const int64_t msz = (mblocks + msplit - 1) / msplit * kn->mr;
+    const int64_t tasks = jobs * ntile * msplit;
 #pragma omp parallel num_threads(ck_threads(nt, tasks))
     {
     T *bp = (T *)ck_alloc((size_t)FN(gemm_shifted_scratch)(kn) * sizeof(T));

@@ -255,17 +255,20 @@ static int ck_pool_check(const ck_pool_params *p, ck_pool_dims *d)
 #undef TI
 #undef SFX
 
-/* Whether every element is finite (x - x is 0 only for finite x); vectorizes. */
-#define CK_DEFINE_ALL_FINITE(T, SFX)                                \
-    static int ck_all_finite_##SFX(const T *a, int64_t n)           \
-    {                                                               \
-        T acc = 0;                                                  \
-        for (int64_t i = 0; i < n; i++)                             \
-            acc += a[i] - a[i];                                     \
-        return acc == 0;                                            \
+/* Whether every element is finite: no exponent field all ones (inf, NaN).
+ * On the bits, so the loop vectorizes; a float sum of x - x would not (its
+ * adds may not be reordered) and took 16% of a 2048->512 1x1 forward. */
+#define CK_DEFINE_ALL_FINITE(T, U, EXP, SFX)                                  \
+    CK_CLONES static int ck_all_finite_##SFX(const T *a, int64_t n)           \
+    {                                                                         \
+        const U *u = (const U *)a;                                            \
+        U bad = 0;                                                            \
+        for (int64_t i = 0; i < n; i++)                                       \
+            bad |= (U)((u[i] & (EXP)) == (EXP));                              \
+        return bad == 0;                                                      \
     }
-CK_DEFINE_ALL_FINITE(float, f32)
-CK_DEFINE_ALL_FINITE(double, f64)
+CK_DEFINE_ALL_FINITE(float, uint32_t, 0x7f800000u, f32)
+CK_DEFINE_ALL_FINITE(double, uint64_t, 0x7ff0000000000000ull, f64)
 
 /* Whether every element is finite and at most lim in magnitude: on the
  * bits with the sign cleared, whose integer order is that of |a| (NaN and
