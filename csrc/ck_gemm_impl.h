@@ -4,8 +4,9 @@
  * C[m x n] (+)= Ap * Bp for one MR x NR register tile, where Ap holds K
  * groups of MR weights ([k][MR]) and Bp K groups of NR columns ([k][NR]),
  * both zero padded.  Packing B straight from the input (im2col into
- * micro-panels) is the only copy of the data.  Three variants, picked at run
- * time: AVX-512 (8 x 3 vectors), AVX2+FMA (6 x 2), portable (6 x 2). */
+ * micro-panels) is the only copy of the data.  Variants picked at run
+ * time: AVX-512 (8 x 3 vectors), AVX2+FMA (6 x 2, or 4 x 3 for float on AMD
+ * Zen 1, ck_avx2_block_4x3), portable (6 x 2). */
 #define CK_DEFINE_KERNEL(NAME, ATTR, VBYTES, MR_, NV_, BROW, KEEP)                            \
     ATTR static void NAME(int64_t K, const T *restrict A, const T *restrict B,                \
                           const int64_t *restrict offs, T *restrict C, int64_t ldc, int64_t m,\
@@ -72,6 +73,9 @@ CK_DEFINE_KERNEL(FN(kerntp_portable), , 32, 6, 2, offs[k], 1)
 CK_DEFINE_KERNEL(FN(kern_avx2), CK_AVX2, 32, 6, 2, k * NR, 0)
 CK_DEFINE_KERNEL(FN(kernt_avx2), CK_AVX2, 32, 6, 2, offs[k], 0)
 CK_DEFINE_KERNEL(FN(kerntp_avx2), CK_AVX2, 32, 6, 2, offs[k], 1)
+CK_DEFINE_KERNEL(FN(kern_avx2n), CK_AVX2, 32, 4, 3, k * NR, 0)
+CK_DEFINE_KERNEL(FN(kernt_avx2n), CK_AVX2, 32, 4, 3, offs[k], 0)
+CK_DEFINE_KERNEL(FN(kerntp_avx2n), CK_AVX2, 32, 4, 3, offs[k], 1)
 CK_DEFINE_KERNEL(FN(kern_avx512), CK_AVX512, 64, 8, 3, k * NR, 0)
 CK_DEFINE_KERNEL(FN(kernt_avx512), CK_AVX512, 64, 8, 3, offs[k], 0)
 CK_DEFINE_KERNEL(FN(kerntp_avx512), CK_AVX512, 64, 8, 3, offs[k], 1)
@@ -92,9 +96,13 @@ static FN(kernel) FN(pick_kernel)(void)
         k.nr = 3 * 64 / (int64_t)sizeof(T);
         k.kc = 0;
     } else if (ck_cpu_level() == 1) {
-        k.fn = FN(kern_avx2);
-        k.fn_t = FN(kernt_avx2);
-        k.fn_tp = FN(kerntp_avx2);
+        /* (float only: Winograd's blocks of tiles need nr a multiple of 8) */
+        const int narrow = sizeof(T) == 4 && ck_avx2_block_4x3();
+        k.fn = narrow ? FN(kern_avx2n) : FN(kern_avx2);
+        k.fn_t = narrow ? FN(kernt_avx2n) : FN(kernt_avx2);
+        k.fn_tp = narrow ? FN(kerntp_avx2n) : FN(kerntp_avx2);
+        k.mr = narrow ? 4 : 6;
+        k.nr = (narrow ? 3 : 2) * 32 / (int64_t)sizeof(T);
     }
 #endif
     return k;

@@ -51,6 +51,20 @@ static inline int ck_cpu_level(void)
         return 1;
     return 0;
 }
+/* The AVX2 float micro-kernel's register block: 4 rows x 3 vectors instead
+ * of 6 x 2 on AMD Zen 1 (family 17h, models below 30h), whose FP units run
+ * each 256-bit FMA as two 128-bit halves: fewer broadcasts per FMA there,
+ * 7-28% faster on 1 thread over six anchor layers (docs/performance.md).
+ * CONVKIT_C_AVX2_BLOCK=6x2 or 4x3 forces one (tests cover both). */
+static inline int ck_avx2_block_4x3(void)
+{
+    const char *v = getenv("CONVKIT_C_AVX2_BLOCK");
+    if (v && strcmp(v, "4x3") == 0)
+        return 1;
+    if (v && strcmp(v, "6x2") == 0)
+        return 0;
+    return __builtin_cpu_is("znver1");
+}
 #else
 #  define CK_X86_DISPATCH 0
 #endif
@@ -65,10 +79,12 @@ static inline int ck_cpu_level(void)
 #define CK_DIRECT_BLOCK 16
 
 /* K block of the AVX2 and portable forward GEMMs (ck_gemm_impl.h's
- * gemm_shifted): a 256 x 16 float B panel is 16 KB, half a Zen 1 L1. */
+ * gemm_shifted): a 256-row float B panel is 16 KB (6x2 block) or 24 KB
+ * (4x3), within a Zen 1's 32 KB L1. */
 #ifndef CK_KC
 #  define CK_KC 256
 #endif
+
 
 /* Tile of output columns packed at once: keeps the packed panel near L2. */
 #define CK_PANEL_BYTES (384 * 1024)

@@ -151,9 +151,9 @@ def test_conv_kernels_match_reference(desc):
     np.testing.assert_array_equal(w, w0)
 
 
-@pytest.mark.parametrize("isa", ["portable", "avx2"])
-def test_every_micro_kernel_agrees(isa, monkeypatch):
-    """The AVX2 and portable micro-kernels give the exact results of the default one."""
+@pytest.mark.parametrize("isa, block", [("portable", None), ("avx2", "6x2"), ("avx2", "4x3")])
+def test_every_micro_kernel_agrees(isa, block, monkeypatch):
+    """The AVX2 (both register blocks) and portable micro-kernels give the exact results of the default one."""
     specs = [parse_descriptor(d) for d in CONV_SPECS if "_n0_" not in d]
     rng = np.random.default_rng(7)
     data = []
@@ -163,6 +163,8 @@ def test_every_micro_kernel_agrees(isa, monkeypatch):
         data.append((spec, x, w, gy, C.conv_forward(x, w, None, spec), C.conv_backward_input(gy, w, spec),
                      C.conv_backward_weight(gy, x, spec)))
     monkeypatch.setenv("CONVKIT_C_ISA", isa)
+    if block:
+        monkeypatch.setenv("CONVKIT_C_AVX2_BLOCK", block)
     for spec, x, w, gy, y, gx, gw in data:
         np.testing.assert_array_equal(C.conv_forward(x, w, None, spec), y)
         np.testing.assert_array_equal(C.conv_backward_input(gy, w, spec), gx)
