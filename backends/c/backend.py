@@ -13,7 +13,8 @@ run as vectorized direct loops. Every call runs on
 ``convkit.config.get_num_threads()`` OpenMP threads with the GIL released.
 
 ``conv_forward`` and ``conv_backward_input`` of 2-D 3x3 stride-1 problems
-(one group, pads <= 1) have a second algorithm, Winograd F(4x4,3x3)
+(one group, pads <= 1; dilated ones with pads and sizes multiples of the
+dilation, run as their stride phases) have a second algorithm, Winograd F(4x4,3x3)
 (``csrc/ck_winograd_impl.h``): ``algorithms()`` lists ``("direct",
 "winograd")`` there, the one the backend runs when the core leaves the
 choice to it first: ``CONVKIT_C_ALGO=direct|winograd`` forces it,
