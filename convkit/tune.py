@@ -76,8 +76,6 @@ def kernels_of(spec) -> list:
 
     kspec = spec.canonical()
     kernels = [tunecache.tune_key(k, op_needs_indices(op, k)) for op in ops_for(spec) for k in op.kernels]
-    if "pool_forward+indices" in kernels:  # the values-only forward too (max_pool without return_indices)
-        kernels.insert(kernels.index("pool_forward+indices"), "pool_forward")
     return [(k, kspec) for k in dict.fromkeys(kernels)]
 
 

@@ -311,8 +311,8 @@ static int FN(taps_build)(const ck_conv_params *p, const ck_conv_dims *d, const 
     return CK_OK;
 }
 
-/* Forward on tap planes: the micro-kernel reads B in place and writes y
- * directly, nothing wasted. */
+/* Forward on tap planes (a 1x1 conv's are x itself): gemm_shifted reads
+ * B from them and writes y directly, nothing wasted. */
 static int FN(conv_fwd_shifted)(const ck_conv_params *p, const ck_conv_dims *d, const T *x,
                                 const T *Ap, int64_t mpad, const T *bias, T *y, int nt,
                                 const FN(kernel) *kn)

@@ -54,7 +54,7 @@ static inline int ck_cpu_level(void)
 /* The AVX2 float micro-kernel's register block: 4 rows x 3 vectors instead
  * of 6 x 2 on AMD Zen 1 (family 17h, models below 30h), whose FP units run
  * each 256-bit FMA as two 128-bit halves: fewer broadcasts per FMA there,
- * 7-28% faster on 1 thread over six anchor layers (docs/performance.md).
+ * 7-28% less time on 1 thread over eight layers (docs/performance.md).
  * CONVKIT_C_AVX2_BLOCK=6x2 or 4x3 forces one (tests cover both). */
 static inline int ck_avx2_block_4x3(void)
 {
