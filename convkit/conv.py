@@ -16,7 +16,7 @@ from . import shapes
 from .dispatch import accepts_backend, run
 from .errors import ShapeError, SpecError, WeightFormatWarning, warn_user
 from .spec import (DEFAULT_WEIGHT_FORMAT, LAYOUTS, PADDING_MODES, WEIGHT_FORMATS, ConvSpec, check_pad_value,
-                   memoize_spec, padding_mode_help)
+                   memo_key, memoize_spec, padding_mode_help)
 
 __all__ = ["ConvGrads", "conv", "conv1d", "conv2d", "conv3d", "conv_grad", "conv_transpose",
            "conv_transpose_grad", "conv_spec", "conv_transpose_spec"]
@@ -129,8 +129,36 @@ def conv_spec(x_shape, w_shape, *, bias=False, stride=1, padding=0, dilation=1, 
     return spec
 
 
+# (op, builder, shapes and dtype chars of the arrays, typed options) -> (spec, output dtype): what
+# _conv_prepare derives from float ndarrays, remembered so a loop of same-shaped calls pays one lookup
+# instead of a dtype promotion, a spec build and a bias check (most of a small call's time).
+_PREPARED: dict = {}
+# float16/32/64 in native byte order: as_float passes them through unchanged (a '>f4' has char 'f' too)
+_FLOATS = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
+
+
+def _prepared_key(arrays, kw, op, builder):
+    parts = [op, builder]
+    for a in arrays:
+        if a is None:
+            parts.append(None)
+        elif type(a) is np.ndarray and a.dtype in _FLOATS:
+            parts += (a.shape, a.dtype.char)
+        else:
+            return None
+    try:
+        parts.append(memo_key(kw))
+    except TypeError:  # an unhashable option: the slow path validates it
+        return None
+    return tuple(parts)
+
+
 def _conv_prepare(x, weight, bias, kw, op, grad=None, builder=conv_spec):
     """Arrays as floats, the spec ``builder`` makes of them, and the dtype of the results."""
+    key = _prepared_key((x, weight, bias, grad), kw, op, builder)
+    hit = None if key is None else _PREPARED.get(key)
+    if hit is not None:
+        return x, weight, bias, hit[0], hit[1]
     x = ln.as_float(x, "x", op)
     weight = ln.as_float(weight, "weight", op)
     bias = None if bias is None else ln.as_float(bias, "bias", op)
@@ -139,6 +167,10 @@ def _conv_prepare(x, weight, bias, kw, op, grad=None, builder=conv_spec):
     _check_bias(bias, spec.c_out, op)
     if kw["weight_format"] is None and spec.layout == "channels_last":
         _warn_if_ambiguous(x.shape, weight.shape, spec, kw, op, builder)
+    elif key is not None:  # (an ambiguous weight keeps the slow path, so it warns on every call)
+        if len(_PREPARED) > 4096:
+            _PREPARED.clear()
+        _PREPARED[key] = (spec, ln.output_dtype(x, weight, bias, grad))
     return x, weight, bias, spec, ln.output_dtype(x, weight, bias, grad)
 
 

@@ -563,6 +563,14 @@ def _key(value):
     return (t, value)
 
 
+def memo_key(kwargs: dict) -> tuple:
+    """A cache key of keyword arguments that tells ``1``, ``1.0`` and ``True`` apart; TypeError if unhashable.
+
+    Keyword order is the caller's: another order only misses the cache.
+    """
+    return tuple([(k, type(v), v) if type(v) in _ATOMS else (k, _key(v)) for k, v in kwargs.items()])
+
+
 def memoize_spec(builder):
     """Cache a spec builder on its arguments; a spec is a pure function of shapes and options.
 
@@ -573,9 +581,7 @@ def memoize_spec(builder):
     @wraps(builder)
     def cached(*args, **kwargs):
         try:
-            # Keyword order is the caller's: another order only misses the cache.
-            key = (tuple(map(_key, args)),
-                   tuple([(k, type(v), v) if type(v) in _ATOMS else (k, _key(v)) for k, v in kwargs.items()]))
+            key = (tuple(map(_key, args)), memo_key(kwargs))
         except TypeError:
             return builder(*args, **kwargs)
         spec = cache.get(key)

@@ -46,6 +46,7 @@ def call():
 def use(mod):
     cb._state["module"] = mod  # and forget what the other build answered
     cb._ALGORITHMS.clear()
+    cb._ENTRIES.clear()
     for f in vars(cb).values():
         if hasattr(f, "cache_clear"):
             f.cache_clear()

@@ -270,6 +270,20 @@ def test_pytorch_weight_with_channels_last_data_issue_14():
                                                         weight_format="...IO"))
 
 
+def test_a_repeated_call_is_checked_and_warned_like_the_first():
+    # Same shapes and options as an earlier good call, so the prepared-spec memo could answer: it must
+    # still refuse what the first call would have refused, and warn again where the first call warned.
+    x, w = np.zeros((1, 3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32)
+    convkit.conv(x, w)
+    with pytest.raises(convkit.DTypeError, match=r">f4"):
+        convkit.conv(x.astype(">f4"), w)
+    with pytest.raises(convkit.ShapeError, match="bias"):
+        convkit.conv(x, w, np.zeros(5, np.float32))
+    for _ in range(2):
+        with pytest.warns(convkit.WeightFormatWarning):
+            convkit.conv(np.zeros((1, 8, 8, 3)), np.zeros((3, 3, 3, 3)), data_format="channels_last")
+
+
 def test_no_weight_format_warning_when_only_one_reading_fits():
     import warnings
     with warnings.catch_warnings():

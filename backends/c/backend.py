@@ -45,7 +45,7 @@ __all__ = ["CBackend", "CKernelError", "load", "build_info", "conv_params", "poo
 
 MODULE = "convkit_backends.c._ckernels"
 _POOL_KIND = {"max": 0, "avg": 1, "lp": 2}
-_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_CTYPE = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]"}
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 #: The non-direct algorithm, as Capabilities.nondirect names it (its first word is the algorithm's name).
@@ -150,6 +150,8 @@ def winograd_preferred(kernel: str, spec) -> bool:
 #: ``algorithms()`` answers by (kernel, spec, CONVKIT_C_ALGO), at most this many remembered.
 _ALGORITHMS: dict = {}
 _ALGORITHMS_MAX = 4096
+#: A conv call's ``(params, C function)`` by (kernel, spec, algorithm asked for, dtype, CONVKIT_C_ALGO).
+_ENTRIES: dict = {}
 
 
 def _algo_setting() -> str:
@@ -209,8 +211,7 @@ def _buf(ffi, a, ctype=None):
     """``(pointer, length)`` of an array, ``(NULL, 0)`` for ``None``."""
     if a is None:
         return ffi.NULL, 0
-    ctype = ctype or _CTYPE[a.dtype]
-    return ffi.from_buffer(f"{ctype}[]", a), a.size
+    return ffi.from_buffer(ctype or _CTYPE[a.dtype], a), a.size
 
 
 def build_info() -> str:
@@ -229,7 +230,7 @@ def raw_call(name: str, params, *arrays, nthreads: int | None = None) -> None:
     ffi, lib = load()
     args = [params]
     for a in arrays:
-        ctype = "int64_t" if a is not None and a.dtype == np.int64 else None
+        ctype = "int64_t[]" if a is not None and a.dtype == np.int64 else None
         args.extend(_buf(ffi, a, ctype))
     args.append(get_num_threads() if nthreads is None else int(nthreads))
     _raise_for(getattr(lib, f"ck_{name}")(*args), name, None)
@@ -308,17 +309,29 @@ class CBackend(Backend):
         return found
 
     # -- conv -------------------------------------------------------------
+    def _conv_entry(self, ctx):
+        """``(params, C function)`` of a conv kernel call, remembered per problem and ``CONVKIT_C_ALGO``."""
+        key = (ctx.kernel, ctx.spec, ctx.algorithm, ctx.out.dtype.char, getenv("CONVKIT_C_ALGO"))
+        found = _ENTRIES.get(key)
+        if found is None:
+            _, lib = load()
+            algorithm = ctx.algorithm
+            if algorithm is None and ctx.kernel in _WINO_KERNELS:
+                algorithm = self.algorithms(ctx.kernel, ctx.spec)[0]
+            kind = "_winograd" if algorithm == "winograd" else ""
+            fn = getattr(lib, f"ck_{ctx.kernel}{kind}_{_SUFFIX[ctx.out.dtype]}")
+            if len(_ENTRIES) >= _ALGORITHMS_MAX:
+                _ENTRIES.clear()
+            found = _ENTRIES[key] = (_cached_params(ctx.spec), fn)
+        return found
+
     def _conv(self, ctx, a, b, bias=None):
         ffi, lib = load()
-        args = [_cached_params(ctx.spec), *_buf(ffi, a), *_buf(ffi, b)]
+        params, fn = self._conv_entry(ctx)
+        args = [params, *_buf(ffi, a), *_buf(ffi, b)]
         if ctx.kernel == "conv_forward":
             args.extend(_buf(ffi, bias))
         args.extend(_buf(ffi, ctx.out))
-        algorithm = ctx.algorithm
-        if algorithm is None and ctx.kernel in _WINO_KERNELS:
-            algorithm = self.algorithms(ctx.kernel, ctx.spec)[0]
-        kind = "_winograd" if algorithm == "winograd" else ""
-        fn = getattr(lib, f"ck_{ctx.kernel}{kind}_{_SUFFIX[ctx.out.dtype]}")
         rc = fn(*args, ctx.num_threads)
         if rc == lib.CK_ERR_NONFINITE:
             # A NaN/inf weight (or output gradient) next to the zero padding: the reference's
@@ -340,7 +353,7 @@ class CBackend(Backend):
     def pool_forward(self, ctx, *, x):
         ffi, lib = load()
         fn = getattr(lib, f"ck_pool_forward_{_SUFFIX[ctx.out.dtype]}")
-        rc = fn(_cached_params(ctx.spec), *_buf(ffi, x), *_buf(ffi, ctx.out), *_buf(ffi, ctx.indices, "int64_t"),
+        rc = fn(_cached_params(ctx.spec), *_buf(ffi, x), *_buf(ffi, ctx.out), *_buf(ffi, ctx.indices, "int64_t[]"),
                 ctx.num_threads)
         _raise_for(rc, "pool_forward", ctx.spec)
 
@@ -353,5 +366,5 @@ class CBackend(Backend):
         indices = indices if kind == "max" else None
         fn = getattr(lib, f"ck_pool_backward_{_SUFFIX[ctx.out.dtype]}")
         rc = fn(_cached_params(ctx.spec), *_buf(ffi, grad_y), *_buf(ffi, x), *_buf(ffi, y),
-                *_buf(ffi, indices, "int64_t"), *_buf(ffi, ctx.out), ctx.num_threads)
+                *_buf(ffi, indices, "int64_t[]"), *_buf(ffi, ctx.out), ctx.num_threads)
         _raise_for(rc, "pool_backward", ctx.spec)
