@@ -142,14 +142,19 @@ def hostile_calls(draw):
 @given(call=hostile_calls(), backend=st.sampled_from(AVAILABLE))
 def test_random_arguments_give_convkit_errors_only_and_never_hang(call, backend):
     op, arrays, kwargs = call
-    start = time.perf_counter()
-    try:
-        with np.errstate(all="ignore"):
-            op.call(arrays, {**kwargs, "backend": backend})
-    except ConvkitError:
-        pass
-    # A hang guard, not a benchmark: validation is closed form, these problems are tiny.
-    assert time.perf_counter() - start < 10
+
+    def seconds():
+        start = time.perf_counter()
+        try:
+            with np.errstate(all="ignore"):
+                op.call(arrays, {**kwargs, "backend": backend})
+        except ConvkitError:
+            pass
+        return time.perf_counter() - start
+
+    # A hang guard, not a benchmark: validation is closed form, these problems are tiny. A slow first
+    # call may be Numba compiling the kernel (over 10 s with a cold cache here); a hang hangs again.
+    assert seconds() < 10 or seconds() < 10
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
