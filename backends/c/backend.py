@@ -310,8 +310,8 @@ class CBackend(Backend):
 
     # -- conv -------------------------------------------------------------
     def _conv_entry(self, ctx):
-        """``(params, C function)`` of a conv kernel call, remembered per problem and ``CONVKIT_C_ALGO``."""
-        key = (ctx.kernel, ctx.spec, ctx.algorithm, ctx.out.dtype.char, getenv("CONVKIT_C_ALGO"))
+        """``(params, C function, cffi array type)`` of a conv kernel call, per problem and ``CONVKIT_C_ALGO``."""
+        key = (ctx.kernel, ctx.spec, ctx.algorithm, getenv("CONVKIT_C_ALGO"))  # the spec holds the dtype
         found = _ENTRIES.get(key)
         if found is None:
             _, lib = load()
@@ -322,17 +322,18 @@ class CBackend(Backend):
             fn = getattr(lib, f"ck_{ctx.kernel}{kind}_{_SUFFIX[ctx.out.dtype]}")
             if len(_ENTRIES) >= _ALGORITHMS_MAX:
                 _ENTRIES.clear()
-            found = _ENTRIES[key] = (_cached_params(ctx.spec), fn)
+            found = _ENTRIES[key] = (_cached_params(ctx.spec), fn, _CTYPE[ctx.out.dtype])
         return found
 
     def _conv(self, ctx, a, b, bias=None):
         ffi, lib = load()
-        params, fn = self._conv_entry(ctx)
-        args = [params, *_buf(ffi, a), *_buf(ffi, b)]
+        params, fn, ct = self._conv_entry(ctx)
+        buf, out = ffi.from_buffer, ctx.out  # (one call with every argument: this is the small-call hot path)
         if ctx.kernel == "conv_forward":
-            args.extend(_buf(ffi, bias))
-        args.extend(_buf(ffi, ctx.out))
-        rc = fn(*args, ctx.num_threads)
+            rc = fn(params, buf(ct, a), a.size, buf(ct, b), b.size, *_buf(ffi, bias, ct), buf(ct, out), out.size,
+                    ctx.num_threads)
+        else:
+            rc = fn(params, buf(ct, a), a.size, buf(ct, b), b.size, buf(ct, out), out.size, ctx.num_threads)
         if rc == lib.CK_ERR_NONFINITE:
             # A NaN/inf weight (or output gradient) next to the zero padding: the reference's
             # tap-by-tap kernels add nothing for a pad, where these would multiply it (0 * inf).
