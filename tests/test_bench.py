@@ -183,10 +183,38 @@ def test_suites_parse_and_the_anchor_targets_name_their_source():
         assert load_suite(name), name
     anchors = load_suite("anchors")
     assert len(anchors) == 14 and all(set(p.targets) == {"forward", "backward"} for p in anchors)
-    assert all(p.target_source.startswith("issue-5: convkit issue 5") for p in anchors)
+    assert all(p.target_source.startswith("issue-13: convkit issue 13") for p in anchors)
+    # Issue 13's bar: convs at parity with the faster of torch and ONNX Runtime forward, torch backward;
+    # pools 5x the faster peer forward, 1.5x torch backward.
+    fastest = ("torch", "onnxruntime")
+    for p in anchors:
+        pool = not p.is_conv
+        assert (p.targets["forward"].ratio, p.targets["forward"].peers) == ((5.0 if pool else 1.0), fastest), p.name
+        assert (p.targets["backward"].ratio, p.targets["backward"].peers) == ((1.5 if pool else 1.0), ("torch",))
     # A problem of another suite that is an anchor layer carries the anchor's targets and source.
     (conv1,) = [p for p in load_suites(["resnet50"], quick=True) if p.name == "resnet50.conv1.b1"]
-    assert conv1.targets == {"forward": 0.8, "backward": 0.8} and conv1.target_source.startswith("issue-5")
+    assert conv1.targets == next(p.targets for p in anchors if p.name == conv1.name)
+    assert conv1.target_source.startswith("issue-13")
+
+
+def test_a_faster_of_target_is_judged_on_the_faster_peer_and_only_when_every_peer_ran():
+    from convkit.bench.perfdoc import missed_targets
+    from convkit.bench.problems import Problem, target_speed
+    from convkit.bench.render import target_table
+
+    p = Problem.from_line("s", "a conv1d_n1_c1_o1_i8_k3 target_fwd=1@torch,onnxruntime source=k", {"k": "text"})
+    row = {"name": "a", "descriptor": p.descriptor, "direction": "forward", "target": 1.0,
+           "target_peers": list(p.targets["forward"].peers), "runs": {},
+           "speedups": {"c": {"torch": 1.3, "onnxruntime": 0.95}}}
+    assert target_speed(row) == (0.95, "onnxruntime")  # c beats torch, not ONNX Runtime: missed
+    assert missed_targets({"results": [row]}) == [("a", "forward", 0.95, 1.0)]
+    assert "| onnxruntime (faster of torch, onnxruntime) |" in target_table({"results": [row]})[-1]
+    row["speedups"]["c"]["onnxruntime"] = 1.1
+    assert target_speed(row) == (1.1, "onnxruntime") and missed_targets({"results": [row]}) == []
+    del row["speedups"]["c"]["onnxruntime"]  # ONNX Runtime did not run: not judged on torch alone
+    assert target_speed(row) == (None, None) and missed_targets({"results": [row]}) == [("a", "forward", None, 1.0)]
+    with pytest.raises(ValueError, match=r"speed target '1@tf'.*PEER among torch, onnxruntime"):
+        Problem.from_line("s", "a conv1d_n1_c1_o1_i8_k3 target_fwd=1@tf source=k", {"k": "text"})
 
 
 def test_a_suite_target_without_a_defined_source_is_refused(tmp_path):

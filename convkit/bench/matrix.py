@@ -24,7 +24,7 @@ __all__ = ["AUTO", "TOLERANCE", "ANCHOR_SUITE", "DONE_SUITES", "kernel_picks", "
 AUTO = "auto"
 #: ``auto`` may be this much slower than the fastest backend on a problem (issue 15).
 TOLERANCE = 0.05
-#: The anchor suite (the layers of issue 5's speed targets) and the suites issue 15's bar is checked on.
+#: The anchor suite (the layers with the c backend's speed targets) and the suites issue 15's bar is checked on.
 ANCHOR_SUITE = "anchors"
 DONE_SUITES = (ANCHOR_SUITE, "resnet50")
 

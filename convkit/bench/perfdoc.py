@@ -1,4 +1,4 @@
-"""Generate ``docs/performance.md``: the ``c`` backend against PyTorch on issue 5's target layers.
+"""Generate ``docs/performance.md``: the ``c`` backend against PyTorch and ONNX Runtime on the anchor layers.
 
 Usage::
 
@@ -7,9 +7,10 @@ Usage::
     python -m convkit.bench.perfdoc --from DIR/report.json  # tables from an earlier `convkit bench` run
     python -m convkit.bench.perfdoc --embed DIR --doc docs/benchmarks.md  # put a report into a doc
 
-The run is ``convkit bench --suite anchors --backends c --compare torch``:
-float32, both libraries on the same thread count, medians after warm-up,
-speed = PyTorch time / ``c`` time. Text between ``<!-- notes -->`` and
+The run is ``convkit bench --suite anchors --backends c --compare torch,onnxruntime``:
+float32, every library on the same thread count, medians after warm-up,
+speed = the target's peer time / ``c`` time (the faster of PyTorch and ONNX
+Runtime where the suite's target says so). Text between ``<!-- notes -->`` and
 ``<!-- /notes -->`` in an existing file (the reasons and next steps for missed
 targets, written by the backend's maintainers) is kept when the file is
 regenerated.
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 from . import charts, render, runner
+from .problems import target_speed
 
 __all__ = ["performance_markdown", "missed_targets", "embed_report", "main"]
 
@@ -33,7 +35,7 @@ _DEFAULT_NOTES = ("<!-- notes -->\n_Reasons and next steps for each missed targe
                   "maintainers; kept when this file is regenerated._\n<!-- /notes -->")
 
 
-def missed_targets(result, backend="c", peer="torch") -> list:
+def missed_targets(result, backend="c") -> list:
     """``[(name, direction, ratio or None, target)]`` of every target not met (``None``: not measured).
 
     Examples
@@ -46,17 +48,17 @@ def missed_targets(result, backend="c", peer="torch") -> list:
     for r in result["results"]:
         if r.get("target") is None:
             continue
-        ratio = r["speedups"].get(backend, {}).get(peer)
+        ratio, _ = target_speed(r, backend)
         if ratio is None or ratio < r["target"]:
             out.append((r["name"], r["direction"], ratio, r["target"]))
     return out
 
 
 def _section(result, chart, backend, peer) -> list:
-    missed = missed_targets(result, backend, peer)
+    missed = missed_targets(result, backend)
     total = sum(1 for r in result["results"] if r.get("target") is not None)
     lines = [f"## {result['threads']['requested']} thread(s): {total - len(missed)} of {total} targets met", ""]
-    lines += render.run_lines(result) + [""] + render.target_table(result, backend, peer) + [""]
+    lines += render.run_lines(result) + [""] + render.target_table(result, backend) + [""]
     if chart:
         lines += [f"![{backend} speed-up over {peer} and the reference, {result['threads']['requested']} "
                   f"thread(s)]({chart})", ""]
@@ -68,12 +70,13 @@ def _section(result, chart, backend, peer) -> list:
 
 def performance_markdown(results, notes: str = _DEFAULT_NOTES, charts_=(), backend="c", peer="torch") -> str:
     """The text of ``docs/performance.md``: one section per bench result (e.g. per thread count)."""
-    lines = [f"# Performance: the `{backend}` backend against PyTorch", "",
-             "Issue 5's speed targets, measured by `convkit bench` (see [benchmarks.md](benchmarks.md)): float32, "
-             f"`{backend}` and PyTorch on the same thread count in one process, median of repeated runs after "
-             f"warm-up, runners taking turns. **Speed = {peer} time / {backend} time** (> 1: `{backend}` is "
-             "faster). Backward = input and weight gradients together for convolutions (PyTorch: "
-             "`torch.ops.aten.convolution_backward`), the input gradient for pools (PyTorch: "
+    lines = [f"# Performance: the `{backend}` backend against PyTorch and ONNX Runtime", "",
+             "The anchor suite's speed targets, measured by `convkit bench` (see [benchmarks.md](benchmarks.md)): "
+             f"float32, `{backend}` and the peers on the same thread count in one process, median of repeated "
+             f"runs after warm-up, runners taking turns. **Speed = peer time / {backend} time** (> 1: "
+             f"`{backend}` is faster), the peer being the one each target names, or the faster of the ones it "
+             f"names; the speed-up chart is against {peer}. Backward = input and weight gradients together for "
+             "convolutions (PyTorch: `torch.ops.aten.convolution_backward`), the input gradient for pools (PyTorch: "
              "`max_pool2d_with_indices_backward` given the indices, `avg_pool2d_backward`). GFLOP/s use the "
              "formula in benchmarks.md; % peak is against NumPy's float32 matmul on the same threads, measured "
              "in the same run. Every number below comes from the run whose command heads its section.", ""]
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
         result = json.loads(Path(source).read_text())
         results.append(result.get("bench", result))  # a `convkit report` JSON holds the bench under "bench"
     for threads in ([] if args.source else (args.threads or [None])):
-        bench_argv = ["--suite", "anchors", "--backends", args.backend, "--compare", "torch",
+        bench_argv = ["--suite", "anchors", "--backends", args.backend, "--compare", "torch,onnxruntime",
                       "--budget", str(args.budget), "--retry-budget", str(args.retry_budget)]
         bench_argv += ["--threads", str(threads)] if threads else []
         bench_parser = argparse.ArgumentParser()

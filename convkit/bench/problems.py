@@ -4,8 +4,9 @@ A suite is ``convkit/bench/suites/<name>.txt``: one problem a line, ``name
 descriptor [tags]``, ``#`` starts a comment. Tags: ``quick`` (in the
 ``--quick`` subset; a suite without any ``quick`` tag runs whole),
 ``target_fwd=R`` / ``target_bwd=R`` (speed targets: PyTorch time / ``c``
-time) and ``source=KEY`` (where the targets come from; a line ``@source KEY
-text`` of the same file says it in words). Each problem is timed forward and
+time >= ``R``; ``R@torch,onnxruntime``: the faster of those peers' time, see
+:class:`Target`) and ``source=KEY`` (where the targets come from; a line
+``@source KEY text`` of the same file says it in words). Each problem is timed forward and
 backward.
 
 FLOPs per direction: a convolution's forward is
@@ -25,7 +26,7 @@ from .. import lowering
 from ..ops import backward_op, forward_op
 from ..spec import ConvSpec, parse_descriptor
 
-__all__ = ["Problem", "DIRECTIONS", "DEFAULT_SUITES", "TARGETS_SUITE", "list_suites", "load_suite", "load_suites",
+__all__ = ["Problem", "Target", "target_speed", "DIRECTIONS", "DEFAULT_SUITES", "TARGETS_SUITE", "list_suites", "load_suite", "load_suites",
            "make_inputs",
            "convkit_callable"]
 
@@ -35,6 +36,65 @@ DIRECTIONS = ("forward", "backward")
 TARGETS_SUITE = "anchors"
 #: Suites run when none is named (``anchors`` repeats layers of these, ``features`` and ``tiny`` are for tests).
 DEFAULT_SUITES = ("lenet", "mnist", "resnet50", "mobilenet", "dilated", "audio1d", "conv3d", "pooling")
+#: The peers a target may name (``convkit.bench.peers.PEERS``, not imported: it pulls in the peers' code).
+TARGET_PEERS = ("torch", "onnxruntime", "scipy")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A speed target: the faster of ``peers``' time / the backend's time must be at least ``ratio``.
+
+    Examples
+    --------
+    >>> Target.parse("1.5"), Target.parse("5@torch,onnxruntime")
+    (Target(ratio=1.5, peers=('torch',)), Target(ratio=5.0, peers=('torch', 'onnxruntime')))
+    >>> str(Target(5.0, ("torch", "onnxruntime")))
+    '>= 5x the faster of torch, onnxruntime'
+    """
+
+    ratio: float
+    peers: tuple = ("torch",)
+
+    @classmethod
+    def parse(cls, text: str) -> "Target":
+        ratio, at, peers = text.partition("@")
+        names = tuple(peers.split(",")) if at else cls.peers
+        unknown = [n for n in names if n not in TARGET_PEERS]
+        if unknown or not ratio:
+            raise ValueError(f"speed target {text!r}: write R or R@PEER,PEER... with PEER among "
+                             f"{', '.join(TARGET_PEERS)} (e.g. 1.0@torch,onnxruntime)")
+        return cls(float(ratio), names)
+
+    def __str__(self) -> str:
+        against = self.peers[0] if len(self.peers) == 1 else "the faster of " + ", ".join(self.peers)
+        return f">= {self.ratio:g}x {against}"
+
+
+def target_speed(row, backend: str = "c") -> tuple:
+    """``(speed, peer)`` of a bench result row against its target's peers: the faster peer's time / ``backend``'s.
+
+    ``(None, None)`` when the row has no target, or ``backend`` or one of the
+    target's peers did not run (a "faster of" target is not judged on part
+    of its peers). Rows of older reports, without ``target_peers``, are
+    against torch.
+
+    Examples
+    --------
+    >>> row = {"target": 1.0, "target_peers": ["torch", "onnxruntime"],
+    ...        "speedups": {"c": {"torch": 1.4, "onnxruntime": 0.9}}}
+    >>> target_speed(row)
+    (0.9, 'onnxruntime')
+    >>> target_speed({**row, "speedups": {"c": {"torch": 1.4}}})
+    (None, None)
+    """
+    if row.get("target") is None:
+        return None, None
+    speeds = row.get("speedups", {}).get(backend, {})
+    peers = row.get("target_peers") or Target.peers
+    if any(p not in speeds for p in peers):
+        return None, None
+    peer = min(peers, key=speeds.get)  # the faster peer: the lowest speed-up over it
+    return speeds[peer], peer
 
 
 @dataclass(frozen=True)
@@ -46,7 +106,7 @@ class Problem:
     >>> p = Problem.from_line("tiny", "a.b  conv1d_n1_c1_o1_i8_k3  quick target_fwd=1.5 source=s",
     ...                       {"s": "a paper"})
     >>> p.name, p.quick, p.targets, p.target_source, p.flops("backward")
-    ('a.b', True, {'forward': 1.5}, 's: a paper', 72)
+    ('a.b', True, {'forward': Target(ratio=1.5, peers=('torch',))}, 's: a paper', 72)
     """
 
     suite: str
@@ -64,7 +124,10 @@ class Problem:
         for tag in tags:
             if tag.startswith(("target_fwd=", "target_bwd=")):
                 key, _, value = tag.partition("=")
-                targets["forward" if key == "target_fwd" else "backward"] = float(value)
+                try:
+                    targets["forward" if key == "target_fwd" else "backward"] = Target.parse(value)
+                except ValueError as exc:
+                    raise ValueError(f"suite {suite!r}: line {line!r}: {exc}") from None
             elif tag.startswith("source="):
                 key = tag.partition("=")[2]
                 if key not in (sources or {}):

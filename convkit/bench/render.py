@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import charts as _charts
 from .machine import NOISY, is_noisy
+from .problems import target_speed
 from .verdict import verdict_paragraph, verdict_section
 
 __all__ = ["write_all", "to_markdown", "SECTIONS", "format_time", "verdict_paragraph", "STATUS_CODES"]
@@ -216,30 +217,38 @@ def targets_section(result, images=()) -> list:
                + [""] if sources else []))
 
 
-def target_table(result, backend="c", peer="torch") -> list:
-    """Markdown rows: each problem with a target, ``peer time / backend time``, met or not, the source.
+def target_table(result, backend="c") -> list:
+    """Markdown rows: each problem with a target, the peer it is against, ``peer time / backend time``, met or not.
+
+    A target against "the faster of" several peers is judged on the one that
+    was faster in this run (:func:`~convkit.bench.problems.target_speed`).
 
     Examples
     --------
     >>> row = {"name": "a", "descriptor": "d", "direction": "forward", "target": 1.0, "runs": {},
-    ...        "speedups": {"c": {"torch": 1.25}}, "target_source": "issue-5: the issue"}
+    ...        "target_peers": ["torch", "onnxruntime"], "speedups": {"c": {"torch": 1.25, "onnxruntime": 0.8}},
+    ...        "target_source": "issue-13: the issue"}
     >>> target_table({"results": [row]})[-1]
-    '| a `d` | forward | not run | not run | 1.250x | >= 1 | yes | issue-5 |  |  |'
+    '| a `d` | forward | not run | onnxruntime (faster of torch, onnxruntime) | not run | 0.800x | >= 1 | **no** | issue-13 |  |  |'
     """
-    out = [f"| problem | direction | {backend} median | {peer} median | {peer}/{backend} | target | met | source | "
-           f"{backend} GFLOP/s | % peak |", "|---|---|--:|--:|--:|--:|:-:|---|--:|--:|"]
+    out = [f"| problem | direction | {backend} median | peer | peer median | peer/{backend} | target | met | source | "
+           f"{backend} GFLOP/s | % peak |", "|---|---|--:|---|--:|--:|--:|:-:|---|--:|--:|"]
     for r in result["results"]:
         if r.get("target") is None:
             continue
-        mine, theirs = r["runs"].get(backend), r["runs"].get(peer)
-        ratio = r["speedups"].get(backend, {}).get(peer)
+        peers = r.get("target_peers") or ["torch"]
+        ratio, peer = target_speed(r, backend)
+        named = peer or " or ".join(peers)
+        if len(peers) > 1:
+            named += f" (faster of {', '.join(peers)})"
+        mine, theirs = r["runs"].get(backend), r["runs"].get(peer) if peer else None
         met = "" if ratio is None else ("yes" if ratio >= r["target"] else "**no**")
         gf = f"{mine['gflops']:.3g}" if mine and "gflops" in mine else ""
         pk = _pct(mine).strip(" ()") if mine and "gflops" in mine else ""
         source = (r.get("target_source") or "unknown").partition(":")[0]
         out.append(f"| {r['name']} `{r['descriptor']}` | {r['direction']}{_noisy(r)} | "
-                   f"{_time_cell(mine) or 'not run'} | {_time_cell(theirs) or 'not run'} | {_ratio(ratio, 3)} | "
-                   f">= {r['target']:g} | {met} | {source} | {gf} | {pk} |")
+                   f"{_time_cell(mine) or 'not run'} | {named} | {_time_cell(theirs) or 'not run'} | "
+                   f"{_ratio(ratio, 3)} | >= {r['target']:g} | {met} | {source} | {gf} | {pk} |")
     return out
 
 

@@ -102,7 +102,12 @@ def _measure_problem(problem, direction, runners, budgets, quick, rounds) -> dic
             runs[name] = {"status": "ok", **timed[name].to_dict()}
     runs = {n: runs[n] for n, _, _ in runners if n in runs}
     return {"suite": problem.suite, "name": problem.name, "descriptor": problem.descriptor,
-            "direction": direction, "flops": flops, "target": problem.targets.get(direction), "runs": runs}
+            "direction": direction, "flops": flops, **_target_fields(problem.targets.get(direction)), "runs": runs}
+
+
+def _target_fields(target) -> dict:
+    """A result row's ``target`` (the ratio) and ``target_peers`` (whose faster time it is against)."""
+    return {"target": None} if target is None else {"target": target.ratio, "target_peers": list(target.peers)}
 
 
 def _measure_quietest(problem, direction, runners, budgets, quick, rounds, retry_left) -> tuple:
