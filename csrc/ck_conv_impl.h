@@ -274,38 +274,39 @@ static int FN(taps_build)(const ck_conv_params *p, const ck_conv_dims *d, const 
     T *xp = tp->xp;
     memset(xp + nplanes * cplane, 0, (size_t)(xlen - nplanes * cplane) * sizeof(T));
     /* Every destination row is written once: a shifted copy of an input
-     * row with zero edges, or zeros where it falls in the pads. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, nplanes))
-    for (int64_t t = 0; t < nplanes; t++) {
-        T *drow = xp + t * cplane;
+     * row with zero edges, or zeros where it falls in the pads. One task per
+     * (channel, phase, kernel column) plane, not per channel: a 3-channel
+     * stem gave 2 threads 3 tasks. */
+    const int64_t tasks = nplanes * s0 * s1 * k2;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ck_threads(nt, tasks))
+    for (int64_t u = 0; u < tasks; u++) {
+        const int64_t t = u / (s0 * s1 * k2), pk = u % (s0 * s1 * k2), phase = pk / k2, kw = pk % k2;
+        T *drow = xp + t * cplane + pk * plane;
         const T *src = x + t * d->X;
-        for (int64_t phase = 0; phase < s0 * s1; phase++)
-            for (int64_t kw = 0; kw < k2; kw++) {
-                const int64_t off = kw * p->dil[2] - p->pad_lo[2];
-                int64_t a, b;
-                ck_valid_range(p->in[2], s2, off, OW, &a, &b);
-                for (int64_t dph = 0; dph < Dph; dph++)
-                    for (int64_t hph = 0; hph < Hph; hph++, drow += OW) {
-                        const int64_t id = dph * s0 + phase / s1 - p->pad_lo[0];
-                        const int64_t ih = hph * s1 + phase % s1 - p->pad_lo[1];
-                        if (id < 0 || id >= p->in[0] || ih < 0 || ih >= p->in[1]) {
-                            memset(drow, 0, (size_t)OW * sizeof(T));
-                            continue;
-                        }
-                        const T *srow = src + (id * p->in[1] + ih) * p->in[2] + off;
-                        for (int64_t ow = 0; ow < a; ow++)
-                            drow[ow] = 0;
-                        if (s2 == 1)
-                            memcpy(drow + a, srow + a, (size_t)(b - a) * sizeof(T));
-                        else if (s2 == 2)
-                            for (int64_t ow = a; ow < b; ow++)
-                                drow[ow] = srow[ow * 2];
-                        else
-                            for (int64_t ow = a; ow < b; ow++)
-                                drow[ow] = srow[ow * s2];
-                        for (int64_t ow = b; ow < OW; ow++)
-                            drow[ow] = 0;
-                    }
+        const int64_t off = kw * p->dil[2] - p->pad_lo[2];
+        int64_t a, b;
+        ck_valid_range(p->in[2], s2, off, OW, &a, &b);
+        for (int64_t dph = 0; dph < Dph; dph++)
+            for (int64_t hph = 0; hph < Hph; hph++, drow += OW) {
+                const int64_t id = dph * s0 + phase / s1 - p->pad_lo[0];
+                const int64_t ih = hph * s1 + phase % s1 - p->pad_lo[1];
+                if (id < 0 || id >= p->in[0] || ih < 0 || ih >= p->in[1]) {
+                    memset(drow, 0, (size_t)OW * sizeof(T));
+                    continue;
+                }
+                const T *srow = src + (id * p->in[1] + ih) * p->in[2] + off;
+                for (int64_t ow = 0; ow < a; ow++)
+                    drow[ow] = 0;
+                if (s2 == 1)
+                    memcpy(drow + a, srow + a, (size_t)(b - a) * sizeof(T));
+                else if (s2 == 2)
+                    for (int64_t ow = a; ow < b; ow++)
+                        drow[ow] = srow[ow * 2];
+                else
+                    for (int64_t ow = a; ow < b; ow++)
+                        drow[ow] = srow[ow * s2];
+                for (int64_t ow = b; ow < OW; ow++)
+                    drow[ow] = 0;
             }
     }
     return CK_OK;
